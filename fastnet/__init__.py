@@ -1,0 +1,105 @@
+"""fastnet: the neural network of "Deep Learning from Scratch", fast on NumPy, Numba and CuPy.
+
+Pick a backend once and the same code runs on it::
+
+    import fastnet
+    fastnet.set_backend("numba")          # or "numpy", "cupy", "auto"
+    with fastnet.use_backend("numpy"):    # scoped to this thread / task
+        ...
+"""
+
+from __future__ import annotations
+
+from . import functions, gradient, layers, nets
+from .backend import (
+    BACKEND_NAMES,
+    Backend,
+    BackendStatus,
+    available_backends,
+    get_backend,
+    set_backend,
+    to_numpy,
+    use_backend,
+)
+from .backend.registry import _init_from_env
+from .errors import (
+    BackendMismatchError,
+    BackendUnavailableError,
+    ChecksumError,
+    DatasetError,
+    DownloadError,
+    FastnetError,
+)
+from .functions import (
+    cross_entropy_error,
+    identity_function,
+    mean_squared_error,
+    relu,
+    relu_grad,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+    step_function,
+    sum_squared_error,
+)
+from .gradient import gradient_descent, numerical_diff, numerical_gradient
+from .layers import (
+    Affine,
+    AddLayer,
+    BatchNormalization,
+    Dropout,
+    MulLayer,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+)
+from .nets import Net, TwoLayerNet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Backend",
+    "BackendStatus",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "to_numpy",
+    "use_backend",
+    "FastnetError",
+    "BackendMismatchError",
+    "BackendUnavailableError",
+    "ChecksumError",
+    "DatasetError",
+    "DownloadError",
+    "functions",
+    "gradient",
+    "layers",
+    "nets",
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+    "mean_squared_error",
+    "sum_squared_error",
+    "cross_entropy_error",
+    "numerical_diff",
+    "numerical_gradient",
+    "gradient_descent",
+    "MulLayer",
+    "AddLayer",
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "SoftmaxWithLoss",
+    "Dropout",
+    "BatchNormalization",
+    "Net",
+    "TwoLayerNet",
+    "__version__",
+]
+
+_init_from_env()  # FASTNET_BACKEND picks the default once, at import

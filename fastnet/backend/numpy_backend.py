@@ -1,0 +1,314 @@
+"""The reference backend: the book's algorithms written against ``self.xp``.
+
+Every kernel here is written once against the array module ``self.xp`` so a
+backend with a NumPy-compatible module (CuPy) inherits a working version of all
+of them; faster backends subclass this class and override only the kernels
+they accelerate. Kernels are grouped from fine to coarse:
+
+* functions   sigmoid, relu, softmax, cross_entropy_error, ...
+* layers      affine/relu/sigmoid/softmax-with-loss forward and backward
+* updates     one optimizer step on one parameter, in place
+* whole net   mlp_predict, mlp_loss, mlp_gradient, mlp_numerical_gradient,
+              mlp_train_step: a backend may run these as a few fused calls.
+
+Kernels trust their inputs: checking shapes and array types happens once at
+the public boundary (functions, layers, nets), never in here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy
+
+from ..errors import BackendMismatchError
+from .spec import MLPSpec
+
+Array = Any  # numpy.ndarray here, cupy.ndarray on the GPU
+
+# The book adds this inside the log of the cross-entropy to avoid log(0).
+CE_DELTA = 1e-7
+
+
+def unavailable_reason() -> str | None:
+    return None  # NumPy is a hard dependency: always available
+
+
+class NumpyBackend:
+    """Plain NumPy: the book's code, the reference every backend must match."""
+
+    name = "numpy"
+    is_gpu = False
+    default_dtype: Any = numpy.float64
+
+    def __init__(self) -> None:
+        self.xp: Any = numpy
+
+    def __repr__(self) -> str:
+        return f"<fastnet backend {self.name!r}>"
+
+    # ------------------------------------------------------------ arrays
+    def owns(self, x: object) -> bool:
+        """True when `x` is an array of this backend."""
+        return isinstance(x, numpy.ndarray)
+
+    def check(self, x: object, name: str) -> Array:
+        """Return `x` as this backend's array, refusing other backends' arrays.
+
+        Python lists and scalars are accepted on the CPU; a GPU array is not
+        copied silently (that copy would hide in a hot loop): the error says
+        how to move it.
+        """
+        if isinstance(x, numpy.ndarray):
+            return x
+        if _module_of(x) == "cupy":
+            raise BackendMismatchError(
+                f"{name} is a CuPy (GPU) array but the active backend is "
+                f"{self.name!r}; copy it to the host with fastnet.to_numpy({name}) "
+                f"or run on the GPU with fastnet.set_backend('cupy')"
+            )
+        return numpy.asarray(x)
+
+    def asarray(self, x: object, dtype: Any = None) -> Array:
+        """Explicitly move `x` (host data, or another backend's array) here."""
+        if _module_of(x) == "cupy":
+            x = x.get()  # type: ignore[attr-defined]
+        return numpy.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x: Array) -> numpy.ndarray:
+        return numpy.asarray(x)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (nothing to wait for on the CPU)."""
+
+    # --------------------------------------------------------- functions
+    def step_function(self, x: Array) -> Array:
+        return (x > 0).astype(numpy.int64)
+
+    def sigmoid(self, x: Array) -> Array:
+        return 1 / (1 + self.xp.exp(-x))
+
+    def sigmoid_grad(self, x: Array) -> Array:
+        return (1.0 - self.sigmoid(x)) * self.sigmoid(x)
+
+    def relu(self, x: Array) -> Array:
+        return self.xp.maximum(0, x)
+
+    def relu_grad(self, x: Array) -> Array:
+        grad = self.xp.zeros_like(x)
+        grad[x >= 0] = 1
+        return grad
+
+    def softmax(self, x: Array) -> Array:
+        xp = self.xp
+        x = x - xp.max(x, axis=-1, keepdims=True)  # exp of the shifted value never overflows
+        return xp.exp(x) / xp.sum(xp.exp(x), axis=-1, keepdims=True)
+
+    def mean_squared_error(self, y: Array, t: Array) -> Array:
+        return 0.5 * self.xp.sum((y - t) ** 2)
+
+    def cross_entropy_error(self, y: Array, t: Array) -> Array:
+        """Batch mean of -log(y[t] + 1e-7); t one-hot or class indices."""
+        xp = self.xp
+        if y.ndim == 1:
+            t = t.reshape(1, t.size)
+            y = y.reshape(1, y.size)
+        if t.size == y.size:  # one-hot rows -> class indices
+            t = t.argmax(axis=1)
+        batch_size = y.shape[0]
+        return -xp.sum(xp.log(y[xp.arange(batch_size), t] + CE_DELTA)) / batch_size
+
+    # ------------------------------------------------------------ layers
+    def affine_forward(self, x: Array, W: Array, b: Array) -> Array:
+        return self.xp.dot(x, W) + b
+
+    def affine_backward(
+        self, dout: Array, x: Array, W: Array, need_dx: bool = True
+    ) -> tuple[Array | None, Array, Array]:
+        """(dx, dW, db) of ``x @ W + b``; dx is skipped for a net's first layer."""
+        xp = self.xp
+        dx = xp.dot(dout, W.T) if need_dx else None
+        dW = xp.dot(x.T, dout)
+        db = xp.sum(dout, axis=0)
+        return dx, dW, db
+
+    def relu_forward(self, x: Array) -> tuple[Array, Array]:
+        mask = x <= 0
+        out = x.copy()
+        out[mask] = 0
+        return out, mask
+
+    def relu_backward(self, dout: Array, mask: Array) -> Array:
+        """Zero `dout` where the input was <= 0. Overwrites `dout`, as the book does."""
+        dout[mask] = 0
+        return dout
+
+    def sigmoid_forward(self, x: Array) -> Array:
+        return self.sigmoid(x)
+
+    def sigmoid_backward(self, dout: Array, out: Array) -> Array:
+        return dout * (1.0 - out) * out
+
+    def softmax_cross_entropy(self, x: Array, t: Array) -> tuple[Array, Array]:
+        """(loss, softmax(x)) for a batch of scores `x`."""
+        y = self.softmax(x)
+        return self.cross_entropy_error(y, t), y
+
+    def softmax_cross_entropy_backward(self, y: Array, t: Array, dout: Any = 1) -> Array:
+        batch_size = t.shape[0]
+        if t.ndim == y.ndim:  # one-hot
+            dx = (y - t) / batch_size
+        else:
+            dx = y.copy()
+            dx[self.xp.arange(batch_size), t] -= 1
+            dx = dx / batch_size
+        if not (isinstance(dout, (int, float)) and dout == 1):
+            dx = dx * dout  # the book assumes dout == 1 and skips this
+        return dx
+
+    # ----------------------------------------------------------- updates
+    # One optimizer step on one parameter array, in place (the book's formulas).
+    def sgd_update(self, p: Array, g: Array, lr: float) -> None:
+        p -= lr * g
+
+    def momentum_update(self, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:
+        v *= momentum
+        v -= lr * g
+        p += v
+
+    def nesterov_update(self, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:
+        v *= momentum
+        v -= lr * g
+        p += momentum * momentum * v
+        p -= (1 + momentum) * lr * g
+
+    def adagrad_update(self, p: Array, g: Array, h: Array, lr: float, eps: float = 1e-7) -> None:
+        h += g * g
+        p -= lr * g / (self.xp.sqrt(h) + eps)
+
+    def rmsprop_update(
+        self, p: Array, g: Array, h: Array, lr: float, decay: float, eps: float = 1e-7
+    ) -> None:
+        h *= decay
+        h += (1 - decay) * g * g
+        p -= lr * g / (self.xp.sqrt(h) + eps)
+
+    def adam_update(
+        self,
+        p: Array,
+        g: Array,
+        m: Array,
+        v: Array,
+        lr_t: float,
+        beta1: float,
+        beta2: float,
+        eps: float = 1e-7,
+    ) -> None:
+        """Adam with the bias correction folded into `lr_t`, as in the book."""
+        m += (1 - beta1) * (g - m)
+        v += (1 - beta2) * (g**2 - v)
+        p -= lr_t * m / (self.xp.sqrt(v) + eps)
+
+    # --------------------------------------------------------- whole net
+    def _activation_forward(self, kind: str, a: Array) -> tuple[Array, Array]:
+        if kind == "relu":
+            return self.relu_forward(a)
+        out = self.sigmoid_forward(a)
+        return out, out
+
+    def _activation_backward(self, kind: str, dout: Array, cache: Array) -> Array:
+        if kind == "relu":
+            return self.relu_backward(dout, cache)
+        return self.sigmoid_backward(dout, cache)
+
+    def _decay_loss(self, spec: MLPSpec) -> Any:
+        lam = spec.weight_decay
+        total = 0.0
+        for i in range(spec.depth):
+            total += 0.5 * lam * self.xp.sum(spec.weight(i) ** 2)
+        return total
+
+    def mlp_predict(self, spec: MLPSpec, x: Array) -> Array:
+        """Scores (before softmax) of a batch."""
+        h = x
+        for i in range(spec.depth):
+            h = self.affine_forward(h, spec.weight(i), spec.bias(i))
+            if i < spec.depth - 1:
+                h, _ = self._activation_forward(spec.activation, h)
+        return h
+
+    def mlp_loss(self, spec: MLPSpec, x: Array, t: Array) -> Array:
+        """The net's loss on a batch: the function the numerical gradient differentiates."""
+        loss, _ = self.softmax_cross_entropy(self.mlp_predict(spec, x), t)
+        if spec.weight_decay:
+            loss = loss + self._decay_loss(spec)
+        return loss
+
+    def mlp_gradient(self, spec: MLPSpec, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
+        """Backprop: (gradients by parameter name, loss), the book's layer order."""
+        inputs, caches = [], []
+        h = x
+        for i in range(spec.depth):
+            inputs.append(h)
+            h = self.affine_forward(h, spec.weight(i), spec.bias(i))
+            if i < spec.depth - 1:
+                h, cache = self._activation_forward(spec.activation, h)
+                caches.append(cache)
+        loss, y = self.softmax_cross_entropy(h, t)
+        if spec.weight_decay:
+            loss = loss + self._decay_loss(spec)
+        dout = self.softmax_cross_entropy_backward(y, t)
+        grads: dict[str, Array] = {}
+        for i in reversed(range(spec.depth)):
+            W = spec.weight(i)
+            dout, dW, db = self.affine_backward(dout, inputs[i], W, need_dx=i > 0)
+            if spec.weight_decay:
+                dW = dW + spec.weight_decay * W
+            grads[f"W{i + 1}"], grads[f"b{i + 1}"] = dW, db
+            if i > 0:
+                dout = self._activation_backward(spec.activation, dout, caches[i - 1])
+        return {name: grads[name] for name in spec.names()}, loss
+
+    def mlp_numerical_gradient(
+        self, spec: MLPSpec, x: Array, t: Array, h: float = 1e-4
+    ) -> dict[str, Array]:
+        """Central differences of ``mlp_loss``, one parameter at a time (the book's loop)."""
+        from ..gradient import numerical_gradient_loop
+
+        def loss(_: Array) -> Any:
+            return self.mlp_loss(spec, x, t)
+
+        return {name: numerical_gradient_loop(loss, spec.params[name], h) for name in spec.names()}
+
+    def mlp_train_step(self, spec: MLPSpec, x: Array, t: Array, optimizer: Any) -> Array:
+        """One step: backprop then ``optimizer.update``; returns the loss (left on the device)."""
+        grads, loss = self.mlp_gradient(spec, x, t)
+        optimizer.update(spec.params, grads)
+        return loss
+
+    def mlp_train_batches(
+        self, spec: MLPSpec, x: Array, t: Array, batches: Iterable[Array], optimizer: Any
+    ) -> list[Array]:
+        """Many steps on ``x[idx], t[idx]`` for each index array; a GPU may capture them all."""
+        return [self.mlp_train_step(spec, x[idx], t[idx], optimizer) for idx in batches]
+
+    def numerical_gradient(self, f: Any, x: Array, h: float = 1e-4) -> Array:
+        """Central-difference gradient of ``f`` at ``x`` (``fastnet.gradient`` calls this)."""
+        from ..gradient import numerical_gradient_loop
+
+        return numerical_gradient_loop(f, x, h)
+
+    # ------------------------------------------------------------ random
+    def rng(self, seed: int | None = None) -> Any:
+        """A random generator living where this backend's arrays live."""
+        return numpy.random.default_rng(seed)
+
+    def dropout_mask(self, shape: tuple[int, ...], ratio: float, rng: Any) -> Array:
+        return rng.random(shape) > ratio
+
+
+def _module_of(x: object) -> str:
+    return type(x).__module__.split(".")[0]
+
+
+Backend = NumpyBackend

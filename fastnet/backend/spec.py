@@ -1,0 +1,40 @@
+"""A plain description of a fully connected net that backends can run whole.
+
+Nets hand an ``MLPSpec`` to the backend's coarse kernels (predict, loss,
+gradient, numerical gradient, train step) so a backend may fuse the entire
+computation. The spec holds the net's *live* ``params`` dict: perturbing or
+updating those arrays in place is seen by the next call, as in the book.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    """Affine -> activation -> ... -> Affine -> softmax-with-loss.
+
+    ``params`` maps "W1", "b1", ..., "Wn", "bn" to arrays; ``activation`` is
+    "relu" or "sigmoid" and sits between affine layers (not after the last);
+    ``weight_decay`` is the L2 coefficient lambda (loss += lambda/2 * sum W**2).
+    """
+
+    params: dict[str, Any]
+    depth: int
+    activation: str = "relu"
+    weight_decay: float = 0.0
+
+    def weight(self, i: int) -> Any:
+        return self.params[f"W{i + 1}"]
+
+    def bias(self, i: int) -> Any:
+        return self.params[f"b{i + 1}"]
+
+    def names(self) -> list[str]:
+        """Parameter names in the book's order: W1, b1, W2, b2, ..."""
+        out: list[str] = []
+        for i in range(1, self.depth + 1):
+            out += [f"W{i}", f"b{i}"]
+        return out

@@ -1,0 +1,87 @@
+"""Numerical differentiation and gradient descent (the book's chapter 4).
+
+``numerical_gradient`` runs on the active backend: the plain loop by default,
+and a backend may run it compiled (the numba backend does when ``f`` is a
+Numba-compiled function; see its documentation).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy
+
+from .backend import get_backend
+
+__all__ = ["numerical_diff", "numerical_gradient", "numerical_gradient_loop", "gradient_descent"]
+
+Array = Any
+
+
+def numerical_diff(f: Callable[[Any], Any], x: Any, h: float = 1e-4) -> Any:
+    """Central difference (f(x+h) - f(x-h)) / 2h of a one-variable function."""
+    return (f(x + h) - f(x - h)) / (2 * h)
+
+
+def _check_float_array(x: Any, name: str) -> Array:
+    backend = get_backend()
+    x = backend.check(x, name)
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must be a floating-point array, got dtype {x.dtype}: a perturbation "
+            f"of 1e-4 would be rounded away (write e.g. np.array([3.0, 4.0]))"
+        )
+    return x
+
+
+def numerical_gradient(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> Array:
+    """Gradient of scalar `f` at `x` (any shape) by central differences.
+
+    Each element of `x` is perturbed in place by +h and -h and restored
+    exactly afterwards, so `f` may read `x` (or arrays that alias it).
+    """
+    x = _check_float_array(x, "x")
+    return get_backend().numerical_gradient(f, x, h)
+
+
+def numerical_gradient_loop(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> Array:
+    """The book's loop, element by element; works on any backend's arrays."""
+    grad = x.copy()  # same shape, dtype and array module as x, whatever the backend
+    grad.fill(0)
+    for idx in numpy.ndindex(*x.shape):
+        tmp_val = x[idx]
+        x[idx] = float(tmp_val) + h
+        fxh1 = f(x)
+        x[idx] = tmp_val - h
+        fxh2 = f(x)
+        grad[idx] = (fxh1 - fxh2) / (2 * h)
+        x[idx] = tmp_val
+    return grad
+
+
+def gradient_descent(
+    f: Callable[[Array], Any],
+    init_x: Array,
+    lr: float = 0.01,
+    step_num: int = 100,
+    *,
+    return_history: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Minimise `f` from `init_x` with `step_num` steps of ``x -= lr * grad``.
+
+    Returns the final x; with ``return_history=True`` also the array of the
+    points visited before each step (shape (step_num, *x.shape)), for plots.
+    Unlike the book, `init_x` itself is left unchanged.
+    """
+    if not isinstance(step_num, (int, numpy.integer)) or step_num < 0:
+        raise ValueError(f"step_num must be a non-negative integer, got {step_num!r}")
+    x = _check_float_array(init_x, "init_x").copy()
+    xp = get_backend().xp
+    history = []
+    for _ in range(step_num):
+        if return_history:
+            history.append(x.copy())
+        x -= lr * numerical_gradient(f, x)
+    if return_history:
+        return x, (xp.stack(history) if history else xp.empty((0, *x.shape), x.dtype))
+    return x

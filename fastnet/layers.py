@@ -1,0 +1,240 @@
+"""The book's layers (chapter 5 and 6), each a forward/backward pair.
+
+Layers bind to the backend that is active when they are created (or the one
+passed as ``backend=``) and do their arithmetic through its kernels, so the
+same classes run on NumPy, Numba and CuPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import NumpyBackend, get_backend
+
+__all__ = [
+    "MulLayer",
+    "AddLayer",
+    "Relu",
+    "Sigmoid",
+    "Affine",
+    "SoftmaxWithLoss",
+    "Dropout",
+    "BatchNormalization",
+]
+
+Array = Any
+
+
+def _backend(backend: NumpyBackend | str | None) -> NumpyBackend:
+    if backend is None:
+        return get_backend()
+    if isinstance(backend, str):
+        from .backend.registry import _instance
+
+        return _instance(backend)
+    return backend
+
+
+class MulLayer:
+    """out = x * y for numbers or arrays (the book's shopping example)."""
+
+    def __init__(self) -> None:
+        self.x: Any = None
+        self.y: Any = None
+
+    def forward(self, x: Any, y: Any) -> Any:
+        self.x, self.y = x, y
+        return x * y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        return dout * self.y, dout * self.x
+
+
+class AddLayer:
+    """out = x + y; the gradient passes through unchanged to both inputs."""
+
+    def forward(self, x: Any, y: Any) -> Any:
+        return x + y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        return dout * 1, dout * 1
+
+
+class Relu:
+    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
+        self.backend = _backend(backend)
+        self.mask: Array = None
+
+    def forward(self, x: Array) -> Array:
+        out, self.mask = self.backend.relu_forward(self.backend.check(x, "x"))
+        return out
+
+    def backward(self, dout: Array) -> Array:
+        # copy: the kernel overwrites its input, a caller's array must not change
+        return self.backend.relu_backward(self.backend.check(dout, "dout").copy(), self.mask)
+
+
+class Sigmoid:
+    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
+        self.backend = _backend(backend)
+        self.out: Array = None
+
+    def forward(self, x: Array) -> Array:
+        self.out = self.backend.sigmoid_forward(self.backend.check(x, "x"))
+        return self.out
+
+    def backward(self, dout: Array) -> Array:
+        return self.backend.sigmoid_backward(self.backend.check(dout, "dout"), self.out)
+
+
+class Affine:
+    """out = x @ W + b; an N-d input is flattened to (N, -1) and dx given back in its shape."""
+
+    def __init__(self, W: Array, b: Array, *, backend: NumpyBackend | str | None = None) -> None:
+        self.backend = _backend(backend)
+        self.W = self.backend.check(W, "W")
+        self.b = self.backend.check(b, "b")
+        self.x: Array = None
+        self.original_x_shape: tuple[int, ...] | None = None
+        self.dW: Array = None
+        self.db: Array = None
+
+    def forward(self, x: Array) -> Array:
+        x = self.backend.check(x, "x")
+        if x.ndim == 0:
+            raise ValueError("x must be a batch of samples, got a scalar")
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+        if x.shape[1] != self.W.shape[0]:
+            raise ValueError(
+                f"x has {x.shape[1]} features per sample (shape {self.original_x_shape}) "
+                f"but W expects {self.W.shape[0]} (W shape {self.W.shape})"
+            )
+        self.x = x
+        out = self.backend.affine_forward(x, self.W, self.b)
+        return out if len(self.original_x_shape) > 1 else out.reshape(-1)
+
+    def backward(self, dout: Array) -> Array:
+        dout = self.backend.check(dout, "dout").reshape(self.x.shape[0], -1)
+        dx, self.dW, self.db = self.backend.affine_backward(dout, self.x, self.W)
+        return dx.reshape(self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the cross-entropy error; t one-hot or class indices."""
+
+    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
+        self.backend = _backend(backend)
+        self.loss: Array = None
+        self.y: Array = None
+        self.t: Array = None
+
+    def forward(self, x: Array, t: Array) -> Array:
+        x, t = self.backend.check(x, "x"), self.backend.check(t, "t")
+        self.t = t
+        self.loss, self.y = self.backend.softmax_cross_entropy(x, t)
+        return self.loss
+
+    def backward(self, dout: Any = 1) -> Array:
+        return self.backend.softmax_cross_entropy_backward(self.y, self.t, dout)
+
+
+class Dropout:
+    """Zero each activation with probability `dropout_ratio` while training.
+
+    Like the book, outputs are scaled by (1 - ratio) at test time rather than
+    at training time. `seed` makes the masks reproducible.
+    """
+
+    def __init__(
+        self,
+        dropout_ratio: float = 0.5,
+        *,
+        seed: int | None = None,
+        backend: NumpyBackend | str | None = None,
+    ) -> None:
+        if not 0.0 <= dropout_ratio < 1.0:
+            raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
+        self.backend = _backend(backend)
+        self.dropout_ratio = dropout_ratio
+        self.rng = self.backend.rng(seed)
+        self.mask: Array = None
+
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
+        x = self.backend.check(x, "x")
+        if train_flg:
+            self.mask = self.backend.dropout_mask(x.shape, self.dropout_ratio, self.rng)
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout: Array) -> Array:
+        return dout * self.mask
+
+
+class BatchNormalization:
+    """Normalise each feature over the batch, then scale by gamma and shift by beta.
+
+    Running averages (updated with `momentum`) replace the batch statistics at
+    test time. 4-D inputs (N, C, H, W) are normalised per C*H*W feature, as in
+    the book.
+    """
+
+    def __init__(
+        self,
+        gamma: Array,
+        beta: Array,
+        momentum: float = 0.9,
+        running_mean: Array | None = None,
+        running_var: Array | None = None,
+        *,
+        backend: NumpyBackend | str | None = None,
+    ) -> None:
+        self.backend = _backend(backend)
+        self.gamma = self.backend.check(gamma, "gamma")
+        self.beta = self.backend.check(beta, "beta")
+        self.momentum = momentum
+        self.input_shape: tuple[int, ...] | None = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size = 0
+        self.xc: Array = None
+        self.xn: Array = None
+        self.std: Array = None
+        self.dgamma: Array = None
+        self.dbeta: Array = None
+
+    def forward(self, x: Array, train_flg: bool = True) -> Array:
+        x = self.backend.check(x, "x")
+        self.input_shape = x.shape
+        x2 = x.reshape(x.shape[0], -1)
+        xp = self.backend.xp
+        if self.running_mean is None:
+            self.running_mean = xp.zeros(x2.shape[1], dtype=x2.dtype)
+            self.running_var = xp.zeros(x2.shape[1], dtype=x2.dtype)
+        if train_flg:
+            mu = x2.mean(axis=0)
+            xc = x2 - mu
+            var = xp.mean(xc**2, axis=0)
+            std = xp.sqrt(var + 10e-7)  # the book's epsilon
+            xn = xc / std
+            self.batch_size, self.xc, self.xn, self.std = x2.shape[0], xc, xn, std
+            m = self.momentum
+            self.running_mean = m * self.running_mean + (1 - m) * mu
+            self.running_var = m * self.running_var + (1 - m) * var
+        else:
+            xn = (x2 - self.running_mean) / xp.sqrt(self.running_var + 10e-7)
+        return (self.gamma * xn + self.beta).reshape(self.input_shape)
+
+    def backward(self, dout: Array) -> Array:
+        xp = self.backend.xp
+        dout = dout.reshape(dout.shape[0], -1)
+        self.dbeta = dout.sum(axis=0)
+        self.dgamma = xp.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -xp.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar
+        dmu = xp.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+        return dx.reshape(self.input_shape)

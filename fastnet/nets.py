@@ -1,0 +1,280 @@
+"""Nets from the book: TwoLayerNet (ch.4/ch.5), built on a shared base.
+
+A net keeps the book's structure (a ``params`` dict of live arrays, a
+``layers`` dict, a ``last_layer``) and hands whole-net work (predict, loss,
+backprop, numerical gradient, a training step) to its backend as one
+``MLPSpec``, so a backend can fuse it. Nets whose layers cannot be described
+that way (dropout, batch norm) run layer by layer, as in the book.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy
+
+from .backend import MLPSpec, NumpyBackend
+from .layers import Affine, BatchNormalization, Relu, Sigmoid, SoftmaxWithLoss, _backend
+
+__all__ = ["Net", "TwoLayerNet", "ACTIVATIONS"]
+
+Array = Any
+ACTIVATIONS = ("relu", "sigmoid")
+Seed = int | numpy.random.Generator | None
+
+
+def _rng(seed: Seed) -> numpy.random.Generator:
+    if isinstance(seed, numpy.random.Generator):
+        return seed
+    return numpy.random.default_rng(seed)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Net:
+    """What every fastnet net shares; subclasses fill params and layers."""
+
+    params: dict[str, Array]
+    layers: "OrderedDict[str, Any]"
+    last_layer: SoftmaxWithLoss
+    activation: str = "relu"
+    weight_decay_lambda: float = 0.0
+
+    def __init__(self, *, dtype: Any, backend: NumpyBackend | str | None) -> None:
+        self.backend = _backend(backend)
+        self.dtype = numpy.dtype(self.backend.default_dtype if dtype is None else dtype)
+        if self.dtype.kind != "f":
+            raise TypeError(f"dtype must be a floating-point type, got {self.dtype}")
+
+    # -- what the backend sees
+    def spec(self) -> MLPSpec | None:
+        """The net as an MLPSpec, or None when it has layers a spec cannot hold."""
+        return MLPSpec(self.params, self.depth, self.activation, self.weight_decay_lambda)
+
+    @property
+    def depth(self) -> int:
+        """Number of affine layers."""
+        return sum(1 for name in self.params if name.startswith("W"))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.params["W1"].shape[0])
+
+    @property
+    def output_size(self) -> int:
+        return int(self.params[f"W{self.depth}"].shape[1])
+
+    # -- checks at the boundary (once per call, never inside kernels)
+    def _x(self, x: Array) -> Array:
+        x = self.backend.check(x, "x")
+        if x.ndim < 2:
+            raise ValueError(
+                f"x must be a batch of shape (N, {self.input_size}), got shape {x.shape}; "
+                f"for one sample use x.reshape(1, -1)"
+            )
+        if x.ndim > 2:
+            x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.input_size:
+            raise ValueError(
+                f"x must have shape (N, {self.input_size}), got {x.shape}: the net was "
+                f"built with input_size={self.input_size}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (0 samples)")
+        return x.astype(self.dtype, copy=False)
+
+    def _xt(self, x: Array, t: Array) -> tuple[Array, Array]:
+        x = self._x(x)
+        t = self.backend.check(t, "t")
+        n, k = x.shape[0], self.output_size
+        if t.ndim == 1:
+            if t.shape[0] != n:
+                raise ValueError(f"x has {n} samples but t has {t.shape[0]} labels")
+            if t.dtype.kind not in "iu":
+                raise TypeError(f"class labels t must be integers, got dtype {t.dtype}")
+        elif t.ndim == 2:
+            if t.shape != (n, k):
+                raise ValueError(f"one-hot t must have shape ({n}, {k}), got {t.shape}")
+            t = t.astype(self.dtype, copy=False)
+        else:
+            raise ValueError(f"t must hold labels (N,) or one-hot rows (N, {k}), got shape {t.shape}")
+        return x, t
+
+    # -- the book's methods
+    def predict(self, x: Array, train_flg: bool = False) -> Array:
+        """Scores (before softmax) for a batch."""
+        x = self._x(x)
+        spec = self.spec()
+        if spec is not None:
+            return self.backend.mlp_predict(spec, x)
+        return self._predict_layers(x, train_flg)
+
+    def loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
+        """Cross-entropy loss (plus weight decay) on a batch; t one-hot or labels."""
+        x, t = self._xt(x, t)
+        spec = self.spec()
+        if spec is not None:
+            return self.backend.mlp_loss(spec, x, t)
+        return self._loss_layers(x, t, train_flg)
+
+    def accuracy(self, x: Array, t: Array) -> float:
+        """Fraction of samples whose highest score is the true class."""
+        x, t = self._xt(x, t)
+        xp = self.backend.xp
+        y = xp.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = xp.argmax(t, axis=1)
+        return float(xp.sum(y == t)) / x.shape[0]
+
+    def gradient(self, x: Array, t: Array) -> dict[str, Array]:
+        """Backprop gradients, keyed like ``params``."""
+        return self.gradient_and_loss(x, t)[0]
+
+    def gradient_and_loss(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
+        """Backprop gradients and the loss of the same forward pass."""
+        x, t = self._xt(x, t)
+        spec = self.spec()
+        if spec is not None:
+            return self.backend.mlp_gradient(spec, x, t)
+        return self._gradient_layers(x, t)
+
+    def numerical_gradient(self, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
+        """Central-difference gradients of ``loss``, one parameter at a time."""
+        x, t = self._xt(x, t)
+        spec = self.spec()
+        if spec is not None:
+            return self.backend.mlp_numerical_gradient(spec, x, t, h)
+        from .gradient import numerical_gradient_loop
+
+        def f(_: Array) -> Any:
+            return self._loss_layers(x, t, True)
+
+        return {k: numerical_gradient_loop(f, p, h) for k, p in self.params.items()}
+
+    def train_step(self, x: Array, t: Array, optimizer: Any) -> Array:
+        """Backprop and ``optimizer.update`` in one call; returns the loss.
+
+        The loss stays a backend scalar (on a GPU, no device sync happens).
+        """
+        x, t = self._xt(x, t)
+        spec = self.spec()
+        if spec is not None:
+            return self.backend.mlp_train_step(spec, x, t, optimizer)
+        grads, loss = self._gradient_layers(x, t)
+        optimizer.update(self.params, grads)
+        return loss
+
+    # -- the book's layer-by-layer path
+    def _sync_layers(self) -> None:
+        """Point layers at the current params (a user may rebind params['W1'])."""
+        for name, layer in self.layers.items():
+            if isinstance(layer, Affine):
+                i = name[len("Affine"):]
+                layer.W, layer.b = self.params["W" + i], self.params["b" + i]
+            elif isinstance(layer, BatchNormalization):
+                i = name[len("BatchNorm"):]
+                layer.gamma, layer.beta = self.params["gamma" + i], self.params["beta" + i]
+
+    def _predict_layers(self, x: Array, train_flg: bool) -> Array:
+        self._sync_layers()
+        for layer in self.layers.values():
+            if isinstance(layer, BatchNormalization) or type(layer).__name__ == "Dropout":
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+        return x
+
+    def _loss_layers(self, x: Array, t: Array, train_flg: bool) -> Array:
+        loss = self.last_layer.forward(self._predict_layers(x, train_flg), t)
+        lam = self.weight_decay_lambda
+        if lam:
+            xp = self.backend.xp
+            for i in range(1, self.depth + 1):
+                loss = loss + 0.5 * lam * xp.sum(self.params[f"W{i}"] ** 2)
+        return loss
+
+    def _gradient_layers(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
+        loss = self._loss_layers(x, t, True)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        grads: dict[str, Array] = {}
+        lam = self.weight_decay_lambda
+        for name, layer in self.layers.items():
+            if isinstance(layer, Affine):
+                i = name[len("Affine"):]
+                grads["W" + i] = layer.dW + lam * layer.W if lam else layer.dW
+                grads["b" + i] = layer.db
+            elif isinstance(layer, BatchNormalization):
+                i = name[len("BatchNorm"):]
+                grads["gamma" + i], grads["beta" + i] = layer.dgamma, layer.dbeta
+        return {k: grads[k] for k in self.params}, loss
+
+    def gradient_layers(self, x: Array, t: Array) -> dict[str, Array]:
+        """Backprop through the ``layers`` dict exactly as the book does (for teaching)."""
+        x, t = self._xt(x, t)
+        return self._gradient_layers(x, t)[0]
+
+    def __repr__(self) -> str:
+        sizes = [self.input_size] + [int(self.params[f"W{i}"].shape[1]) for i in range(1, self.depth + 1)]
+        return (
+            f"{type(self).__name__}({'-'.join(map(str, sizes))}, activation={self.activation!r}, "
+            f"dtype={self.dtype.name}, backend={self.backend.name!r})"
+        )
+
+
+def _activation_layer(name: str, backend: NumpyBackend) -> Any:
+    return Relu(backend=backend) if name == "relu" else Sigmoid(backend=backend)
+
+
+def _check_activation(activation: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return activation
+
+
+class TwoLayerNet(Net):
+    """input -> Affine -> activation -> Affine -> softmax, the book's ch.4/ch.5 net.
+
+    ``activation="relu"`` is the ch.5 net (the default), ``"sigmoid"`` the ch.4
+    one. Weights are drawn on the host from ``numpy.random.default_rng(seed)``
+    (std ``weight_init_std``) and then moved to the backend, so one seed gives
+    the same starting net on every backend; biases start at zero.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        weight_init_std: float = 0.01,
+        activation: str = "relu",
+        *,
+        seed: Seed = None,
+        dtype: Any = None,
+        backend: NumpyBackend | str | None = None,
+    ) -> None:
+        super().__init__(dtype=dtype, backend=backend)
+        sizes = (
+            _positive_int(input_size, "input_size"),
+            _positive_int(hidden_size, "hidden_size"),
+            _positive_int(output_size, "output_size"),
+        )
+        self.activation = _check_activation(activation)
+        rng = _rng(seed)
+        to = self.backend.asarray
+        self.params = {}
+        for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:]), start=1):
+            self.params[f"W{i}"] = to(weight_init_std * rng.standard_normal((n_in, n_out)), self.dtype)
+            self.params[f"b{i}"] = to(numpy.zeros(n_out), self.dtype)
+        bk = self.backend
+        self.layers = OrderedDict()
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"], backend=bk)
+        self.layers[activation.capitalize() + "1"] = _activation_layer(activation, bk)
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"], backend=bk)
+        self.last_layer = SoftmaxWithLoss(backend=bk)

@@ -1,0 +1,53 @@
+"""Shared fixtures: every backend-aware test runs once per backend.
+
+Backends that cannot run here (no CuPy, no GPU) are skipped with the reason
+``available_backends()`` gives, so CI without a GPU stays green and says why.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import fastnet
+
+ALL_BACKENDS = ("numpy", "numba", "cupy")
+CPU_BACKENDS = ("numpy", "numba")
+
+
+def _skip_unless_available(name: str) -> None:
+    status = fastnet.available_backends()[name]
+    if not status.available:
+        pytest.skip(f"backend {name!r} unavailable: {status.reason}")
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request: pytest.FixtureRequest):
+    """Each test body runs inside ``use_backend(name)``; yields the backend object."""
+    _skip_unless_available(request.param)
+    with fastnet.use_backend(request.param) as bk:
+        yield bk
+
+
+@pytest.fixture(params=CPU_BACKENDS)
+def cpu_backend(request: pytest.FixtureRequest):
+    _skip_unless_available(request.param)
+    with fastnet.use_backend(request.param) as bk:
+        yield bk
+
+
+@pytest.fixture
+def mnist_dir() -> str:
+    """The real MNIST directory from FASTNET_DATA, or skip."""
+    path = os.environ.get("FASTNET_DATA")
+    names = ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+    if not path or not all(os.path.exists(os.path.join(path, n)) for n in names):
+        pytest.skip("real MNIST not found: set FASTNET_DATA to a folder with the IDX .gz files")
+    return path
+
+
+def host(x) -> np.ndarray:
+    """Any backend's array as NumPy, for assertions."""
+    return fastnet.to_numpy(x)
