@@ -162,6 +162,8 @@ class Net:
         The loss stays a backend scalar (on a GPU, no device sync happens).
         """
         x, t = self._xt(x, t)
+        if getattr(optimizer, "backend", False) is None:
+            optimizer.backend = self.backend  # keep its state on the net's device
         spec = self.spec()
         if spec is not None:
             return self.backend.mlp_train_step(spec, x, t, optimizer)
