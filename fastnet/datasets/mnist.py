@@ -1,0 +1,469 @@
+"""MNIST loader with the same return values as the book's ``load_mnist``.
+
+Where files are looked for, in order:
+
+1. ``data_dir`` if given, else ``$FASTNET_DATA``, else the user cache
+   directory (``$XDG_CACHE_HOME/fastnet/mnist`` or ``~/.cache/fastnet/mnist``);
+2. the user cache directory, which is also where downloads and the parsed
+   ``mnist.npz`` go when the data directory is read-only.
+
+The SHA-256 of each file's *decompressed* content is checked, because mirrors
+ship differently compressed ``.gz`` files of the same data. The check runs
+once: the parsed arrays are then cached in ``mnist.npz`` together with the
+checksums and the size and mtime of the source files, so a changed source
+invalidates the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ..errors import ChecksumError, DatasetError
+from . import _files
+from .idx import decode_idx, gunzip_if_needed
+
+__all__ = [
+    "MNIST_FILES",
+    "MNIST_SHA256",
+    "MNIST_MIRRORS",
+    "load_mnist",
+    "load_idx_dataset",
+    "load_raw_idx_dataset",
+    "mnist_available",
+    "default_data_dir",
+]
+
+#: Book key -> file name (the keys of the book's ``key_file``).
+MNIST_FILES: Mapping[str, str] = MappingProxyType(
+    {
+        "train_img": "train-images-idx3-ubyte.gz",
+        "train_label": "train-labels-idx1-ubyte.gz",
+        "test_img": "t10k-images-idx3-ubyte.gz",
+        "test_label": "t10k-labels-idx1-ubyte.gz",
+    }
+)
+
+#: File name -> SHA-256 of the file's decompressed (raw IDX) content.
+MNIST_SHA256: Mapping[str, str] = MappingProxyType(
+    {
+        "train-images-idx3-ubyte.gz": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train-labels-idx1-ubyte.gz": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "t10k-images-idx3-ubyte.gz": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "t10k-labels-idx1-ubyte.gz": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    }
+)
+
+#: Base URLs tried in order; the file name is appended.
+MNIST_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+IMAGE_SIDE = 28
+NUM_CLASSES = 10
+CACHE_NAME = "mnist.npz"
+_CACHE_VERSION = 1
+_DEFAULT_TIMEOUT = 30.0
+
+# Module-level so tests can monkeypatch it; signature ``(url, timeout)``.
+urlopen: _files.Opener = _files.urlopen
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def default_data_dir() -> Path:
+    """Return ``$FASTNET_DATA`` if set, else the per-user cache directory for MNIST."""
+    env = os.environ.get("FASTNET_DATA", "")
+    if env:
+        return Path(env).expanduser()
+    return _files.user_cache_dir() / "mnist"
+
+
+def _offline() -> bool:
+    return os.environ.get("FASTNET_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _search_dirs(data_dir: Path, cache_dir: Path) -> list[Path]:
+    dirs = [data_dir]
+    if cache_dir.resolve() != data_dir.resolve():
+        dirs.append(cache_dir)
+    return dirs
+
+
+def _locate(dirs: Sequence[Path], filename: str) -> Path | None:
+    """Find ``filename`` (or its decompressed twin without ``.gz``) in ``dirs``."""
+    names = [filename]
+    if filename.endswith(".gz"):
+        names.append(filename[:-3])
+    for d in dirs:
+        for n in names:
+            p = d / n
+            if p.is_file():
+                return p
+    return None
+
+
+def _first_writable(dirs: Sequence[Path]) -> Path | None:
+    for d in dirs:
+        if _files.ensure_writable_dir(d):
+            return d
+    return None
+
+
+# ------------------------------------------------------------------ verification
+
+
+def _read_checked(path: Path, filename: str, expected: str | None) -> tuple[np.ndarray, str]:
+    """Parse one IDX file, checking the SHA-256 of its decompressed bytes."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read file ({exc})") from exc
+    raw = gunzip_if_needed(data, str(path))
+    digest = hashlib.sha256(raw).hexdigest()
+    if expected is not None and digest != expected.lower():
+        raise ChecksumError(
+            f"{path}: SHA-256 of the decompressed content is {digest}, expected {expected} "
+            f"(for {filename}). The file is corrupt or not the right file: delete it and "
+            "load again with download allowed to fetch a fresh copy."
+        )
+    return decode_idx(raw, str(path)), digest
+
+
+def _check_structure(arrays: Mapping[str, np.ndarray], where: Mapping[str, str]) -> None:
+    """MNIST-format checks: 28x28 uint8 images, uint8 labels 0..9, equal counts."""
+    for split in ("train", "test"):
+        img, lab = arrays[f"{split}_img"], arrays[f"{split}_label"]
+        img_name, lab_name = where[f"{split}_img"], where[f"{split}_label"]
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+            raise DatasetError(
+                f"{img_name}: expected uint8 images of shape (N, {IMAGE_SIDE}, {IMAGE_SIDE}), "
+                f"got {img.dtype} {img.shape}"
+            )
+        if lab.dtype != np.uint8 or lab.ndim != 1:
+            raise DatasetError(f"{lab_name}: expected a 1-D uint8 label vector, got {lab.dtype} {lab.shape}")
+        if lab.size and int(lab.max()) >= NUM_CLASSES:
+            bad = int(np.count_nonzero(lab >= NUM_CLASSES))
+            raise DatasetError(
+                f"{lab_name}: {bad} labels outside 0..{NUM_CLASSES - 1} (max {int(lab.max())})"
+            )
+        if img.shape[0] != lab.shape[0]:
+            raise DatasetError(
+                f"{img_name} holds {img.shape[0]} images but {lab_name} holds {lab.shape[0]} labels; "
+                "the two files must come from the same release"
+            )
+
+
+# ------------------------------------------------------------------------- cache
+
+
+def _source_key(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    st = path.stat()
+    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_cache(
+    path: Path,
+    files: Mapping[str, str],
+    checksums: Mapping[str, str | None] | None,
+    sources: Mapping[str, Path | None],
+    *,
+    load_arrays: bool = True,
+) -> dict[str, np.ndarray] | None:
+    """Return the cached arrays if ``path`` is a valid, current cache, else None.
+
+    Any problem (truncated zip, wrong keys, stale sources) means "no cache":
+    the caller rebuilds it, so a damaged cache never stops a load.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"][()]))
+            if meta.get("version") != _CACHE_VERSION or meta.get("files") != dict(files):
+                return None
+            for key, filename in files.items():
+                entry = meta["sources"][key]
+                want = (checksums or {}).get(filename)
+                if want is not None and entry["sha256"] != want.lower():
+                    return None
+                here = _source_key(sources.get(key))
+                if here is not None and here != entry["stat"]:
+                    return None
+            if not load_arrays:
+                return {}
+            arrays = {key: npz[key] for key in files}
+        _check_structure(arrays, {k: f"{path} [{k}]" for k in files})
+        return arrays
+    except Exception:  # noqa: BLE001 -- any failure just means "rebuild"
+        return None
+
+
+def _write_cache(dirs: Sequence[Path], arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Save the arrays atomically in the first writable directory; skip if none."""
+    target = _first_writable(dirs)
+    if target is None:
+        return
+    try:
+        with _files.atomic_writer(target / CACHE_NAME) as f:
+            members: dict[str, Any] = dict(arrays, meta=np.array(json.dumps(meta, sort_keys=True)))
+            np.savez(f, **members)
+    except OSError:
+        # A cache is an optimisation; a full disk must not fail the load.
+        pass
+
+
+# ----------------------------------------------------------------------- loading
+
+
+def _to_book_format(
+    arrays: Mapping[str, np.ndarray],
+    normalize: bool,
+    flatten: bool,
+    one_hot_label: bool,
+    dtype: np.dtype,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    # ``arrays`` is fresh for every load, so reshaping it in place hands the
+    # caller writable arrays without another copy.
+    out: dict[str, np.ndarray] = {}
+    for split in ("train", "test"):
+        x = arrays[f"{split}_img"]
+        if normalize:
+            # Same order as the book (cast, then divide in place) so values match.
+            x = x.astype(dtype)
+            x /= 255.0
+        side = IMAGE_SIDE
+        x = x.reshape(-1, side * side) if flatten else x.reshape(-1, 1, side, side)
+        t = arrays[f"{split}_label"]
+        if one_hot_label:
+            onehot = np.zeros((t.size, NUM_CLASSES), dtype=dtype if normalize else np.uint8)
+            onehot[np.arange(t.size), t] = 1
+            t = onehot
+        out[f"{split}_img"], out[f"{split}_label"] = x, t
+    return (out["train_img"], out["train_label"]), (out["test_img"], out["test_label"])
+
+
+def _float_dtype(dtype: DTypeLike) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"dtype: {dtype!r} is not a NumPy dtype") from exc
+    if dt.kind != "f":
+        raise ValueError(f"dtype: expected a floating dtype such as numpy.float32, got {dt}")
+    return dt
+
+
+def _missing_message(missing: Sequence[str], dirs: Sequence[Path], why: str) -> str:
+    where = ", ".join(str(d) for d in dirs)
+    return (
+        f"data files missing: {', '.join(missing)}. Looked in: {where}. {why} "
+        "To fix: copy the files into one of those directories or point FASTNET_DATA "
+        "at a directory that holds them, or allow downloading (download=True and "
+        "FASTNET_OFFLINE unset)."
+    )
+
+
+def load_raw_idx_dataset(
+    data_dir: str | os.PathLike,
+    *,
+    files: Mapping[str, str] = MNIST_FILES,
+    checksums: Mapping[str, str | None] | None = MNIST_SHA256,
+    download: bool = False,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    cache_dir: str | os.PathLike | None = None,
+    opener: _files.Opener | None = None,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> dict[str, np.ndarray]:
+    """Load an MNIST-format data set as raw arrays keyed like ``files``.
+
+    Returns ``uint8`` arrays: images ``(N, 28, 28)`` and labels ``(N,)``.
+    See :func:`load_idx_dataset` for the arguments.
+    """
+    data_path = Path(data_dir).expanduser()
+    cache_path = Path(cache_dir).expanduser() if cache_dir is not None else _files.user_cache_dir() / "mnist"
+    dirs = _search_dirs(data_path, cache_path)
+    sources = {key: _locate(dirs, name) for key, name in files.items()}
+
+    for d in dirs:
+        cached = d / CACHE_NAME
+        if cached.is_file():
+            hit = _read_cache(cached, files, checksums, sources)
+            if hit is not None:
+                return hit
+
+    missing = [key for key, path in sources.items() if path is None]
+    if missing:
+        names = [files[k] for k in missing]
+        if not download or _offline():
+            why = "Downloading is off (download=False)." if not download else "Downloading is off (FASTNET_OFFLINE=1)."
+            raise DatasetError(_missing_message(names, dirs, why))
+        target = _first_writable(dirs)
+        if target is None:
+            raise DatasetError(
+                _missing_message(names, dirs, "None of these directories is writable, so nothing could be downloaded.")
+            )
+        for key in missing:
+            name = files[key]
+            want = (checksums or {}).get(name)
+
+            def verify(tmp: Path, name: str = name, want: str | None = want) -> None:
+                _read_checked(tmp, name, want)
+
+            urls = [m if m.endswith("/") else m + "/" for m in mirrors]
+            sources[key] = _files.download(
+                [u + name for u in urls],
+                target / name,
+                verify=verify,
+                opener=opener or urlopen,
+                timeout=timeout,
+            )
+
+    arrays: dict[str, np.ndarray] = {}
+    meta_sources: dict[str, Any] = {}
+    for key, name in files.items():
+        path = sources[key]
+        assert path is not None
+        arrays[key], digest = _read_checked(path, name, (checksums or {}).get(name))
+        meta_sources[key] = {"sha256": digest, "stat": _source_key(path)}
+    _check_structure(arrays, {k: str(sources[k]) for k in files})
+
+    meta = {"version": _CACHE_VERSION, "files": dict(files), "sources": meta_sources}
+    _write_cache(dirs, arrays, meta)
+    return arrays
+
+
+def load_idx_dataset(
+    data_dir: str | os.PathLike,
+    *,
+    files: Mapping[str, str] = MNIST_FILES,
+    checksums: Mapping[str, str | None] | None = MNIST_SHA256,
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    dtype: DTypeLike = np.float32,
+    download: bool = False,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    cache_dir: str | os.PathLike | None = None,
+    opener: _files.Opener | None = None,
+    timeout: float = _DEFAULT_TIMEOUT,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Load an MNIST-format data set (four IDX files) from ``data_dir``.
+
+    This is the engine behind :func:`load_mnist`, with every policy exposed so
+    that other MNIST-format sets and generated test fixtures use the same path.
+
+    Args:
+        data_dir: directory that holds (or will receive) the files.
+        files: book key (``train_img``, ``train_label``, ``test_img``,
+            ``test_label``) -> file name.
+        checksums: file name -> SHA-256 of the decompressed content. A file
+            that is absent from the mapping or maps to None is not checked;
+            ``None`` skips every check.
+        normalize, flatten, one_hot_label, dtype: as in :func:`load_mnist`.
+        download: fetch missing files from ``mirrors`` (unless
+            ``FASTNET_OFFLINE=1``).
+        mirrors: base URLs tried in order; the file name is appended.
+        cache_dir: fallback directory for downloads and the ``mnist.npz``
+            cache when ``data_dir`` is read-only; defaults to the user cache.
+        opener: ``opener(url, timeout)`` returning a response; defaults to
+            :data:`urlopen` (``urllib``).
+        timeout: seconds allowed per connection attempt.
+
+    Returns:
+        ``((x_train, t_train), (x_test, t_test))``.
+
+    Raises:
+        DatasetError: files missing with downloading off, or malformed.
+        ChecksumError: a file's content does not match ``checksums``.
+        DownloadError: every mirror failed for some file.
+        ValueError: ``dtype`` is not a floating dtype.
+    """
+    dt = _float_dtype(dtype)
+    arrays = load_raw_idx_dataset(
+        data_dir,
+        files=files,
+        checksums=checksums,
+        download=download,
+        mirrors=mirrors,
+        cache_dir=cache_dir,
+        opener=opener,
+        timeout=timeout,
+    )
+    return _to_book_format(arrays, normalize, flatten, one_hot_label, dt)
+
+
+def load_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    dtype: DTypeLike = np.float32,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Load MNIST the way the book's ``dataset.mnist.load_mnist`` does.
+
+    Args:
+        normalize: images as ``dtype`` scaled to [0, 1] (cast first, then
+            divided by 255.0, exactly as the book); if False, raw ``uint8``.
+        flatten: images shaped ``(N, 784)``; if False, ``(N, 1, 28, 28)``.
+        one_hot_label: labels as ``(N, 10)`` one-hot rows, in ``dtype`` when
+            ``normalize`` is true and in ``uint8`` otherwise (the book uses
+            float64 here; matching the image dtype avoids silent upcasts).
+            If False, labels are ``uint8`` class numbers, as in the book.
+        data_dir: where the four ``.gz`` files live; defaults to
+            ``$FASTNET_DATA``, then ``$XDG_CACHE_HOME/fastnet/mnist`` (or
+            ``~/.cache/fastnet/mnist``).
+        download: fetch missing files from the public mirrors. Ignored when the
+            environment sets ``FASTNET_OFFLINE=1``.
+        dtype: floating dtype of normalized images (default float32, as the book).
+
+    Returns:
+        ``((x_train, t_train), (x_test, t_test))`` with 60000 training and
+        10000 test examples. The arrays are fresh and writable.
+
+    Raises:
+        DatasetError: files missing and downloading is off, or a file is malformed.
+        ChecksumError: a file's decompressed content has the wrong SHA-256.
+        DownloadError: a missing file could not be fetched from any mirror.
+        ValueError: ``dtype`` is not a floating dtype.
+    """
+    return load_idx_dataset(
+        data_dir if data_dir is not None else default_data_dir(),
+        checksums=MNIST_SHA256,
+        normalize=normalize,
+        flatten=flatten,
+        one_hot_label=one_hot_label,
+        dtype=dtype,
+        download=download,
+        mirrors=MNIST_MIRRORS,
+    )
+
+
+def mnist_available(data_dir: str | os.PathLike | None = None) -> bool:
+    """True when MNIST can be loaded without the network.
+
+    That is: the four files are present (in ``data_dir``, ``$FASTNET_DATA``
+    or the user cache) or a current ``mnist.npz`` cache is. Checksums of the
+    files are not computed here; :func:`load_mnist` does that.
+    """
+    data_path = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    dirs = _search_dirs(data_path, _files.user_cache_dir() / "mnist")
+    sources = {key: _locate(dirs, name) for key, name in MNIST_FILES.items()}
+    if all(p is not None for p in sources.values()):
+        return True
+    return any(
+        (d / CACHE_NAME).is_file()
+        and _read_cache(d / CACHE_NAME, MNIST_FILES, MNIST_SHA256, sources, load_arrays=False) is not None
+        for d in dirs
+    )
