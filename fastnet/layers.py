@@ -117,7 +117,7 @@ class Affine:
     def backward(self, dout: Array) -> Array:
         dout = self.backend.check(dout, "dout").reshape(self.x.shape[0], -1)
         dx, self.dW, self.db = self.backend.affine_backward(dout, self.x, self.W)
-        return dx.reshape(self.original_x_shape)
+        return dx.reshape(self.original_x_shape)  # type: ignore[union-attr]
 
 
 class SoftmaxWithLoss:
@@ -184,8 +184,8 @@ class BatchNormalization:
         gamma: Array,
         beta: Array,
         momentum: float = 0.9,
-        running_mean: Array | None = None,
-        running_var: Array | None = None,
+        running_mean: Array = None,
+        running_var: Array = None,
         *,
         backend: NumpyBackend | str | None = None,
     ) -> None:
@@ -194,8 +194,8 @@ class BatchNormalization:
         self.beta = self.backend.check(beta, "beta")
         self.momentum = momentum
         self.input_shape: tuple[int, ...] | None = None
-        self.running_mean = running_mean
-        self.running_var = running_var
+        self.running_mean: Array = running_mean
+        self.running_var: Array = running_var
         self.batch_size = 0
         self.xc: Array = None
         self.xn: Array = None

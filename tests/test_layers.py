@@ -7,8 +7,8 @@ import pytest
 from conftest import host
 
 from fastnet.layers import (
-    Affine,
     AddLayer,
+    Affine,
     BatchNormalization,
     Dropout,
     MulLayer,
