@@ -280,6 +280,23 @@ class NumpyBackend:
 
         return {name: numerical_gradient_loop(loss, spec.params[name], h) for name in spec.names()}
 
+    def mlp_numerical_gradient_part(
+        self, spec: MLPSpec, x: Array, t: Array, name: str, start: int, stop: int, h: float = 1e-4
+    ) -> Array:
+        """Entries ``start:stop`` of the flattened numerical gradient of ``params[name]``.
+
+        Each entry is computed exactly as ``mlp_numerical_gradient`` computes
+        it, so shards assembled side by side equal the whole, bit for bit
+        (what the distributed gradient relies on).
+        """
+        from ..gradient import numerical_gradient_loop
+
+        def loss(_: Array) -> Any:
+            return self.mlp_loss(spec, x, t)
+
+        flat = spec.params[name].reshape(-1)  # a view: params are contiguous
+        return numerical_gradient_loop(loss, flat[start:stop], h)
+
     def mlp_train_step(self, spec: MLPSpec, x: Array, t: Array, optimizer: Any) -> Array:
         """One step: backprop then ``optimizer.update``; returns the loss (left on the device)."""
         grads, loss = self.mlp_gradient(spec, x, t)
