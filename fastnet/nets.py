@@ -103,6 +103,7 @@ class Net:
             t = t.astype(self.dtype, copy=False)
         else:
             raise ValueError(f"t must hold labels (N,) or one-hot rows (N, {k}), got shape {t.shape}")
+        self.backend.check_targets(t, k)
         return x, t
 
     # -- the book's methods

@@ -78,6 +78,28 @@ class NumpyBackend:
     def to_numpy(self, x: Array) -> numpy.ndarray:
         return numpy.asarray(x)
 
+    def check_targets(self, t: Array, n_classes: int, name: str = "t") -> None:
+        """Refuse labels outside 0..n_classes-1 and one-hot rows that are not one-hot.
+
+        Called once per call at a net's boundary; cheap next to the matrix products.
+        """
+        xp = self.xp
+        if t.ndim == 1:
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or hi >= n_classes:
+                raise ValueError(
+                    f"{name} holds class labels from {lo} to {hi}, but the net has {n_classes} "
+                    f"outputs: labels must be integers in 0..{n_classes - 1}"
+                )
+            return
+        good = xp.all((t == 0) | (t == 1), axis=1) & (xp.sum(t, axis=1) == 1)
+        if not bool(xp.all(good)):
+            row = int(xp.argmin(good))
+            raise ValueError(
+                f"row {row} of one-hot {name} is not one-hot (exactly one 1, the rest 0): "
+                f"{self.to_numpy(t[row]).tolist()}"
+            )
+
     def synchronize(self) -> None:
         """Wait for queued device work (nothing to wait for on the CPU)."""
 
