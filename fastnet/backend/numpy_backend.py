@@ -294,13 +294,19 @@ class NumpyBackend:
     def mlp_numerical_gradient(
         self, spec: MLPSpec, x: Array, t: Array, h: float = 1e-4
     ) -> dict[str, Array]:
-        """Central differences of ``mlp_loss``, one parameter at a time (the book's loop)."""
+        """Central differences of ``mlp_loss``, one parameter at a time (the book's loop).
+
+        Runs with one BLAS thread: OpenBLAS rounds differently with 1 and 2
+        threads, and a fixed count makes the result the same everywhere (a
+        sharded run on a cluster included).
+        """
         from ..gradient import numerical_gradient_loop
 
         def loss(_: Array) -> Any:
             return self.mlp_loss(spec, x, t)
 
-        return {name: numerical_gradient_loop(loss, spec.params[name], h) for name in spec.names()}
+        with one_blas_thread():
+            return {name: numerical_gradient_loop(loss, spec.params[name], h) for name in spec.names()}
 
     def mlp_numerical_gradient_part(
         self, spec: MLPSpec, x: Array, t: Array, name: str, start: int, stop: int, h: float = 1e-4
@@ -317,7 +323,8 @@ class NumpyBackend:
             return self.mlp_loss(spec, x, t)
 
         flat = spec.params[name].reshape(-1)  # a view: params are contiguous
-        return numerical_gradient_loop(loss, flat[start:stop], h)
+        with one_blas_thread():
+            return numerical_gradient_loop(loss, flat[start:stop], h)
 
     def mlp_train_step(self, spec: MLPSpec, x: Array, t: Array, optimizer: Any) -> Array:
         """One step: backprop then ``optimizer.update``; returns the loss (left on the device)."""
@@ -338,12 +345,43 @@ class NumpyBackend:
         return numerical_gradient_loop(f, x, h)
 
     # ------------------------------------------------------------ random
+    def batch_indices(
+        self, n: int, batch_size: int, rng: numpy.random.Generator, shuffle: bool = True
+    ) -> Array:
+        """One epoch of mini-batch indices, shape ``(n // batch_size, batch_size)``.
+
+        ``shuffle``: a permutation of ``range(n)`` cut into batches (the last
+        ``n % batch_size`` samples sit this epoch out); otherwise draws with
+        replacement, like the book's ``np.random.choice(n, batch_size)``.
+        Drawn on the host from the trainer's NumPy generator, so every backend
+        gets the same batches, and moved here in one transfer per epoch. A GPU
+        backend may override this to sample on the device (seeding its own
+        generator from `rng`).
+        """
+        steps = n // batch_size
+        if shuffle:
+            idx = rng.permutation(n)[: steps * batch_size]
+        else:
+            idx = rng.integers(0, n, steps * batch_size)
+        return self.asarray(idx.reshape(steps, batch_size))
+
     def rng(self, seed: int | None = None) -> Any:
         """A random generator living where this backend's arrays live."""
         return numpy.random.default_rng(seed)
 
     def dropout_mask(self, shape: tuple[int, ...], ratio: float, rng: Any) -> Array:
         return rng.random(shape) > ratio
+
+
+def one_blas_thread() -> Any:
+    """Context manager holding BLAS to one thread (a no-op without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _module_of(x: object) -> str:
