@@ -1,0 +1,85 @@
+"""The ch.6 random search on dask: reproducible, failures reported in their row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed", reason="needs the 'distributed' extra")
+from fastnet import distributed as fd  # noqa: E402
+from fastnet import tune  # noqa: E402
+from fastnet.datasets import spiral_data  # noqa: E402
+
+SPACE = tune.SearchSpace(lr=(1e-2, 1.0), hidden_sizes=((16,), (24, 12)), batch_sizes=(10, 30))
+
+
+def _cluster(n):
+    cluster = distributed.LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=fd.WORKER_ENV
+    )
+    return cluster, distributed.Client(cluster)
+
+
+def _numbers(trials):
+    return [(t.index, t.seed, t.config, t.val_acc, t.train_acc, t.history["test_acc"],
+             t.history["step_loss"]) for t in trials]
+
+
+def test_same_trials_with_one_and_two_workers():
+    X, y = spiral_data(60, 3, seed=0)
+    out = {}
+    for n in (1, 2):
+        cluster, client = _cluster(n)
+        try:
+            out[n] = tune.random_search(X, y, trials=6, epochs=2, space=SPACE, seed=3,
+                                        client=client, progress=False)
+        finally:
+            client.close()
+            cluster.close()
+    assert _numbers(out[1]) == _numbers(out[2])
+    accs = [t.val_acc for t in out[2]]
+    assert accs == sorted(accs, reverse=True)  # best first
+    assert sorted(t.index for t in out[2]) == list(range(6))
+
+
+def test_configs_follow_the_space_and_seed():
+    rng1, rng2 = np.random.default_rng(5), np.random.default_rng(5)
+    a = [SPACE.draw(rng1) for _ in range(50)]
+    assert a == [SPACE.draw(rng2) for _ in range(50)]
+    assert all(1e-2 <= c["lr"] <= 1.0 and 1e-8 <= c["weight_decay"] <= 1e-4 for c in a)
+    logs = np.log10([c["lr"] for c in a])
+    assert logs.min() < -1.5 and logs.max() > -0.5  # spread over the log range
+    with pytest.raises(ValueError, match="lr bounds"):
+        tune.SearchSpace(lr=(1.0, 0.1))
+
+
+def test_validation_split_comes_from_training_data():
+    X, y = np.arange(50.0).reshape(25, 2), np.arange(25) % 3
+    xt, tt, xv, tv = tune._split(X, y, 0.2, np.random.default_rng(0))
+    assert len(xv) == 5 and len(xt) == 20
+    assert sorted(np.concatenate([xt[:, 0], xv[:, 0]]).tolist()) == X[:, 0].tolist()
+
+
+def test_a_diverging_trial_is_reported_not_fatal():
+    X, y = spiral_data(40, 3, seed=1)
+    space = tune.SearchSpace(lr=(1e300, 1e300), weight_decay=(1e-8, 1e-8), hidden_sizes=((8,),),
+                             batch_sizes=(40,))
+    cluster, client = _cluster(1)
+    try:
+        trials = tune.random_search(X, y, trials=2, epochs=3, space=space, client=client,
+                                    progress=False, seed=0)
+    finally:
+        client.close()
+        cluster.close()
+    assert len(trials) == 2
+    errors = [t.error or "" for t in trials]
+    assert all("Diverged" in e for e in errors), errors
+    assert "failed" in tune.format_table(trials)
+
+
+def test_bad_arguments():
+    X, y = spiral_data(10, 2, seed=0)
+    with pytest.raises(ValueError, match="trials"):
+        tune.random_search(X, y, trials=0)
+    with pytest.raises(ValueError, match="validation_rate"):
+        tune._split(X, y, 1.5, np.random.default_rng(0))
