@@ -1,4 +1,4 @@
-"""Nets from the book: TwoLayerNet (ch.4/ch.5), built on a shared base.
+"""Nets from the book: TwoLayerNet (ch.4/ch.5) and MultiLayerNet (ch.6), on a shared base.
 
 A net keeps the book's structure (a ``params`` dict of live arrays, a
 ``layers`` dict, a ``last_layer``) and hands whole-net work (predict, loss,
@@ -15,9 +15,17 @@ from typing import Any
 import numpy
 
 from .backend import MLPSpec, NumpyBackend
-from .layers import Affine, BatchNormalization, Relu, Sigmoid, SoftmaxWithLoss, _backend
+from .layers import (
+    Affine,
+    BatchNormalization,
+    Dropout,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+    _backend,
+)
 
-__all__ = ["Net", "TwoLayerNet", "ACTIVATIONS"]
+__all__ = ["Net", "TwoLayerNet", "MultiLayerNet", "ACTIVATIONS", "NETS"]
 
 Array = Any
 ACTIVATIONS = ("relu", "sigmoid")
@@ -44,6 +52,7 @@ class Net:
     last_layer: SoftmaxWithLoss
     activation: str = "relu"
     weight_decay_lambda: float = 0.0
+    _config: dict[str, Any]
 
     def __init__(self, *, dtype: Any, backend: NumpyBackend | str | None) -> None:
         self.backend = _backend(backend)
@@ -172,6 +181,62 @@ class Net:
         optimizer.update(self.params, grads)
         return loss
 
+    def train_batches(self, x: Array, t: Array, batches: Any, optimizer: Any) -> Any:
+        """One ``train_step`` on ``x[idx], t[idx]`` for each index array in `batches`.
+
+        `x` and `t` are a whole data set already on the net's backend (move it
+        once with ``net.backend.asarray``); `batches` is an iterable of index
+        arrays, e.g. ``backend.batch_indices(...)``. The whole run goes to the
+        backend in one call, so a GPU backend can capture it as one graph.
+        Returns the losses (backend scalars or an array; nothing is synced).
+        """
+        x, t = self._xt(x, t)
+        if getattr(optimizer, "backend", False) is None:
+            optimizer.backend = self.backend
+        spec = self.spec()
+        if spec is not None:
+            return self.backend.mlp_train_batches(spec, x, t, batches, optimizer)
+        losses = []
+        for idx in batches:
+            grads, loss = self._gradient_layers(x[idx], t[idx])
+            optimizer.update(self.params, grads)
+            losses.append(loss)
+        return losses
+
+    def evaluate(self, x: Array, t: Array, batch_size: int = 10000) -> tuple[float, float]:
+        """(loss, accuracy) on a data set in test mode, `batch_size` samples at a time.
+
+        Test mode: dropout off and batch norm on its running averages. The
+        loss includes the weight-decay term, like ``loss``. One device sync.
+        """
+        x, t = self._xt(x, t)
+        batch_size = _positive_int(batch_size, "batch_size")
+        xp = self.backend.xp
+        n = x.shape[0]
+        loss_sum: Any = 0.0
+        correct: Any = 0
+        for start in range(0, n, batch_size):
+            xb, tb = x[start:start + batch_size], t[start:start + batch_size]
+            scores = self.predict(xb)
+            loss, _ = self.backend.softmax_cross_entropy(scores, tb)
+            loss_sum = loss_sum + loss * xb.shape[0]
+            labels = tb if tb.ndim == 1 else xp.argmax(tb, axis=1)
+            correct = correct + xp.sum(xp.argmax(scores, axis=1) == labels)
+        loss_value = float(loss_sum) / n
+        lam = self.weight_decay_lambda
+        if lam:
+            for i in range(1, self.depth + 1):
+                loss_value += 0.5 * lam * float(xp.sum(self.params[f"W{i}"] ** 2))
+        return loss_value, int(correct) / n
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this architecture (JSON-friendly).
+
+        ``fastnet.io`` stores it beside the weights; seed, dtype and backend
+        are not part of it.
+        """
+        return dict(self._config)
+
     # -- the book's layer-by-layer path
     def _sync_layers(self) -> None:
         """Point layers at the current params (a user may rebind params['W1'])."""
@@ -269,6 +334,12 @@ class TwoLayerNet(Net):
             _positive_int(output_size, "output_size"),
         )
         self.activation = _check_activation(activation)
+        self._config = {
+            "input_size": sizes[0],
+            "hidden_size": sizes[1],
+            "output_size": sizes[2],
+            "activation": activation,
+        }
         rng = _rng(seed)
         to = self.backend.asarray
         self.params = {}
@@ -281,3 +352,122 @@ class TwoLayerNet(Net):
         self.layers[activation.capitalize() + "1"] = _activation_layer(activation, bk)
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"], backend=bk)
         self.last_layer = SoftmaxWithLoss(backend=bk)
+
+
+def _init_scale(weight_init_std: Any, n_in: int) -> float:
+    """The book's rule: "relu"/"he" -> sqrt(2/n_in), "sigmoid"/"xavier" -> sqrt(1/n_in)."""
+    if isinstance(weight_init_std, str):
+        name = weight_init_std.lower()
+        if name in ("relu", "he"):
+            return float(numpy.sqrt(2.0 / n_in))
+        if name in ("sigmoid", "xavier"):
+            return float(numpy.sqrt(1.0 / n_in))
+    elif isinstance(weight_init_std, (int, float, numpy.floating, numpy.integer)) and not isinstance(
+        weight_init_std, bool
+    ):
+        if numpy.isfinite(weight_init_std) and weight_init_std >= 0:
+            return float(weight_init_std)
+    raise ValueError(
+        "weight_init_std must be 'relu'/'he', 'sigmoid'/'xavier' or a number >= 0, "
+        f"got {weight_init_std!r}"
+    )
+
+
+class MultiLayerNet(Net):
+    """A fully connected net of any depth, the book's ch.6 MultiLayerNet(Extend).
+
+    Layers, in the book's names: ``Affine1``, [``BatchNorm1``],
+    ``Activation_function1``, [``Dropout1``], ..., ``Affine{n}``, then
+    ``last_layer`` (softmax with loss). Parameters ``W1, b1, ..., Wn, bn``
+    and, with batch norm, ``gamma1, beta1, ...`` (one pair per hidden layer).
+
+    ``weight_init_std`` is "relu"/"he" (std sqrt(2/n_in)), "sigmoid"/"xavier"
+    (sqrt(1/n_in)) or a number. Weights are drawn on the host from
+    ``numpy.random.default_rng(seed)``, so one seed gives the same net on every
+    backend; dropout masks are seeded from the same generator.
+
+    Without dropout and batch norm the backend runs the net whole (``spec()``);
+    with either, it runs layer by layer as in the book. Dropout makes every
+    training-mode forward pass random, so a gradient check needs fixed masks.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: list[int] | tuple[int, ...],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: str | float = "relu",
+        weight_decay_lambda: float = 0,
+        use_dropout: bool = False,
+        dropout_ration: float = 0.5,
+        use_batchnorm: bool = False,
+        *,
+        seed: Seed = None,
+        dtype: Any = None,
+        backend: NumpyBackend | str | None = None,
+    ) -> None:
+        super().__init__(dtype=dtype, backend=backend)
+        if isinstance(hidden_size_list, (int, str)) or not hasattr(hidden_size_list, "__iter__"):
+            raise ValueError(
+                f"hidden_size_list must be a list of layer sizes, e.g. [100, 100], got {hidden_size_list!r}"
+            )
+        hidden = [_positive_int(h, "each hidden size") for h in hidden_size_list]
+        sizes = [_positive_int(input_size, "input_size"), *hidden, _positive_int(output_size, "output_size")]
+        self.activation = _check_activation(activation)
+        lam = weight_decay_lambda
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not numpy.isfinite(lam) or lam < 0:
+            raise ValueError(f"weight_decay_lambda must be a number >= 0, got {lam!r}")
+        if not isinstance(dropout_ration, (int, float)) or not 0 <= dropout_ration < 1:
+            raise ValueError(f"dropout_ration must be in [0, 1), got {dropout_ration!r}")
+        self.hidden_size_list = hidden
+        self.hidden_layer_num = len(hidden)
+        self.weight_decay_lambda = float(lam)
+        self.use_dropout, self.use_batchnorm = bool(use_dropout), bool(use_batchnorm)
+        self.dropout_ration = float(dropout_ration)
+        self._config = {
+            "input_size": sizes[0],
+            "hidden_size_list": hidden,
+            "output_size": sizes[-1],
+            "activation": activation,
+            "weight_decay_lambda": self.weight_decay_lambda,
+            "use_dropout": self.use_dropout,
+            "dropout_ration": self.dropout_ration,
+            "use_batchnorm": self.use_batchnorm,
+        }
+
+        rng = _rng(seed)
+        to, dt, bk = self.backend.asarray, self.dtype, self.backend
+        self.params = {}
+        for i in range(1, len(sizes)):
+            scale = _init_scale(weight_init_std, sizes[i - 1])
+            self.params[f"W{i}"] = to(scale * rng.standard_normal((sizes[i - 1], sizes[i])), dt)
+            self.params[f"b{i}"] = to(numpy.zeros(sizes[i]), dt)
+
+        self.layers = OrderedDict()
+        for i in range(1, self.hidden_layer_num + 1):
+            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"], backend=bk)
+            if self.use_batchnorm:
+                self.params[f"gamma{i}"] = to(numpy.ones(sizes[i]), dt)
+                self.params[f"beta{i}"] = to(numpy.zeros(sizes[i]), dt)
+                self.layers[f"BatchNorm{i}"] = BatchNormalization(
+                    self.params[f"gamma{i}"], self.params[f"beta{i}"], backend=bk
+                )
+            self.layers[f"Activation_function{i}"] = _activation_layer(activation, bk)
+            if self.use_dropout:
+                # each mask stream gets its own seed from the net's generator
+                self.layers[f"Dropout{i}"] = Dropout(
+                    self.dropout_ration, seed=int(rng.integers(2**63)), backend=bk
+                )
+        last = self.hidden_layer_num + 1
+        self.layers[f"Affine{last}"] = Affine(self.params[f"W{last}"], self.params[f"b{last}"], backend=bk)
+        self.last_layer = SoftmaxWithLoss(backend=bk)
+
+    def spec(self) -> MLPSpec | None:
+        if self.use_dropout or self.use_batchnorm:
+            return None  # the backend's whole-net kernels have no dropout/batch norm
+        return super().spec()
+
+
+#: Net classes by name, for rebuilding a saved net (fastnet.io) and the CLI.
+NETS: dict[str, type[Net]] = {"TwoLayerNet": TwoLayerNet, "MultiLayerNet": MultiLayerNet}
