@@ -8,11 +8,23 @@ so a backend can fuse the update (or a whole training step: it can read
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any
 
 from .backend import NumpyBackend, get_backend
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS"]
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "AdaGrad",
+    "RMSprop",
+    "Adam",
+    "OPTIMIZERS",
+    "make_optimizer",
+]
 
 Array = Any
 
@@ -168,7 +180,8 @@ class Adam(Optimizer):
     def _begin_step(self) -> None:
         self.iter += 1
         self.lr_t = (
-            self.lr * (1.0 - self.beta2**self.iter) ** 0.5 / (1.0 - self.beta1**self.iter)
+            # math.sqrt is correctly rounded, like the book's np.sqrt (** 0.5 may not be)
+            self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
         )
 
     def _update_one(self, key: str, p: Array, g: Array) -> None:
@@ -184,3 +197,32 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "rmsprop": RMSprop,
     "adam": Adam,
 }
+
+
+def make_optimizer(optimizer: str | Optimizer = "sgd", params: dict[str, Any] | None = None) -> Optimizer:
+    """An optimizer from its name (as in the book's Trainer) and hyper-parameters.
+
+    ``make_optimizer("adam", {"lr": 0.001})``; names are case-insensitive keys
+    of ``OPTIMIZERS``. An ``Optimizer`` instance is returned as it is (then
+    `params` must be empty). Unknown names or hyper-parameters raise
+    ``ValueError`` naming the valid ones.
+    """
+    params = dict(params or {})
+    if isinstance(optimizer, Optimizer):
+        if params:
+            raise ValueError("optimizer_param must be empty when an Optimizer instance is given")
+        return optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)} "
+            f"or an Optimizer instance"
+        )
+    cls = OPTIMIZERS[optimizer.lower()]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = [k for k in params if k not in accepted]
+    if unknown:
+        raise ValueError(
+            f"{cls.__name__} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(accepted)}"
+        )
+    return cls(**params)
