@@ -1,0 +1,212 @@
+"""Save and load a net's parameters as ``.npz``, with its architecture beside them.
+
+The file holds one array per parameter (``W1``, ``b1``, ...), the batch-norm
+running averages when there are any, and ``__fastnet__``: a JSON string (a
+plain unicode array, so ``allow_pickle=False`` can read it) recording the net
+class, its constructor arguments, the dtype, every array's shape and dtype and
+a SHA-256 of its bytes. Arrays are always stored as NumPy arrays, so a net
+saved on one backend loads on any other.
+
+Writes are atomic: the file is written under a temporary name in the same
+folder, read back and checked, then renamed over the target, so a crash never
+leaves a half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy
+
+from .backend import NumpyBackend, to_numpy
+from .errors import FastnetError
+from .layers import BatchNormalization, _backend
+from .nets import NETS, Net
+
+__all__ = ["save_params", "load_params", "load_net", "read_header", "ModelFileError", "FORMAT"]
+
+FORMAT = "fastnet-params"
+VERSION = 1
+HEADER_KEY = "__fastnet__"
+PathLike = str | os.PathLike
+
+
+class ModelFileError(FastnetError, ValueError):
+    """A saved-parameters file is unreadable, tampered with, or does not fit the net."""
+
+
+def _arrays(net: Net) -> dict[str, numpy.ndarray]:
+    """Everything that defines the trained net: params plus batch-norm running averages."""
+    out = {name: numpy.ascontiguousarray(to_numpy(p)) for name, p in net.params.items()}
+    for name, layer in net.layers.items():
+        if isinstance(layer, BatchNormalization) and layer.running_mean is not None:
+            i = name[len("BatchNorm"):]
+            out[f"running_mean{i}"] = numpy.ascontiguousarray(to_numpy(layer.running_mean))
+            out[f"running_var{i}"] = numpy.ascontiguousarray(to_numpy(layer.running_var))
+    return out
+
+
+def _digest(a: numpy.ndarray) -> str:
+    return hashlib.sha256(numpy.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def save_params(path: PathLike, net: Net) -> Path:
+    """Write `net`'s parameters and architecture to `path` (exactly that name).
+
+    Returns the path. The file is verified (read back, every array compared by
+    checksum) before it replaces any existing file.
+    """
+    if not isinstance(net, Net):
+        raise TypeError(f"net must be a fastnet net, got {type(net).__name__}")
+    path = Path(path)
+    arrays = _arrays(net)
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "class": type(net).__name__,
+        "config": net.config(),
+        "dtype": net.dtype.name,
+        "saved_on": net.backend.name,
+        "arrays": {
+            k: {"shape": list(a.shape), "dtype": a.dtype.str, "sha256": _digest(a)} for k, a in arrays.items()
+        },
+    }
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            numpy.savez(f, **arrays, **{HEADER_KEY: numpy.array(json.dumps(header))})
+            f.flush()
+            os.fsync(f.fileno())
+        _read(Path(tmp))  # verify what is on disk before it takes the real name
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
+    """Header and arrays of a saved file, every array checked against the header."""
+    try:
+        with numpy.load(path, allow_pickle=False) as data:
+            names = list(data.files)
+            if HEADER_KEY not in names:
+                raise ModelFileError(f"{path} is not a fastnet parameter file (no {HEADER_KEY} entry)")
+            header = json.loads(str(data[HEADER_KEY][()]))
+            arrays = {k: data[k] for k in names if k != HEADER_KEY}
+    except ModelFileError:
+        raise
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise ModelFileError(
+                f"{path} holds pickled Python objects; fastnet never writes those and will not "
+                f"load them (they can run code): the file was not written by fastnet.io"
+            ) from None
+        raise ModelFileError(f"{path} is not a readable .npz file ({exc})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"{path} is damaged or truncated ({type(exc).__name__}: {exc}); save the net again"
+        ) from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a fastnet parameter file (format {header.get('format')!r})")
+    if header.get("version") != VERSION:
+        raise ModelFileError(f"{path} has format version {header.get('version')!r}; this fastnet reads {VERSION}")
+    expected = header.get("arrays", {})
+    if set(expected) != set(arrays):
+        raise ModelFileError(
+            f"{path} is inconsistent: header lists {sorted(expected)}, file holds {sorted(arrays)}"
+        )
+    for k, a in arrays.items():
+        meta = expected[k]
+        if list(a.shape) != meta["shape"] or a.dtype.str != meta["dtype"]:
+            raise ModelFileError(
+                f"{path}: array {k} is {a.dtype.str}{list(a.shape)} but the header says "
+                f"{meta['dtype']}{meta['shape']}"
+            )
+        if a.dtype.kind != "f":
+            raise ModelFileError(f"{path}: array {k} has dtype {a.dtype}, expected floating point")
+        if _digest(a) != meta["sha256"]:
+            raise ModelFileError(f"{path}: array {k} does not match its checksum (file corrupted or edited)")
+    return header, arrays
+
+
+def read_header(path: PathLike) -> dict[str, Any]:
+    """The architecture record of a saved file (class, config, dtype, arrays)."""
+    return _read(Path(path))[0]
+
+
+def load_net(path: PathLike, backend: NumpyBackend | str | None = None, dtype: Any = None) -> Net:
+    """Rebuild the saved net on `backend` (default: the active one) and load its weights.
+
+    `dtype` defaults to the dtype it was saved with.
+    """
+    header, arrays = _read(Path(path))
+    cls = NETS.get(header.get("class", ""))
+    if cls is None:
+        raise ModelFileError(f"{path}: unknown net class {header.get('class')!r}; known: {', '.join(NETS)}")
+    try:
+        net = cls(**header["config"], dtype=header["dtype"] if dtype is None else dtype, backend=_backend(backend))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot rebuild {cls.__name__} from {header['config']}: {exc}") from None
+    _assign(net, arrays, path)
+    return net
+
+
+def load_params(path: PathLike, net: Net) -> Net:
+    """Load saved weights into an existing `net` of the same architecture (in place).
+
+    The saved class and constructor arguments must match the net's; values
+    are cast to the net's dtype and moved to its backend.
+    """
+    header, arrays = _read(Path(path))
+    mine = {"class": type(net).__name__, "config": net.config()}
+    saved = {"class": header.get("class"), "config": header.get("config")}
+    if mine != saved:
+        raise ModelFileError(
+            f"{path} holds a different architecture: saved {_describe(saved)}, this net is {_describe(mine)}"
+        )
+    _assign(net, arrays, path)
+    return net
+
+
+def _describe(arch: dict[str, Any]) -> str:
+    config = ", ".join(f"{k}={v!r}" for k, v in (arch["config"] or {}).items())
+    return f"{arch['class']}({config})"
+
+
+def _assign(net: Net, arrays: dict[str, numpy.ndarray], path: PathLike) -> None:
+    """Copy into the live parameter arrays (so layers and optimizers keep their references)."""
+    stats = [name[len("BatchNorm"):] for name, layer in net.layers.items() if isinstance(layer, BatchNormalization)]
+    optional = {f"running_{w}{i}" for i in stats for w in ("mean", "var")}
+    missing = [k for k in net.params if k not in arrays]
+    extra = [k for k in arrays if k not in net.params and k not in optional]
+    if missing or extra:
+        raise ModelFileError(
+            f"{path} does not fit the net: missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
+        )
+    for k, p in net.params.items():
+        if arrays[k].shape != tuple(p.shape):
+            raise ModelFileError(f"{path}: {k} has shape {arrays[k].shape}, the net needs {tuple(p.shape)}")
+    bk = net.backend
+    for k, p in net.params.items():
+        p[...] = bk.asarray(arrays[k], dtype=net.dtype)
+    for name, layer in net.layers.items():
+        if isinstance(layer, BatchNormalization):
+            i = name[len("BatchNorm"):]
+            if f"running_mean{i}" in arrays:
+                layer.running_mean = bk.asarray(arrays[f"running_mean{i}"], dtype=net.dtype)
+                layer.running_var = bk.asarray(arrays[f"running_var{i}"], dtype=net.dtype)
