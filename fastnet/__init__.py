@@ -10,7 +10,7 @@ Pick a backend once and the same code runs on it::
 
 from __future__ import annotations
 
-from . import functions, gradient, layers, nets
+from . import datasets, functions, gradient, io, layers, nets, optimizers, plot, train
 from .backend import (
     BACKEND_NAMES,
     Backend,
@@ -53,7 +53,10 @@ from .layers import (
     Sigmoid,
     SoftmaxWithLoss,
 )
-from .nets import Net, TwoLayerNet
+from .io import ModelFileError, load_net, load_params, save_params
+from .nets import MultiLayerNet, Net, TwoLayerNet
+from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
+from .train import History, Trainer, TrainingDivergedError
 
 __version__ = "0.1.0"
 
@@ -99,6 +102,27 @@ __all__ = [
     "BatchNormalization",
     "Net",
     "TwoLayerNet",
+    "MultiLayerNet",
+    "datasets",
+    "io",
+    "optimizers",
+    "plot",
+    "train",
+    "Optimizer",
+    "SGD",
+    "Momentum",
+    "Nesterov",
+    "AdaGrad",
+    "RMSprop",
+    "Adam",
+    "make_optimizer",
+    "Trainer",
+    "History",
+    "TrainingDivergedError",
+    "save_params",
+    "load_params",
+    "load_net",
+    "ModelFileError",
     "__version__",
 ]
 

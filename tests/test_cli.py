@@ -1,0 +1,186 @@
+"""The ``fastnet`` command: each subcommand, and every bad input ends in one line, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+
+import fastnet
+from fastnet.cli import main
+
+REAL_MNIST = os.environ.get("FASTNET_DATA", "")  # read before the fixture below hides it
+
+
+@pytest.fixture(autouse=True)
+def no_mnist(tmp_path, monkeypatch):
+    """By default, no MNIST anywhere and no network: `auto` must fall back to spiral."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FASTNET_DATA", str(empty))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("FASTNET_OFFLINE", "1")
+    monkeypatch.delenv("FASTNET_BACKEND", raising=False)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err):
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "error:" in lines[0] and "--help" in lines[1], err
+
+
+def test_train_spiral_save_and_plot(capsys, tmp_path):
+    model, png = tmp_path / "m.npz", tmp_path / "curves.png"
+    code, out, err = run(capsys, "train", "--epochs", "3", "--seed", "0", "--save", str(model),
+                         "--plot", str(png), "--no-progress")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("dataset: spiral (MNIST is not in")  # one line saying why
+    assert "epoch 3/3" in out and "test acc" in out
+    net = fastnet.load_net(model)
+    assert net.input_size == 2 and net.output_size == 3
+    if png.exists() or "saved plot" in out:
+        assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_multi_with_options(capsys):
+    code, out, err = run(capsys, "train", "--dataset", "spiral", "--net", "multi", "--hidden", "16,16",
+                         "--optimizer", "adam", "--lr", "0.01", "--epochs", "2", "--batchnorm",
+                         "--dropout", "0.1", "--weight-decay", "0.001", "--dtype", "float32",
+                         "--backend", "numpy", "--sampling", "replacement", "--seed", "3")
+    assert code == 0, err
+    assert "MultiLayerNet(2-16-16-3" in out and "float32" in out and "seed 3" in out
+
+
+def test_same_seed_same_result(capsys):
+    args = ("train", "--dataset", "spiral", "--epochs", "5", "--seed", "7", "--no-progress")
+    first = run(capsys, *args)[1].splitlines()
+    second = run(capsys, *args)[1].splitlines()
+    strip = [line.split(" (")[0] for line in first if line.startswith("epoch")]
+    assert strip == [line.split(" (")[0] for line in second if line.startswith("epoch")]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--epochs", "0"], "--epochs: expected a positive integer"),
+        (["train", "--lr", "-1"], "--lr: expected a positive number"),
+        (["train", "--hidden", "10,x"], "--hidden"),
+        (["train", "--backend", "tpu"], "--backend: invalid choice"),
+        (["train", "--dropout", "1.5"], "--dropout"),
+        (["train", "--no-such-option"], "unrecognized arguments"),
+        (["nope"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert_one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--dataset", "mnist"], "train-images-idx3-ubyte.gz"),
+        (["train", "--hidden", "5,5", "--epochs", "1"], "--net multi"),
+        (["train", "--batchnorm", "--epochs", "1"], "--batchnorm need(s) --net multi"),
+        (["train", "--save", "/no/such/folder/m.npz"], "does not exist"),
+        (["train", "--lr", "1e300", "--optimizer", "sgd", "--epochs", "3", "--seed", "0"], "training stopped"),
+    ],
+)
+def test_runtime_errors_exit_1_with_one_line(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 1
+    assert message in err
+    assert_one_line_error(err)
+
+
+def test_unavailable_backend_is_one_line(capsys):
+    if fastnet.available_backends()["cupy"].available:
+        pytest.skip("cupy works here")
+    code, out, err = run(capsys, "train", "--backend", "cupy")
+    assert code == 1 and "backend 'cupy' is not available" in err
+    assert_one_line_error(err)
+
+
+def test_debug_shows_the_traceback(capsys):
+    code, out, err = run(capsys, "train", "--dataset", "mnist", "--debug")
+    assert code == 1 and "Traceback" in err
+
+
+def test_gradcheck_random(capsys):
+    code, out, err = run(capsys, "gradcheck", "--hidden", "4", "--samples", "2", "--seed", "0")
+    assert code == 0, err
+    assert "random" in out and "passed" in out
+    for key in ("W1", "b1", "W2", "b2"):
+        assert any(line.startswith(key) and line.endswith("ok") for line in out.splitlines())
+
+
+def test_gradcheck_multi_batchnorm(capsys):
+    code, out, err = run(capsys, "gradcheck", "--net", "multi", "--hidden", "4,3", "--batchnorm",
+                         "--activation", "sigmoid", "--samples", "4", "--seed", "1")
+    assert code == 0, err
+    assert "gamma2" in out and "passed" in out
+
+
+def test_gradcheck_failure_exits_1(capsys):
+    code, out, err = run(capsys, "gradcheck", "--hidden", "4", "--samples", "2", "--tol", "1e-30", "--seed", "0")
+    assert code == 1 and "FAILED" in out
+
+
+def test_info(capsys):
+    code, out, err = run(capsys, "info")
+    assert code == 0
+    assert f"fastnet {fastnet.__version__}" in out
+    for name in ("numpy", "numba", "cupy"):
+        assert f"  {name}" in out
+    assert "CPU:" in out and "threads:" in out
+
+
+def test_bench_delegates(capsys, monkeypatch):
+    seen = []
+    fake = types.ModuleType("fastnet.benchreport")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "fastnet.benchreport", fake)
+    assert main(["bench", "--quick", "-k", "step"]) == 0
+    assert seen == [["--quick", "-k", "step"]]
+
+
+def test_bench_missing_says_so(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastnet.benchreport", None)
+    code, out, err = run(capsys, "bench")
+    assert code == 1 and "benchreport" in err and "Traceback" not in err
+
+
+def test_no_command_prints_help(capsys):
+    code, out, err = run(capsys)
+    assert code == 2 and "train" in out
+
+
+@pytest.mark.mnist
+def test_train_mnist(capsys, monkeypatch):
+    if not fastnet.datasets.mnist_available(REAL_MNIST or "/nonexistent"):
+        pytest.skip("real MNIST not found: set FASTNET_DATA to a folder with the IDX .gz files")
+    monkeypatch.setenv("FASTNET_DATA", REAL_MNIST)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    code, out, err = run(capsys, "train", "--train-size", "3000", "--epochs", "1", "--seed", "0")
+    assert code == 0, err
+    assert out.startswith("dataset: MNIST") and "784-50-10" in out
+
+
+def test_python_dash_m_and_no_traceback(tmp_path):
+    env = {**os.environ, "FASTNET_OFFLINE": "1", "FASTNET_DATA": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "fastnet", "--version"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == f"fastnet {fastnet.__version__}"
+    done = subprocess.run([sys.executable, "-m", "fastnet", "train", "--dataset", "mnist"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "error:" in done.stderr
