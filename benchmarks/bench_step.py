@@ -1,0 +1,112 @@
+"""One SGD step of TwoLayerNet 784-50-10 (ReLU), per backend, with the book and the floor.
+
+Groups ``step-B<batch>-<dtype>``; names:
+
+* ``<backend>``: the public API, ``net.train_step(x, t, SGD(lr))``;
+* ``<backend>-bookstyle``: ``grads = net.gradient(x, t)`` then
+  ``params[key] -= lr * grads[key]``, the book's training loop on fastnet;
+* ``book``: the book's step written flat in plain NumPy (``workloads.book_step``);
+* ``matmul-floor``: the step's five matrix products alone, preallocated.
+
+Before timing, each case takes one step from the same start as the book's
+step and must land on the same parameters (the correctness check that
+``--benchmark-disable`` keeps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fastnet import TwoLayerNet
+from fastnet.optimizers import SGD
+
+from .workloads import (
+    LR,
+    StepMatmuls,
+    book_step,
+    dense_batch,
+    max_abs_diff,
+    measure,
+    start_params,
+    step_group,
+)
+
+BATCHES = (100, 1000)
+DTYPES = (np.float64, np.float32)
+TOLERANCE = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-6}  # on params ~1e-2
+
+batches = pytest.mark.parametrize("batch", BATCHES, ids=[f"B{b}" for b in BATCHES])
+dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=[np.dtype(d).name for d in DTYPES])
+
+
+def step_info(batch: int, dtype: Any, impl: str) -> dict[str, Any]:
+    return {"suite": "step", "case": f"B{batch}-{np.dtype(dtype).name}", "impl": impl,
+            "batch": batch, "dtype": np.dtype(dtype).name, "net": "784-50-10 relu"}
+
+
+def after_one_book_step(batch: int, dtype: Any) -> dict[str, np.ndarray]:
+    params = start_params(dtype)
+    x, t = dense_batch(batch, dtype)
+    book_step(params, x, t)
+    return params
+
+
+@pytest.mark.parametrize("style", ["api", "bookstyle"])
+@dtypes
+@batches
+def test_step(benchmark: Any, backend: Any, batch: int, dtype: Any, style: str) -> None:
+    x_host, t_host = dense_batch(batch, dtype)
+    net = TwoLayerNet(784, 50, 10, seed=0, dtype=dtype, backend=backend)
+    x, t = backend.asarray(x_host), backend.asarray(t_host)
+    if style == "api":
+        optimizer = SGD(LR)
+
+        def step() -> Any:
+            return net.train_step(x, t, optimizer)
+
+        impl = backend.name
+    else:
+
+        def step() -> Any:
+            grads = net.gradient(x, t)
+            for key in net.params:
+                net.params[key] -= LR * grads[key]
+
+        impl = f"{backend.name}-bookstyle"
+
+    step()  # one step from the book's start, checked below; also compiles/warms up
+    backend.synchronize()
+    diff = max_abs_diff(net.params, after_one_book_step(batch, dtype))
+    assert diff <= TOLERANCE[np.dtype(dtype)], f"{impl} step differs from the book's by {diff:.3g}"
+    info = step_info(batch, dtype, impl)
+    info.update(backend=backend.name, api="train_step" if style == "api" else "gradient + params -= lr*g",
+                max_abs_diff_vs_book=diff)
+    measure(benchmark, step, group=step_group(batch, dtype), name=impl, info=info,
+            sync=backend.synchronize)
+
+
+@dtypes
+@batches
+def test_book(benchmark: Any, batch: int, dtype: Any) -> None:
+    params = start_params(dtype)
+    x, t = dense_batch(batch, dtype)
+    info = step_info(batch, dtype, "book")
+    info["what"] = "the book's step in plain NumPy (ch.5 ReLU/softmax-with-loss, ch.4 backprop)"
+    loss = measure(benchmark, lambda: book_step(params, x, t), group=step_group(batch, dtype),
+                   name="book", info=info)
+    assert np.isfinite(loss)
+
+
+@dtypes
+@batches
+def test_matmul_floor(benchmark: Any, batch: int, dtype: Any) -> None:
+    params = start_params(dtype)
+    x, _ = dense_batch(batch, dtype)
+    products = StepMatmuls(x, params["W1"], params["W2"])
+    info = step_info(batch, dtype, "matmul-floor")
+    info["what"] = "x@W1, h@W2, h.T@dy, dy@W2.T, x.T@dh into preallocated outputs (NumPy)"
+    measure(benchmark, products, group=step_group(batch, dtype), name="matmul-floor", info=info)
+    np.testing.assert_allclose(products.dW1, x.T @ products.dh, rtol=1e-4)

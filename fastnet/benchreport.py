@@ -1,0 +1,412 @@
+"""Run fastnet's benchmark suites, or read a saved run, and print what they show.
+
+Usage (``fastnet bench`` takes the same arguments)::
+
+    python -m fastnet.benchreport                 # run the suites (a few minutes), report
+    python -m fastnet.benchreport --quick         # fewer rounds (about a minute)
+    python -m fastnet.benchreport --json run.json # report a saved pytest-benchmark JSON
+
+The report holds: the median of every case; the numerical / backprop ratio per
+backend and size; each backend's speed-up over numpy; the ratios the numba
+issue sets targets on; and a log-scale PNG chart (needs matplotlib).
+
+Cases of the numerical gradient that ran the book's loop were timed on a
+subset of parameters: their ``extra_info["scale"]`` multiplies them up to the
+whole net here, and the table marks them with ``*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+__all__ = ["Case", "load", "cases", "report", "write_chart", "run_suites", "main"]
+
+BACKENDS = ("numpy", "numba", "cupy")
+SUITE_ORDER = ("step", "predict", "numgrad")
+
+
+class Case(NamedTuple):
+    """One benchmark, its time already scaled to the whole work."""
+
+    group: str
+    name: str
+    suite: str
+    impl: str
+    kind: str  # "numerical"/"backprop" for numgrad, else ""
+    seconds: float  # the chosen statistic (median by default), scaled
+    fastest: float  # the fastest round, scaled: a busy machine moves it least
+    rounds: int
+    scale: float
+    info: dict[str, Any]
+
+
+class Target(NamedTuple):
+    label: str
+    top: tuple[str, str]  # (group, name) of the numerator
+    bottom: tuple[str, str]  # ... of the denominator
+    op: str  # "<=" or ">="
+    bound: float
+
+
+# The numba issue's targets, each a ratio of two cases of one run.
+TARGETS = (
+    Target("numba step / matmul floor (B100 fp64)", ("step-B100-float64", "numba"),
+           ("step-B100-float64", "matmul-floor"), "<=", 1.25),
+    Target("book step / numba step (B100 fp64)", ("step-B100-float64", "book"),
+           ("step-B100-float64", "numba"), ">=", 1.5),
+    Target("numgrad: book loop / numba, 784-50-10 B100 dense", ("numgrad-784-50-10-B100", "numpy-numerical"),
+           ("numgrad-784-50-10-B100", "numba-numerical"), ">=", 200),
+    Target("numgrad: book loop / numba, 784-50-10 B100 MNIST", ("numgrad-784-50-10-B100-mnist", "numpy-numerical"),
+           ("numgrad-784-50-10-B100-mnist", "numba-numerical"), ">=", 600),
+    Target("numgrad: book loop / numba, sigmoid, dense",
+           ("numgrad-784-50-10-B100-sigmoid", "numpy-numerical"),
+           ("numgrad-784-50-10-B100-sigmoid", "numba-numerical"), ">=", 200),
+    Target("numgrad: book loop / numba, sigmoid, MNIST",
+           ("numgrad-784-50-10-B100-mnist-sigmoid", "numpy-numerical"),
+           ("numgrad-784-50-10-B100-mnist-sigmoid", "numba-numerical"), ">=", 600),
+    Target("numba predict / matmul (10k fp64)", ("predict-10k-float64", "numba"),
+           ("predict-10k-float64", "matmul"), "<=", 1.2),
+    Target("torch-manual / numba step (B100 fp32)", ("step-B100-float32", "torch-manual"),
+           ("step-B100-float32", "numba"), ">=", 1.0),
+    Target("torch-autograd / numba step (B100 fp32)", ("step-B100-float32", "torch-autograd"),
+           ("step-B100-float32", "numba"), ">=", 1.0),
+    Target("jax-jit / numba step (B100 fp32)", ("step-B100-float32", "jax-jit"),
+           ("step-B100-float32", "numba"), ">=", 1.0),
+)
+
+
+# ------------------------------------------------------------------ reading
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """A pytest-benchmark JSON file, checked to hold a ``benchmarks`` list."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    return data
+
+
+def cases(data: dict[str, Any], stat: str = "median") -> list[Case]:
+    """Every benchmark of a run; cases timed on a subset are scaled up."""
+    out = []
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info") or {}
+        group = bench.get("group") or info.get("group") or "ungrouped"
+        name = bench.get("name", "?")
+        scale = float(info.get("scale", 1.0))
+        suite = info.get("suite") or group.split("-")[0]
+        impl = info.get("impl") or name.split("-")[0]
+        out.append(Case(group, name, suite, impl, info.get("kind", ""),
+                        float(bench["stats"][stat]) * scale,
+                        float(bench["stats"].get("min", bench["stats"][stat])) * scale,
+                        int(bench["stats"].get("rounds", 0)),
+                        scale, info))
+    return out
+
+
+def _index(rows: list[Case]) -> dict[tuple[str, str], Case]:
+    return {(r.group, r.name): r for r in rows}
+
+
+def _groups(rows: list[Case]) -> list[str]:
+    def order(group: str) -> tuple[int, str]:
+        suite = group.split("-")[0]
+        rank = SUITE_ORDER.index(suite) if suite in SUITE_ORDER else len(SUITE_ORDER)
+        return rank, group
+
+    return sorted({r.group for r in rows}, key=order)
+
+
+def _counterpart(row: Case, index: dict[tuple[str, str], Case]) -> Case | None:
+    """The numpy backend's case to compare `row` with (same group, same role)."""
+    if row.impl in BACKENDS:
+        return index.get((row.group, "numpy" + row.name[len(row.impl):]))
+    return index.get((row.group, "numpy"))
+
+
+# ------------------------------------------------------------------ formatting
+def fmt_time(seconds: float) -> str:
+    for unit, factor in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= factor:
+            return f"{seconds / factor:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}×" if value >= 100 else f"{value:.3g}×"
+
+
+def _table(header: Sequence[str], body: list[Sequence[str]]) -> list[str]:
+    """A Markdown table (pipes aligned for reading in a terminal too)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)]
+
+
+def machine_lines(data: dict[str, Any]) -> list[str]:
+    mi = data.get("machine_info") or {}
+    extra = mi.get("fastnet") or {}
+    cpu = mi.get("cpu") or {}
+    flags = set(cpu.get("flags") or [])
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+    model = extra.get("cpu_model") or cpu.get("brand_raw") or mi.get("processor") or "unknown CPU"
+    cores = extra.get("cpu_count") or cpu.get("count")
+    when = str(data.get("datetime", ""))[:16].replace("T", " ")
+    versions = ", ".join(f"{k} {v}" for k, v in (extra.get("versions") or {}).items())
+    lines = [
+        f"Run of {when} UTC on {model}" + (f" ({simd})" if simd else "") + (f", {cores} cores" if cores else "")
+        + f", Python {mi.get('python_version', '?')}",
+    ]
+    if versions:
+        lines.append(f"Versions: {versions}")
+    if extra.get("blas"):
+        lines.append("BLAS: " + "; ".join(extra["blas"]))
+    if "mnist" in extra:
+        lines.append("MNIST: " + ("real files" if extra["mnist"] else "absent (generated data for predict; MNIST cases skipped)"))
+    missing = {k: v for k, v in (extra.get("backends") or {}).items() if v != "available"}
+    for name, reason in missing.items():
+        lines.append(f"Backend {name} skipped: {reason}")
+    if extra.get("quick"):
+        lines.append("Quick run (--quick): fewer rounds, noisier figures.")
+    return lines
+
+
+# ------------------------------------------------------------------ sections
+def times_section(rows: list[Case], stat: str) -> list[str]:
+    index = _index(rows)
+    out = [f"## {stat.capitalize()} time of every case", ""]
+    body = []
+    for group in _groups(rows):
+        for r in sorted((r for r in rows if r.group == group), key=lambda r: r.seconds):
+            ref = _counterpart(r, index)
+            speed = ref.seconds / r.seconds if ref is not None and ref is not r else None
+            mark = "*" if r.scale != 1.0 else ""
+            body.append([group, r.name, fmt_time(r.seconds) + mark, fmt_time(r.fastest) + mark,
+                         str(r.rounds), fmt_ratio(speed) if speed else ""])
+    out += _table(["group", "case", stat, "min", "rounds", "vs numpy"], body)
+    scaled = [r for r in rows if r.scale != 1.0]
+    if scaled:
+        r = scaled[0]
+        out += ["", f"* the book's loop timed on {r.info.get('params_timed', '?')} parameters spread over "
+                    f"every array and scaled to the whole net ({len(scaled)} cases): every parameter "
+                    "costs the same two forward passes in that loop."]
+    return out
+
+
+def numgrad_section(rows: list[Case]) -> list[str]:
+    index = _index(rows)
+    body = []
+    for group in _groups(rows):
+        for impl in BACKENDS:
+            num, back = index.get((group, f"{impl}-numerical")), index.get((group, f"{impl}-backprop"))
+            if num is None or back is None:
+                continue
+            book = index.get((group, "numpy-numerical"))
+            speed = book.seconds / num.seconds if book is not None else None
+            body.append([group.removeprefix("numgrad-"), impl, fmt_time(num.seconds) + ("*" if num.scale != 1 else ""),
+                         fmt_time(back.seconds), fmt_ratio(num.seconds / back.seconds), fmt_ratio(speed)])
+    if not body:
+        return []
+    return ["## Numerical gradient vs backprop", ""] + _table(
+        ["net, batch", "backend", "numerical", "backprop", "numerical / backprop", "numerical vs book loop"], body)
+
+
+def speedup_section(rows: list[Case]) -> list[str]:
+    index = _index(rows)
+    present = [b for b in BACKENDS[1:] if any(r.impl == b for r in rows)]
+    if not present:
+        return []
+    body = []
+    for group in _groups(rows):
+        for name in ("numpy", "numpy-bookstyle", "numpy-numerical", "numpy-backprop"):
+            ref = index.get((group, name))
+            if ref is None:
+                continue
+            cells = [group, name[len("numpy"):].lstrip("-") or "public API"]
+            for b in present:
+                other = index.get((group, b + name[len("numpy"):]))
+                cells.append(fmt_ratio(ref.seconds / other.seconds) if other else "–")
+            body.append(cells)
+    return ["## Speed-up over the numpy backend", ""] + _table(["group", "case"] + present, body)
+
+
+def targets_section(rows: list[Case]) -> list[str]:
+    index = _index(rows)
+    body = []
+    for t in TARGETS:
+        top, bottom = index.get(t.top), index.get(t.bottom)
+        if top is None or bottom is None:
+            continue
+        ratio = top.seconds / bottom.seconds
+        met = ratio <= t.bound if t.op == "<=" else ratio >= t.bound
+        body.append([t.label, f"{ratio:,.3g}", f"{t.op} {t.bound:g}", "yes" if met else "no"])
+    if not body:
+        return []
+    return ["## Ratios with targets (numba issue)", ""] + _table(["ratio", "value", "target", "met"], body)
+
+
+def report(data: dict[str, Any], stat: str = "median") -> str:
+    """The whole report as Markdown text."""
+    rows = cases(data, stat)
+    parts = [["# fastnet benchmarks", "", *machine_lines(data)]]
+    for section in (times_section(rows, stat), numgrad_section(rows), speedup_section(rows), targets_section(rows)):
+        if section:
+            parts.append(section)
+    return "\n\n".join("\n".join(p) for p in parts) + "\n"
+
+
+# ------------------------------------------------------------------ chart
+def write_chart(data: dict[str, Any], path: str | os.PathLike, stat: str = "median") -> str:
+    """Write a log-scale bar chart of every case; returns a line saying what happened."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: matplotlib is not installed (pip install 'fastnet[plot]')"
+    rows = cases(data, stat)
+    if not rows:
+        return "no chart: the run holds no benchmarks"
+    ordered = [r for g in _groups(rows) for r in sorted((r for r in rows if r.group == g), key=lambda r: r.seconds)]
+    colours = {"numpy": "tab:blue", "numba": "tab:orange", "cupy": "tab:green", "book": "tab:gray",
+               "matmul": "black", "torch": "tab:red", "jax": "tab:purple"}
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(ordered) + 1.5))
+    y = list(range(len(ordered)))[::-1]
+    ax.barh(y, [r.seconds for r in ordered],
+            color=[colours.get(r.impl.split("-")[0], "tab:cyan") for r in ordered])
+    ax.set_yticks(y, [f"{r.group} · {r.name}{'*' if r.scale != 1 else ''}" for r in ordered], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{stat} time per call, seconds (log scale; * = scaled from a subset)")
+    ax.set_title(machine_lines(data)[0], fontsize=8)
+    ax.grid(axis="x", which="both", alpha=0.3)
+    ax.set_axisbelow(True)
+    from matplotlib.patches import Patch
+
+    used = dict.fromkeys(r.impl.split("-")[0] for r in ordered)
+    ax.legend(handles=[Patch(color=colours.get(k, "tab:cyan"), label=k) for k in used],
+              loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written to {path}"
+
+
+# ------------------------------------------------------------------ running
+def find_suites() -> Path | None:
+    """The ``benchmarks`` folder of a fastnet checkout (beside the package, or under cwd)."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        folder = root / "benchmarks"
+        if (folder / "bench_step.py").is_file():
+            return folder
+    return None
+
+
+def run_suites(folder: Path, out: Path, *, quick: bool = False, select: str | None = None,
+               extra: Sequence[str] = ()) -> int:
+    """Run the suites with pytest-benchmark and merge their JSON into `out`.
+
+    The peers (PyTorch, JAX) run in a second process: their thread pools would
+    otherwise stay busy beside fastnet's cases on a small machine.
+    """
+    files = sorted(p.name for p in folder.glob("bench_*.py") if p.name != "bench_gpu.py")
+    own = [f for f in files if f != "bench_peers.py"]
+    passes = [own, ["bench_peers.py"]] if "bench_peers.py" in files else [own]
+    env = dict(os.environ, FASTNET_BENCH_QUICK="1" if quick else "0")
+    merged: dict[str, Any] | None = None
+    status = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, chunk in enumerate(passes):
+            part = Path(tmp) / f"part{i}.json"
+            cmd = [sys.executable, "-m", "pytest", *[str(folder / f) for f in chunk], "-q",
+                   "-p", "no:cacheprovider", f"--benchmark-json={part}", "--benchmark-group-by=group"]
+            if quick:
+                cmd += ["--benchmark-max-time=0.25", "--benchmark-min-rounds=3"]
+            if select:
+                cmd += ["-k", select]
+            cmd += list(extra)
+            print("running:", " ".join(cmd[2:]), flush=True)
+            done = subprocess.run(cmd, cwd=folder.parent, env=env, capture_output=True, text=True)
+            log = out.with_suffix(f".part{i}.log")
+            log.write_text(done.stdout + done.stderr, encoding="utf-8")
+            tail = [line for line in done.stdout.splitlines() if line.strip()][-1:]
+            print("  " + (tail[0] if tail else "(no output)") + f"  [log: {log}]", flush=True)
+            if done.returncode not in (0, 5):  # 5: every case deselected or skipped
+                status = done.returncode
+            if part.is_file():
+                data = load(part)
+                if merged is None:
+                    merged = data
+                else:
+                    merged["benchmarks"] += data["benchmarks"]
+    if merged is None:
+        return status or 1
+    out.write_text(json.dumps(merged, indent=1), encoding="utf-8")
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastnet bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", metavar="PATH", help="report this saved pytest-benchmark JSON instead of running")
+    p.add_argument("--quick", action="store_true", help="fewer rounds: about a minute, noisier")
+    p.add_argument("-k", dest="select", metavar="EXPR", help="only cases matching this pytest -k expression")
+    p.add_argument("--save", metavar="PATH", help="where a new run's JSON goes (default .benchmarks/fastnet-<time>.json)")
+    p.add_argument("--chart", metavar="PATH", help="PNG chart path (default: the JSON's path with .png)")
+    p.add_argument("--no-chart", action="store_true", help="do not write a chart")
+    p.add_argument("--report", metavar="PATH", help="also write the report (Markdown) to this file")
+    p.add_argument("--stat", choices=("median", "min", "mean"), default="median",
+                   help="statistic of each case's rounds (default median)")
+    p.add_argument("--suites", metavar="DIR", help="the benchmarks folder (default: found beside fastnet)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    status = 0
+    if args.json:
+        path = Path(args.json)
+        if not path.is_file():
+            print(f"fastnet bench: no such file: {path}", file=sys.stderr)
+            return 2
+    else:
+        folder = Path(args.suites) if args.suites else find_suites()
+        if folder is None or not folder.is_dir():
+            print("fastnet bench: benchmark suites not found; run from a fastnet checkout, pass "
+                  "--suites DIR, or report a saved run with --json PATH", file=sys.stderr)
+            return 2
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(args.save) if args.save else Path(".benchmarks") / f"fastnet-{stamp}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        status = run_suites(folder, path, quick=args.quick, select=args.select)
+        if not path.is_file():
+            print("fastnet bench: the suites produced no results (see the log above)", file=sys.stderr)
+            return status or 1
+        if status:
+            print(f"fastnet bench: some cases failed (pytest exit {status}); reporting the others",
+                  file=sys.stderr)
+        print(f"results saved to {path}")
+    try:
+        data = load(path)
+    except (OSError, ValueError) as exc:
+        print(f"fastnet bench: {exc}", file=sys.stderr)
+        return 2
+    text = report(data, args.stat)
+    print(text)
+    if args.report:
+        Path(args.report).write_text(text, encoding="utf-8")
+    if not args.no_chart:
+        print(write_chart(data, Path(args.chart) if args.chart else path.with_suffix(".png"), args.stat))
+    return 1 if status else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The benchmark report (fastnet.benchreport) on a small saved pytest-benchmark JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fastnet import benchreport
+
+SMALL = Path(__file__).parent / "data" / "bench_small.json"
+
+
+@pytest.fixture(scope="module")
+def data() -> dict:
+    return benchreport.load(SMALL)
+
+
+def raw(data: dict, group: str, name: str) -> dict:
+    (bench,) = [b for b in data["benchmarks"] if b["group"] == group and b["name"] == name]
+    return bench
+
+
+def test_cases_scale_the_subset_of_the_book_loop(data):
+    rows = {(r.group, r.name): r for r in benchreport.cases(data)}
+    bench = raw(data, "numgrad-784-50-10-B100", "numpy-numerical")
+    scale = bench["extra_info"]["scale"]
+    assert scale > 1  # timed on a subset
+    row = rows["numgrad-784-50-10-B100", "numpy-numerical"]
+    assert row.seconds == pytest.approx(bench["stats"]["median"] * scale)
+    assert row.kind == "numerical" and row.impl == "numpy" and row.suite == "numgrad"
+    backprop = rows["numgrad-784-50-10-B100", "numpy-backprop"]
+    assert backprop.scale == 1.0
+    assert backprop.seconds == raw(data, "numgrad-784-50-10-B100", "numpy-backprop")["stats"]["median"]
+
+
+def test_other_statistics(data):
+    rows = {(r.group, r.name): r for r in benchreport.cases(data, "min")}
+    assert rows["step-B100-float64", "book"].seconds == raw(data, "step-B100-float64", "book")["stats"]["min"]
+
+
+def test_report_has_every_section(data):
+    text = benchreport.report(data)
+    for heading in ("# fastnet benchmarks", "## Median time of every case", "## Numerical gradient vs backprop",
+                    "## Speed-up over the numpy backend", "## Ratios with targets"):
+        assert heading in text
+    assert "AMD EPYC" in text and "2 cores" in text
+    assert "scaled to the whole net" in text  # the footnote for the subset cases
+    assert "Backend cupy skipped" in text
+
+
+def test_numerical_over_backprop_ratio(data):
+    rows = {(r.group, r.name): r for r in benchreport.cases(data)}
+    ratio = rows["numgrad-784-50-10-B100", "numba-numerical"].seconds / rows["numgrad-784-50-10-B100", "numba-backprop"].seconds
+    line = next(x for x in benchreport.numgrad_section(benchreport.cases(data)) if x.startswith("| 784-50-10-B100 ")
+                and "| numba " in x)
+    assert benchreport.fmt_ratio(ratio) in line
+
+
+def test_speedup_over_numpy_and_targets(data):
+    rows = {(r.group, r.name): r for r in benchreport.cases(data)}
+    g = "step-B100-float64"
+    speed = rows[g, "numpy"].seconds / rows[g, "numba"].seconds
+    section = benchreport.speedup_section(benchreport.cases(data))
+    assert any(line.startswith(f"| {g} ") and "public API" in line and benchreport.fmt_ratio(speed) in line
+               for line in section)
+    floor = rows[g, "numba"].seconds / rows[g, "matmul-floor"].seconds
+    targets = benchreport.targets_section(benchreport.cases(data))
+    line = next(x for x in targets if "numba step / matmul floor" in x)
+    assert f"{floor:,.3g}" in line and "<= 1.25" in line
+    assert ("| yes |" in line) == (floor <= 1.25)
+
+
+def test_missing_cases_are_left_out():
+    data = {"benchmarks": [{"group": "step-B100-float64", "name": "numpy", "stats": {"median": 1e-3, "rounds": 5}}]}
+    text = benchreport.report(data)
+    assert "| step-B100-float64 | numpy" in text
+    assert "Ratios with targets" not in text and "Numerical gradient" not in text
+
+
+@pytest.mark.parametrize("seconds, shown", [(2.5, "2.5 s"), (0.0123, "12.3 ms"), (4.56e-5, "45.6 µs"), (3e-9, "3 ns")])
+def test_fmt_time(seconds, shown):
+    assert benchreport.fmt_time(seconds) == shown
+
+
+def test_main_reads_json_and_writes_chart(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    chart, md = tmp_path / "chart.png", tmp_path / "report.md"
+    assert benchreport.main(["--json", str(SMALL), "--chart", str(chart), "--report", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert "## Median time of every case" in out and f"chart written to {chart}" in out
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert md.read_text(encoding="utf-8").startswith("# fastnet benchmarks")
+
+
+def test_main_without_matplotlib(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    assert benchreport.main(["--json", str(SMALL), "--chart", str(tmp_path / "c.png")]) == 0
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_main_bad_inputs(tmp_path, capsys):
+    assert benchreport.main(["--json", str(tmp_path / "missing.json")]) == 2
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    assert benchreport.main(["--json", str(other), "--no-chart"]) == 2
+    assert "not a pytest-benchmark JSON" in capsys.readouterr().err
+    assert benchreport.main(["--suites", str(tmp_path / "nowhere")]) == 2
+
+
+def test_find_suites_in_the_checkout():
+    folder = benchreport.find_suites()
+    assert folder is not None and (folder / "bench_numgrad.py").is_file()
+
+
+def test_main_runs_suites(tmp_path, capsys):
+    """The running path, on a one-case suite folder (a subprocess pytest run)."""
+    suites = tmp_path / "benchmarks"
+    suites.mkdir()
+    (suites / "bench_step.py").write_text(textwrap.dedent("""
+        def test_tiny(benchmark):
+            benchmark.group = "step-B100-float64"
+            benchmark.name = "numpy"
+            benchmark(sum, range(10))
+    """))
+    out = tmp_path / "run.json"
+    code = benchreport.main(["--suites", str(suites), "--save", str(out), "--quick", "--no-chart"])
+    assert code == 0, capsys.readouterr()
+    saved = benchreport.load(out)
+    assert [b["name"] for b in saved["benchmarks"]] == ["numpy"]
+    assert "| step-B100-float64 | numpy" in capsys.readouterr().out
+
+
+def test_module_entry_point():
+    done = subprocess.run([sys.executable, "-m", "fastnet.benchreport", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--json" in done.stdout
