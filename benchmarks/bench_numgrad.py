@@ -25,6 +25,7 @@ from fastnet import Affine, SoftmaxWithLoss, TwoLayerNet
 from .workloads import (
     SIZES,
     SLOW_ROUNDS,
+    CHECK_SUBSET,
     SUBSET,
     dense_batch,
     loop_subset,
@@ -103,7 +104,8 @@ def test_numerical(benchmark: Any, backend: Any, case: Case) -> None:
     host = fastnet.to_numpy
     backprop = {k: host(v) for k, v in net.gradient(x, t).items()}
     total = sum(int(p.size) for p in net.params.values())
-    picks = pick_parameters(net.params, SUBSET)
+    # --benchmark-disable only checks: a few dozen parameters are enough for that
+    picks = pick_parameters(net.params, CHECK_SUBSET if benchmark.disabled else SUBSET)
     info = _info(case, backend, "numerical", total)
     where = {"group": f"numgrad-{case.label}", "name": f"{backend.name}-numerical"}
 

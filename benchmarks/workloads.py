@@ -31,6 +31,7 @@ SIZES = (784, 50, 10)
 QUICK = os.environ.get("FASTNET_BENCH_QUICK", "") == "1"
 SLOW_ROUNDS = 2 if QUICK else 5  # rounds of the numerical-gradient cases
 SUBSET = 64 if QUICK else 256  # parameters timed when a backend runs the book's loop
+CHECK_SUBSET = 24  # parameters checked with --benchmark-disable
 
 
 # ------------------------------------------------------------------ cases
