@@ -1,35 +1,82 @@
-"""CuPy backend: the same kernels on an NVIDIA GPU.
+"""CuPy backend: the same kernels on an NVIDIA GPU, whole-net work fused.
 
 Inherits every kernel from the NumPy backend (they are written against
-``self.xp``), with CuPy as the array module; faster fused kernels override them.
+``self.xp``), with CuPy as the array module. On top of that:
+
+* whole-net kernels (predict, loss, gradient, training step, an epoch of
+  steps, the numerical gradient) run as a few generated CUDA kernels, a step
+  replayed as one CUDA graph (``cupy_kernels``); whatever they do not cover
+  (other dtypes, unknown optimizers) falls back to the inherited code;
+* each per-parameter optimizer update is one elementwise launch.
+
+``fused = False`` (or ``FASTNET_CUPY_FUSED=0``) runs the book's algorithm on
+CuPy arrays instead, the reference the fused path is measured against.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Iterable
 
 import numpy
 
 from ..errors import BackendMismatchError
 from .numpy_backend import NumpyBackend
+from .spec import MLPSpec
 
 INSTALL_HINT = "install CuPy with: pip install 'fastnet[cuda12]' (or 'fastnet[cuda13]')"
 
 
+def _version(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
 def unavailable_reason() -> str | None:
+    """Why CuPy cannot run here (and how to fix it), or None when it can."""
     try:
         import cupy
     except ImportError as exc:
         return f"CuPy is not installed ({exc}); {INSTALL_HINT}"
     except Exception as exc:  # a broken CUDA install raises other errors at import
-        return f"CuPy failed to import ({type(exc).__name__}: {exc})"
+        return f"CuPy failed to import ({type(exc).__name__}: {exc}); reinstall it: {INSTALL_HINT}"
+    try:
+        runtime = cupy.cuda.runtime
+        driver = runtime.driverGetVersion()  # 0 when no NVIDIA driver is loaded
+        built = runtime.runtimeGetVersion()
+    except Exception as exc:
+        return f"CUDA is not usable ({type(exc).__name__}: {exc}); check the NVIDIA driver (nvidia-smi)"
+    if driver == 0:
+        return "no NVIDIA driver found (nvidia-smi should list the GPU); CuPy needs one to use a GPU"
+    if driver // 1000 < built // 1000:
+        return (
+            f"the NVIDIA driver supports CUDA {_version(driver)} but this CuPy build needs CUDA "
+            f"{_version(built)}; upgrade the driver, or install the CuPy build for CUDA "
+            f"{driver // 1000}: pip install 'fastnet[cuda{driver // 1000}]'"
+        )
     try:
         if not cupy.cuda.is_available():
-            return "CuPy is installed but no CUDA device is visible (check the driver and nvidia-smi)"
+            return (
+                "CuPy is installed but sees no CUDA device (check nvidia-smi and "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!s})"
+            )
         cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:
         return f"CUDA is not usable ({type(exc).__name__}: {exc}); check the NVIDIA driver"
+    try:
+        cupy.cuda.nvrtc.getVersion()  # CuPy compiles every kernel at run time with NVRTC
+    except Exception as exc:
+        return (
+            f"CuPy cannot load NVRTC, the CUDA runtime compiler ({type(exc).__name__}: {exc}); "
+            "install it with the CUDA toolkit or pip (e.g. pip install 'cupy-cuda13x[ctk]')"
+        )
     return None
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value not in ("0", "false", "no", "off")
 
 
 class CupyBackend(NumpyBackend):
@@ -41,7 +88,13 @@ class CupyBackend(NumpyBackend):
         import cupy
 
         self.xp = cupy
+        self.fused = _flag("FASTNET_CUPY_FUSED", True)  # False: the inherited (book's) algorithm
+        self.use_graphs = _flag("FASTNET_CUPY_GRAPHS", True)
+        self.strict = _flag("FASTNET_CUPY_STRICT", False)  # raise instead of falling back
+        self._engine: Any = None
+        self._updates: Any = None
 
+    # ------------------------------------------------------------ arrays
     def owns(self, x: object) -> bool:
         return isinstance(x, self.xp.ndarray)
 
@@ -69,6 +122,85 @@ class CupyBackend(NumpyBackend):
 
     def rng(self, seed: int | None = None) -> Any:
         return self.xp.random.default_rng(seed)
+
+    # ----------------------------------------------------- fused whole net
+    @property
+    def engine(self) -> Any:
+        """The fused-kernel engine (built on first use: it imports the kernel code)."""
+        if self._engine is None:
+            from .cupy_kernels.device import CupyDevice
+            from .cupy_kernels.engine import FusedEngine
+
+            self._engine = FusedEngine(CupyDevice(), use_graphs=self.use_graphs, strict=self.strict)
+        return self._engine
+
+    def mlp_predict(self, spec: MLPSpec, x: Any) -> Any:
+        out = self.engine.predict(spec, x) if self.fused else None
+        return out if out is not None else super().mlp_predict(spec, x)
+
+    def mlp_loss(self, spec: MLPSpec, x: Any, t: Any) -> Any:
+        out = self.engine.loss(spec, x, t) if self.fused else None
+        return out if out is not None else super().mlp_loss(spec, x, t)
+
+    def mlp_gradient(self, spec: MLPSpec, x: Any, t: Any) -> tuple[dict[str, Any], Any]:
+        out = self.engine.gradient(spec, x, t) if self.fused else None
+        return out if out is not None else super().mlp_gradient(spec, x, t)
+
+    def mlp_numerical_gradient(self, spec: MLPSpec, x: Any, t: Any, h: float = 1e-4) -> dict[str, Any]:
+        out = self.engine.numerical_gradient(spec, x, t, h) if self.fused else None
+        return out if out is not None else super().mlp_numerical_gradient(spec, x, t, h)
+
+    def mlp_train_step(self, spec: MLPSpec, x: Any, t: Any, optimizer: Any) -> Any:
+        out = self.engine.train_step(spec, x, t, optimizer) if self.fused else None
+        return out if out is not None else super().mlp_train_step(spec, x, t, optimizer)
+
+    def mlp_train_batches(
+        self, spec: MLPSpec, x: Any, t: Any, batches: Iterable[Any], optimizer: Any
+    ) -> list[Any]:
+        batches = list(batches)
+        out = self.engine.train_batches(spec, x, t, batches, optimizer) if self.fused else None
+        return out if out is not None else super().mlp_train_batches(spec, x, t, batches, optimizer)
+
+    # ------------------------------------------- one launch per update
+    @property
+    def updates(self) -> Any:
+        if self._updates is None:
+            from .cupy_kernels.elementwise import UpdateKernels
+
+            self._updates = UpdateKernels(self.xp)
+        return self._updates
+
+    def sgd_update(self, p: Any, g: Any, lr: float) -> None:
+        if not self.fused:
+            return super().sgd_update(p, g, lr)
+        self.updates.sgd(g, lr, p)
+
+    def momentum_update(self, p: Any, g: Any, v: Any, lr: float, momentum: float) -> None:
+        if not self.fused:
+            return super().momentum_update(p, g, v, lr, momentum)
+        self.updates.momentum(g, lr, momentum, p, v)
+
+    def nesterov_update(self, p: Any, g: Any, v: Any, lr: float, momentum: float) -> None:
+        if not self.fused:
+            return super().nesterov_update(p, g, v, lr, momentum)
+        self.updates.nesterov(g, lr, momentum, momentum * momentum, (1 + momentum) * lr, p, v)
+
+    def adagrad_update(self, p: Any, g: Any, h: Any, lr: float, eps: float = 1e-7) -> None:
+        if not self.fused:
+            return super().adagrad_update(p, g, h, lr, eps)
+        self.updates.adagrad(g, lr, eps, p, h)
+
+    def rmsprop_update(self, p: Any, g: Any, h: Any, lr: float, decay: float, eps: float = 1e-7) -> None:
+        if not self.fused:
+            return super().rmsprop_update(p, g, h, lr, decay, eps)
+        self.updates.rmsprop(g, lr, decay, 1 - decay, eps, p, h)
+
+    def adam_update(
+        self, p: Any, g: Any, m: Any, v: Any, lr_t: float, beta1: float, beta2: float, eps: float = 1e-7
+    ) -> None:
+        if not self.fused:
+            return super().adam_update(p, g, m, v, lr_t, beta1, beta2, eps)
+        self.updates.adam(g, lr_t, 1 - beta1, 1 - beta2, eps, p, m, v)
 
 
 Backend = CupyBackend

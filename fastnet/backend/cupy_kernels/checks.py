@@ -1,0 +1,174 @@
+"""Compile the generated CUDA sources without a GPU: nvcc, or NVRTC through CuPy.
+
+A plan's module text depends on its layout, so the text for many layouts is
+assembled here on a "dry" device (NumPy buffers, nothing compiled) and handed
+to a compiler. Run ``python -m fastnet.backend.cupy_kernels.checks`` to
+compile every variant of ``variants(full=True)`` with each compiler found.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from typing import Any, Iterator
+
+import numpy
+
+from .elementwise import check_source
+from .plan import Layout, Plan
+from .source import OPTIMIZER_KINDS
+from .source_numgrad import numgrad_source
+
+
+class _DryModule:
+    def get_function(self, name: str) -> None:
+        return None
+
+
+class DryDevice:
+    """Enough of a device to build a plan and read its source; runs nothing."""
+
+    name = "dry"
+    can_capture = False
+
+    def __init__(self) -> None:
+        self.xp = numpy
+        self.sources: list[str] = []
+
+    def module(self, source: str) -> _DryModule:
+        self.sources.append(source)
+        return _DryModule()
+
+    def ptr(self, arr: Any) -> int:
+        return int(arr.ctypes.data)
+
+    def upload(self, dst: Any, host: Any) -> None:
+        dst[...] = host
+
+
+def plan_source(layout: Layout) -> str:
+    """The CUDA module text a plan with this layout compiles."""
+    dev = DryDevice()
+    dt = numpy.dtype(layout.dtype)
+    params = []
+    for a, b in zip(layout.sizes, layout.sizes[1:]):
+        params += [numpy.zeros((a, b), dt), numpy.zeros(b, dt)]
+    state = None
+    if layout.kind:
+        count = {"adam": 2, "sgd": 0}.get(layout.kind, 1)
+        state = [[numpy.zeros_like(p) for p in params] for _ in range(count)]
+    data = None
+    if layout.gather:
+        t = numpy.zeros((50, layout.sizes[-1]), dt) if layout.onehot else numpy.zeros(50, numpy.int64)
+        data = (numpy.zeros((50, layout.sizes[0]), dt), t)
+    Plan(dev, layout, params, state, data, steps=3)
+    return dev.sources[-1]
+
+
+def variants(full: bool = False) -> Iterator[tuple[str, str]]:
+    """(label, source) pairs covering every generated code path.
+
+    The short list touches each kernel kind, epilogue, dtype, activation,
+    optimizer, label form, split-K and the cuBLAS epilogues at least once;
+    ``full`` is the cross product.
+    """
+    short = [
+        # sizes, rows, dtype, act, onehot, decay, stage, kind, gather, blas
+        ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", False, ()),
+        ((784, 50, 10), 100, "float64", "sigmoid", True, 0.1, "train", "adam", False, ()),
+        ((784, 50, 10), 1000, "float32", "relu", False, 0.0, "train", "momentum", True, ()),
+        ((784, 100, 60, 10), 64, "float64", "relu", True, 0.0, "train", "nesterov", False, (True, False, False)),
+        ((30, 20, 5), 7, "float32", "sigmoid", False, 0.01, "train", "adagrad", True, ()),
+        ((30, 20, 5), 7, "float64", "relu", False, 0.0, "train", "rmsprop", False, (True, True)),
+        ((784, 50, 10), 10000, "float32", "relu", False, 0.0, "predict", None, False, (True, False)),
+        ((784, 50, 10), 100, "float32", "sigmoid", True, 0.0, "loss", None, False, ()),
+        ((784, 50, 10), 100, "float64", "relu", False, 0.0, "grad", None, False, ()),
+    ]
+    cases = short
+    if full:
+        cases = [
+            ((784, 50, 10), 100, dt, act, oh, dec, "train", kind, gather, ())
+            for dt, act, oh, dec, kind, gather in itertools.product(
+                ("float32", "float64"), ("relu", "sigmoid"), (False, True), (0.0, 0.1),
+                OPTIMIZER_KINDS, (False, True),
+            )
+        ] + short
+    for sizes, rows, dt, act, oh, dec, stage, kind, gather, blas in cases:
+        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, blas)
+        label = f"{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{'onehot' if oh else 'labels'}" + (
+            f"-{kind}" if kind else "") + ("-decay" if dec else "") + ("-gather" if gather else "") + (
+            "-blas" if any(blas) else "")
+        yield label, plan_source(layout)
+    for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
+                       ((9, 7, 5, 3), "sigmoid")):
+        yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", numgrad_source("ng", 100, sizes, act)
+    for real in ("float", "double"):
+        yield f"elementwise-updates-{real}", check_source(real)
+
+
+def nvcc() -> str | None:
+    return shutil.which("nvcc")
+
+
+def compile_nvcc(source: str, arch: str = "sm_90", verbose: bool = False) -> str:
+    """Compile to a cubin with nvcc (as NVRTC would: device code only); returns ptxas' report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.cu")
+        with open(path, "w") as f:
+            f.write(source)
+        cmd = [nvcc() or "nvcc", f"-arch={arch}", "-cubin", "-std=c++14", "-Werror", "all-warnings",
+               "-diag-suppress", "177",  # a shared helper this module does not call
+               "-o", os.path.join(tmp, "k.cubin"), path]
+        if verbose:
+            cmd.insert(1, "-Xptxas=-v")
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"nvcc failed:\n{done.stderr[-6000:]}")
+        return done.stderr
+
+
+def compile_nvrtc(source: str, arch: str = "90") -> None:
+    """Compile with NVRTC through CuPy's own wrapper, with the options the backend uses."""
+    from cupy.cuda import compiler
+
+    from .device import NVRTC_OPTIONS
+
+    prog = compiler._NVRTCProgram(source, "fastnet.cu", method="cubin")
+    prog.compile((*NVRTC_OPTIONS, f"-arch=sm_{arch}", "--device-as-default-execution-space"))
+
+
+def main(argv: list[str]) -> int:
+    full = "--full" in argv
+    failures = 0
+    use_nvcc = nvcc() is not None and "--no-nvcc" not in argv
+    try:
+        import cupy  # noqa: F401
+
+        use_nvrtc = "--no-nvrtc" not in argv
+    except ImportError:
+        use_nvrtc = False
+    print(f"nvcc: {nvcc() if use_nvcc else 'not used'}; NVRTC via CuPy: {use_nvrtc}")
+    for label, text in variants(full):
+        for name, ok in (("nvrtc", use_nvrtc), ("nvcc", use_nvcc)):
+            if not ok:
+                continue
+            try:
+                if name == "nvcc":
+                    report = compile_nvcc(text, verbose="-v" in argv)
+                    if "-v" in argv:
+                        print(report)
+                else:
+                    compile_nvrtc(text)
+                print(f"ok    {name:5s} {label}")
+            except Exception as exc:
+                failures += 1
+                print(f"FAIL  {name:5s} {label}\n{exc}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,245 @@
+"""What the CuPy backend calls: pick, build and cache plans; say when to fall back.
+
+Every entry point returns None when the fused path does not apply (a dtype
+other than float32/float64, an unknown optimizer, ...); the backend then
+runs the inherited NumPy-style code on CuPy arrays. With ``strict`` set, a
+failure to build or run a plan raises instead of falling back, so tests can
+tell the fused path really ran.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from typing import Any, Iterable
+
+import numpy
+
+from . import numgrad
+from .plan import Layout, Plan
+from .source import OPTIMIZER_KINDS
+
+Array = Any
+FLOAT_DTYPES = ("float32", "float64")
+
+
+class FusedEngine:
+    """Fused kernels and CUDA graphs for MLPSpec nets on one device."""
+
+    def __init__(
+        self,
+        device: Any,
+        *,
+        use_graphs: bool = True,
+        blas_min_flops: float = 2.0**28,
+        max_plans: int = 16,
+        strict: bool = False,
+    ) -> None:
+        self.device = device
+        self.use_graphs = use_graphs
+        # a layer whose forward matmul has at least this many flops uses cuBLAS
+        # (faster for big layers, but then the step cannot be captured in a graph)
+        self.blas_min_flops = blas_min_flops
+        self.max_plans = max_plans
+        self.strict = strict
+        self.tuning: dict[str, int] = {}  # Layout overrides: target_blocks, min_split_k
+        self.plans: OrderedDict[tuple, Plan] = OrderedDict()
+        self._warned: set[str] = set()
+        self._datasets: OrderedDict[tuple, Array] = OrderedDict()
+
+    # ------------------------------------------------------------- helpers
+    def _fallback(self, what: str, exc: BaseException) -> None:
+        if self.strict:
+            raise exc
+        if what not in self._warned:
+            self._warned.add(what)
+            warnings.warn(f"fastnet: fused CUDA {what} failed, using plain CuPy ({exc!r})", RuntimeWarning, stacklevel=4)
+
+    def _layout(self, spec: Any, x: Array, t: Array | None, stage: str, kind: str | None = None,
+                gather: bool = False) -> Layout | None:
+        params = [spec.params[k] for k in spec.names()]
+        dtype = numpy.dtype(x.dtype).name
+        if dtype not in FLOAT_DTYPES or spec.activation not in ("relu", "sigmoid") or spec.depth < 1:
+            return None
+        sizes = [int(params[0].shape[0])] + [int(p.shape[1]) for p in params[0::2]]
+        for i, (W, b) in enumerate(zip(params[0::2], params[1::2])):
+            if W.shape != (sizes[i], sizes[i + 1]) or b.shape != (sizes[i + 1],):
+                return None
+            if W.dtype != x.dtype or b.dtype != x.dtype or not (W.flags.c_contiguous and b.flags.c_contiguous):
+                return None
+        rows = int(x.shape[0]) if not gather else int(t.shape[0])  # type: ignore[union-attr]
+        blas = tuple(2.0 * rows * a * b >= self.blas_min_flops for a, b in zip(sizes, sizes[1:]))
+        onehot = t is not None and t.ndim == 2
+        return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, float(spec.weight_decay or 0.0),
+                      stage, kind, gather, blas, **self.tuning)
+
+    def _plan(self, layout: Layout, params: list[Array], state: list[list[Array]] | None = None,
+              data: tuple[Array, Array] | None = None, steps: int = 0) -> Plan:
+        ptr = self.device.ptr
+        bound = tuple(ptr(p) for p in params)
+        if state:
+            bound += tuple(ptr(s) for slots in state for s in slots)
+        if data is not None:
+            bound += (ptr(data[0]), ptr(data[1]), data[0].shape[0])
+        key = (layout, bound)
+        plan = self.plans.get(key)
+        if plan is not None and plan.steps >= steps:
+            self.plans.move_to_end(key)
+            return plan
+        plan = Plan(self.device, layout, params, state, data, steps, self.use_graphs)
+        self.plans[key] = plan
+        while len(self.plans) > self.max_plans:
+            self.plans.popitem(last=False)
+        return plan
+
+    @staticmethod
+    def _contiguous(xp: Any, a: Array) -> Array:
+        return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+
+    def _dataset(self, a: Array, dtype: Any) -> Array:
+        """`a` contiguous in `dtype`, converting a data set once, not every epoch."""
+        if a.dtype == dtype and a.flags.c_contiguous:
+            return a
+        key = (self.device.ptr(a), a.shape, a.strides, a.dtype.str, numpy.dtype(dtype).str)
+        out = self._datasets.get(key)
+        if out is None:
+            out = self._datasets[key] = self.device.xp.ascontiguousarray(a, dtype=dtype)
+            while len(self._datasets) > 2:
+                self._datasets.popitem(last=False)
+        return out
+
+    def _state(self, spec: Any, optimizer: Any) -> list[list[Array]] | None:
+        """The optimizer's state arrays per parameter, created as its own code would."""
+        names = getattr(optimizer, "state_names", ())
+        xp = self.device.xp
+        state = []
+        for sname in names:
+            slots = optimizer.state.setdefault(sname, {})
+            row = []
+            for key in spec.names():
+                p = spec.params[key]
+                s = slots.get(key)
+                if s is None:
+                    s = slots[key] = xp.zeros_like(p)
+                if s.shape != p.shape or s.dtype != p.dtype or not s.flags.c_contiguous:
+                    return None
+                row.append(s)
+            state.append(row)
+        return state
+
+    # --------------------------------------------------------- entry points
+    def predict(self, spec: Any, x: Array) -> Array | None:
+        layout = self._layout(spec, x, None, "predict")
+        if layout is None:
+            return None
+        try:
+            plan = self._plan(layout, [spec.params[k] for k in spec.names()])
+            plan.load(self._contiguous(self.device.xp, x), None)
+            plan.launch()
+            return plan.scores.copy()
+        except Exception as exc:
+            self._fallback("predict", exc)
+            return None
+
+    def loss(self, spec: Any, x: Array, t: Array) -> Array | None:
+        layout = self._layout(spec, x, t, "loss")
+        if layout is None:
+            return None
+        try:
+            plan = self._plan(layout, [spec.params[k] for k in spec.names()])
+            return self._run(plan, x, t)
+        except Exception as exc:
+            self._fallback("loss", exc)
+            return None
+
+    def gradient(self, spec: Any, x: Array, t: Array) -> tuple[dict[str, Array], Array] | None:
+        layout = self._layout(spec, x, t, "grad")
+        if layout is None:
+            return None
+        try:
+            plan = self._plan(layout, [spec.params[k] for k in spec.names()])
+            loss = self._run(plan, x, t)
+            flat = plan.gflat.copy()  # the caller keeps these; the plan's buffer is reused
+            grads = {}
+            for name, view in zip(spec.names(), plan.grads):
+                off = (self.device.ptr(view) - self.device.ptr(plan.gflat)) // view.itemsize
+                grads[name] = flat[off : off + view.size].reshape(view.shape)
+            return grads, loss
+        except Exception as exc:
+            self._fallback("gradient", exc)
+            return None
+
+    def train_step(self, spec: Any, x: Array, t: Array, optimizer: Any) -> Array | None:
+        kind = getattr(optimizer, "kind", "")
+        if kind not in OPTIMIZER_KINDS:
+            return None
+        layout = self._layout(spec, x, t, "train", kind)
+        state = self._state(spec, optimizer) if layout is not None else None
+        if layout is None or state is None:
+            return None
+        try:
+            plan = self._plan(layout, [spec.params[k] for k in spec.names()], state)
+            plan.before_step(optimizer)
+            return self._run(plan, x, t)
+        except Exception as exc:
+            self._fallback("training step", exc)
+            return None
+
+    def train_batches(self, spec: Any, x: Array, t: Array, batches: Iterable[Array], optimizer: Any) -> list[Array] | None:
+        """Steps over mini-batches of a data set already on the device.
+
+        Each batch is an index array; batches of one size run as replays of
+        one captured step whose first kernel gathers the rows on the device.
+        """
+        kind = getattr(optimizer, "kind", "")
+        xp = self.device.xp
+        batches = list(batches)
+        if kind not in OPTIMIZER_KINDS or not batches:
+            return None
+        sizes = {int(b.shape[0]) for b in batches}
+        if len(sizes) != 1 or any(b.ndim != 1 for b in batches):
+            return None  # ragged batches: the caller steps one at a time
+        rows = sizes.pop()
+        X = self._dataset(x, x.dtype)
+        T = self._dataset(t, numpy.int64 if t.ndim == 1 else t.dtype)
+        layout = self._layout(spec, x[:rows], T[:rows], "train", kind, gather=True)
+        state = self._state(spec, optimizer) if layout is not None else None
+        if layout is None or state is None:
+            return None
+        try:
+            if all(isinstance(b, numpy.ndarray) for b in batches):  # host indices: one copy
+                idx = xp.asarray(numpy.stack(batches).astype(numpy.int64, copy=False))
+            else:
+                idx = xp.stack([xp.asarray(b) for b in batches]).astype(numpy.int64, copy=False)
+            plan = self._plan(layout, [spec.params[k] for k in spec.names()], state, (X, T), len(batches))
+            plan.start_batches(xp.ascontiguousarray(idx))
+            first = plan.reserve(len(batches))
+            for _ in batches:
+                plan.before_step(optimizer)
+                plan.launch()
+            ring = plan.ring
+            return [self.device.item_view(ring, first + i) for i in range(len(batches))]
+        except Exception as exc:
+            self._fallback("epoch", exc)
+            return None
+
+    def _run(self, plan: Plan, x: Array, t: Array) -> Array:
+        xp = self.device.xp
+        plan.load(self._contiguous(xp, x), self._contiguous(xp, t))
+        slot = plan.reserve(1)
+        plan.launch()
+        return self.device.item_view(plan.ring, slot)
+
+    def numerical_gradient(self, spec: Any, x: Array, t: Array, h: float) -> dict[str, Array] | None:
+        if spec.activation not in ("relu", "sigmoid") or spec.depth < 1:
+            return None
+        names = spec.names()
+        try:
+            grads = numgrad.numerical_gradient(
+                self.device, [spec.params[k] for k in names], x, t, spec.activation,
+                float(spec.weight_decay or 0.0), h,
+            )
+        except Exception as exc:
+            self._fallback("numerical gradient", exc)
+            return None
+        return dict(zip(names, grads))
