@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -80,6 +81,36 @@ def _blas() -> list[str]:
     ]
 
 
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(wall seconds, CPU seconds busy on the whole machine, CPU seconds of this process)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    ticks = os.sysconf("SC_CLK_TCK")
+    own = os.times()
+    return time.monotonic(), (sum(fields[:8]) - idle) / ticks, own.user + own.system
+
+
+_START = _cpu_snapshot()
+
+
+def other_load() -> dict[str, float] | None:
+    """Cores kept busy by other processes since this session began (Linux only).
+
+    Other work on a small machine slows multi-threaded code far more than its
+    share of the cores; the report prints this so a reader can judge a run.
+    """
+    end = _cpu_snapshot()
+    if _START is None or end is None or end[0] - _START[0] < 1:
+        return None
+    seconds = end[0] - _START[0]
+    others = max(0.0, (end[1] - _START[1]) - (end[2] - _START[2])) / seconds
+    return {"other_cores": round(others, 2), "seconds": round(seconds, 1)}
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, Any]) -> None:
     status = fastnet.available_backends()
@@ -92,6 +123,7 @@ def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, An
         "mnist": mnist_available(),
         "quick": QUICK,
         "book_loop_subset": SUBSET,
+        "other_load": other_load(),
     }
 
 

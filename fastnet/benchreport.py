@@ -175,6 +175,12 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
     missing = {k: v for k, v in (extra.get("backends") or {}).items() if v != "available"}
     for name, reason in missing.items():
         lines.append(f"Backend {name} skipped: {reason}")
+    load = extra.get("other_load")
+    if load:
+        busy = load["other_cores"]
+        note = " — figures are unreliable, compare within the run or use --stat min" if busy >= 0.25 else ""
+        lines.append(f"Other work on this machine during the run: {busy:.2f} cores on average "
+                     f"over {load['seconds']:.0f} s{note}")
     if extra.get("quick"):
         lines.append("Quick run (--quick): fewer rounds, noisier figures.")
     return lines
@@ -311,6 +317,15 @@ def find_suites() -> Path | None:
     return None
 
 
+def _merge_load(into: dict[str, Any], other: dict[str, Any]) -> None:
+    """Average the other-work figure of two runs, weighted by their durations."""
+    loads = [(d.get("machine_info") or {}).get("fastnet", {}).get("other_load") for d in (into, other)]
+    if all(loads):
+        seconds = loads[0]["seconds"] + loads[1]["seconds"]
+        cores = sum(x["other_cores"] * x["seconds"] for x in loads) / max(seconds, 1e-9)
+        into["machine_info"]["fastnet"]["other_load"] = {"other_cores": round(cores, 2), "seconds": seconds}
+
+
 def run_suites(folder: Path, out: Path, *, quick: bool = False, select: str | None = None,
                extra: Sequence[str] = ()) -> int:
     """Run the suites with pytest-benchmark and merge their JSON into `out`.
@@ -348,6 +363,7 @@ def run_suites(folder: Path, out: Path, *, quick: bool = False, select: str | No
                     merged = data
                 else:
                     merged["benchmarks"] += data["benchmarks"]
+                    _merge_load(merged, data)
     if merged is None:
         return status or 1
     out.write_text(json.dumps(merged, indent=1), encoding="utf-8")

@@ -139,3 +139,17 @@ def test_main_runs_suites(tmp_path, capsys):
 def test_module_entry_point():
     done = subprocess.run([sys.executable, "-m", "fastnet.benchreport", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--json" in done.stdout
+
+
+def test_other_work_is_reported_and_merged():
+    def run(cores: float, seconds: float) -> dict:
+        info = {"fastnet": {"other_load": {"other_cores": cores, "seconds": seconds}}}
+        return {"machine_info": info, "benchmarks": []}
+
+    quiet, busy = run(0.05, 100.0), run(1.5, 50.0)
+    assert not any("unreliable" in line for line in benchreport.machine_lines(quiet))
+    assert any("1.50 cores" in line and "unreliable" in line for line in benchreport.machine_lines(busy))
+    benchreport._merge_load(quiet, busy)
+    merged = quiet["machine_info"]["fastnet"]["other_load"]
+    assert merged["seconds"] == 150.0
+    assert merged["other_cores"] == pytest.approx((0.05 * 100 + 1.5 * 50) / 150, abs=0.01)
