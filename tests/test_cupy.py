@@ -287,10 +287,11 @@ def test_emulated_epoch_gathers_on_the_device(engine):
     o1, o2 = opt.Adam(lr=0.01), opt.Adam(lr=0.01)
     o1.backend = o2.backend = REF
     for epoch in range(2):
-        losses = engine.train_batches(MLPSpec(ours, 2, "relu", 0.0), X, T, batches, o1)
+        given = batches if epoch == 0 else np.stack(batches)  # a list, then a (steps, rows) array
+        losses = engine.train_batches(MLPSpec(ours, 2, "relu", 0.0), X, T, given, o1)
         ref_losses = REF.mlp_train_batches(MLPSpec(ref, 2, "relu", 0.0), X, T, batches, o2)
-        assert len(losses) == 4
-        np.testing.assert_allclose([float(v) for v in losses], [float(v) for v in ref_losses], atol=1e-13)
+        assert losses.shape == (4,)  # one device array, not a list of scalars
+        np.testing.assert_allclose(losses, [float(v) for v in ref_losses], atol=1e-13)
     assert len(engine.plans) == 1  # the second epoch reused the first one's plan
     assert worst(ours, ref) < 1e-13 and o1.iter == o2.iter == 8
 
@@ -394,6 +395,89 @@ def test_unsupported_cases_fall_back(engine):
     assert engine.train_step(MLPSpec(p64, 2, "relu", 0.0), x, t, Custom(lr=0.1)) is None
     ragged = [np.arange(5), np.arange(3)]
     assert engine.train_batches(MLPSpec(p64, 2, "relu", 0.0), x, t, ragged, opt.SGD()) is None
+
+
+# ====================================================================== the backend class
+class EmulatedCupyBackend(cupy_backend.CupyBackend):
+    """CupyBackend's own methods over NumPy arrays and the emulated kernels."""
+
+    name = "cupy-emulated"
+
+    def __init__(self, device: emulator.EmuDevice) -> None:  # no CuPy import
+        self.xp = np
+        self.fused, self.use_graphs, self.strict = True, False, True
+        self._engine = FusedEngine(device, strict=True)
+        self._updates = emulator.EmuUpdateKernels(device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        pass
+
+
+@pytest.fixture
+def emu_backend(emu: emulator.EmuDevice) -> EmulatedCupyBackend:
+    return EmulatedCupyBackend(emu)
+
+
+@needs_cxx
+def test_backend_nets_run_the_fused_path(emu_backend, emu):
+    """TwoLayerNet's public methods reach the fused kernels through CupyBackend."""
+    ours = fastnet.TwoLayerNet(20, 8, 4, weight_init_std=0.3, seed=0, dtype=np.float64, backend=emu_backend)
+    ref = fastnet.TwoLayerNet(20, 8, 4, weight_init_std=0.3, seed=0, dtype=np.float64, backend="numpy")
+    x, t = make_batch(6, (20, 8, 4), onehot=False)
+    launches = emu.launches
+    np.testing.assert_allclose(ours.predict(x), ref.predict(x), atol=1e-13)
+    assert abs(float(ours.loss(x, t)) - float(ref.loss(x, t))) < 1e-13
+    assert ours.accuracy(x, t) == ref.accuracy(x, t)
+    assert worst(ours.gradient(x, t), ref.gradient(x, t)) < 1e-13
+    assert worst(ours.numerical_gradient(x, t), ref.numerical_gradient(x, t)) < 1e-9
+    o1, o2 = opt.Momentum(lr=0.1), opt.Momentum(lr=0.1)
+    for _ in range(2):
+        ours.train_step(x, t, o1)
+        ref.train_step(x, t, o2)
+    assert emu.launches > launches
+    assert worst(ours.params, ref.params) < 1e-13
+
+
+@needs_cxx
+@pytest.mark.parametrize("kind", OPTIMIZER_KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_backend_single_launch_updates_match_numpy(emu_backend, kind, dtype):
+    """optimizer.update on this backend: one elementwise kernel per parameter, as CuPy binds it."""
+    rng = np.random.default_rng(0)
+    ours = {"W": rng.standard_normal((5, 3)).astype(dtype), "b": rng.standard_normal(3).astype(dtype)}
+    ref = copy.deepcopy(ours)
+    o1, o2 = opt.OPTIMIZERS[kind](lr=0.05), opt.OPTIMIZERS[kind](lr=0.05)
+    o1.backend, o2.backend = emu_backend, REF
+    for _ in range(3):
+        grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in ours.items()}
+        o1.update(ours, grads)
+        o2.update(ref, grads)
+    tol = 1e-15 if dtype == np.float64 else 1e-6
+    assert worst(ours, ref) < tol
+    for name in o2.state_names:
+        assert worst(o1.state[name], o2.state[name]) < tol
+
+
+@needs_cxx
+def test_backend_trainer_epoch_uses_device_batches(emu_backend):
+    from fastnet.train import Trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 12))
+    t = rng.integers(0, 4, 50)
+    runs = {}
+    for name, bk in (("fused", emu_backend), ("numpy", "numpy")):
+        net = fastnet.TwoLayerNet(12, 6, 4, weight_init_std=0.3, seed=0, dtype=np.float64, backend=bk)
+        trainer = Trainer(net, x, t, x, t, epochs=2, mini_batch_size=10, optimizer="adam",
+                          optimizer_param={"lr": 0.01}, seed=1, progress=False)
+        runs[name] = (trainer.train(), net)
+    (h1, n1), (h2, n2) = runs["fused"], runs["numpy"]
+    np.testing.assert_allclose(h1.step_loss, h2.step_loss, atol=1e-13)
+    assert len(h1.step_loss) == 10 and worst(n1.params, n2.params) < 1e-13
+    assert len(emu_backend.engine.plans) >= 1
 
 
 # ====================================================================== on a GPU

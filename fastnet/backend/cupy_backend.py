@@ -156,8 +156,10 @@ class CupyBackend(NumpyBackend):
 
     def mlp_train_batches(
         self, spec: MLPSpec, x: Any, t: Any, batches: Iterable[Any], optimizer: Any
-    ) -> list[Any]:
-        batches = list(batches)
+    ) -> Any:
+        """Losses as one 1-D device array on the fused path, else a list of 0-d arrays."""
+        if getattr(batches, "ndim", None) != 2:
+            batches = list(batches)  # may be a generator; the fallback needs it again
         out = self.engine.train_batches(spec, x, t, batches, optimizer) if self.fused else None
         return out if out is not None else super().mlp_train_batches(spec, x, t, batches, optimizer)
 

@@ -61,3 +61,33 @@ def check_source(real: str) -> str:
         args += [f"T& {decl.split()[1]}" for decl in outs.split(",")]
         parts.append(f"__device__ void check_{name}({', '.join(args)}) {{ {body} }}")
     return "\n".join(parts) + "\n"
+
+
+def raw_source(real: str) -> str:
+    """Each update as a raw kernel over flat arrays, arguments in ElementwiseKernel's order.
+
+    CuPy binds ``kernel(*inputs, *outputs)`` by position; the emulator runs
+    this text to check both the bodies and the order the backend passes.
+    """
+    ctype = {"float64": "double", "float32": "float"}
+    parts = [f"typedef {real} real;", "typedef real T;"]
+    for name, (ins, outs, body) in UPDATE_KERNELS.items():
+        params, binds = [], []
+        for decl in ins.split(","):
+            t, n = decl.split()
+            if t == "T":
+                params.append(f"const T* {n}_")
+                binds.append(f"const T {n} = {n}_[i];")
+            else:
+                params.append(f"{ctype[t]} {n}")
+        for decl in outs.split(","):
+            n = decl.split()[1]
+            params.append(f"T* {n}_")
+            binds.append(f"T& {n} = {n}_[i];")
+        params.append("long long n")
+        parts.append(
+            f'extern "C" __global__ void ew_{name}({", ".join(params)}) {{\n'
+            "  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+            f"  if (i < n) {{ {' '.join(binds)} {body} }}\n}}"
+        )
+    return "\n".join(parts) + "\n"

@@ -131,7 +131,7 @@ class EmuKernel:
         cargs: list[Any] = []
         for value, (ctype, pname, pointer) in zip(args, self.params):
             if pointer:
-                want = self.real if ctype == "real" else _POINTEES[ctype]
+                want = self.real if ctype in ("real", "T") else _POINTEES[ctype]
                 if not isinstance(value, numpy.ndarray):
                     raise TypeError(f"{self.name}: {pname} must be an array, got {type(value)}")
                 if value.dtype != want or not value.flags.c_contiguous:
@@ -160,7 +160,7 @@ class EmuModule:
         for name, params in self.kernels.items():
             decl = ", ".join(("void*" if ptr else t) + " " + n for t, n, ptr in params)
             cast = ", ".join(
-                f"({'real' if t == 'real' else t}*){n}" if ptr else n for t, n, ptr in params
+                f"({t}*){n}" if ptr else n for t, n, ptr in params
             )
             wrappers.append(
                 f'extern "C" void emu_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
@@ -235,3 +235,26 @@ class EmuDevice:
 
     def synchronize(self) -> None:
         pass
+
+
+class EmuUpdateKernels:
+    """``elementwise.UpdateKernels`` on the emulator: ``kernels.sgd(g, lr, p)`` etc."""
+
+    def __init__(self, device: EmuDevice) -> None:
+        from .elementwise import UPDATE_KERNELS, raw_source
+
+        self.device = device
+        self.modules = {d: device.module(raw_source(d)) for d in ("float", "double")}
+        for name in UPDATE_KERNELS:
+            setattr(self, name, self._caller(name))
+
+    def _caller(self, name: str) -> Callable[..., None]:
+        def call(*args: Any) -> None:
+            arrays = [a for a in args if isinstance(a, numpy.ndarray)]
+            real = "double" if arrays[0].dtype == numpy.float64 else "float"
+            kernel = self.modules[real].get_function(f"ew_{name}")
+            n = arrays[0].size
+            conv = tuple(a if isinstance(a, numpy.ndarray) else numpy.float64(a) for a in args)
+            self.device.launch(kernel, (-(-n // 128), 1, 1), (128, 1, 1), (*conv, numpy.int64(n)))
+
+        return call

@@ -9,6 +9,8 @@ tell the fused path really ran.
 
 from __future__ import annotations
 
+import functools
+import threading
 import warnings
 from collections import OrderedDict
 from typing import Any, Iterable
@@ -21,6 +23,17 @@ from .source import OPTIMIZER_KINDS
 
 Array = Any
 FLOAT_DTYPES = ("float32", "float64")
+
+
+def _locked(method: Any) -> Any:
+    """Plans hold static buffers: one thread at a time may run them."""
+
+    @functools.wraps(method)
+    def wrapper(self: "FusedEngine", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class FusedEngine:
@@ -46,6 +59,7 @@ class FusedEngine:
         self.plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._warned: set[str] = set()
         self._datasets: OrderedDict[tuple, Array] = OrderedDict()
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------- helpers
     def _fallback(self, what: str, exc: BaseException) -> None:
@@ -128,6 +142,7 @@ class FusedEngine:
         return state
 
     # --------------------------------------------------------- entry points
+    @_locked
     def predict(self, spec: Any, x: Array) -> Array | None:
         layout = self._layout(spec, x, None, "predict")
         if layout is None:
@@ -141,6 +156,7 @@ class FusedEngine:
             self._fallback("predict", exc)
             return None
 
+    @_locked
     def loss(self, spec: Any, x: Array, t: Array) -> Array | None:
         layout = self._layout(spec, x, t, "loss")
         if layout is None:
@@ -152,6 +168,7 @@ class FusedEngine:
             self._fallback("loss", exc)
             return None
 
+    @_locked
     def gradient(self, spec: Any, x: Array, t: Array) -> tuple[dict[str, Array], Array] | None:
         layout = self._layout(spec, x, t, "grad")
         if layout is None:
@@ -169,6 +186,7 @@ class FusedEngine:
             self._fallback("gradient", exc)
             return None
 
+    @_locked
     def train_step(self, spec: Any, x: Array, t: Array, optimizer: Any) -> Array | None:
         kind = getattr(optimizer, "kind", "")
         if kind not in OPTIMIZER_KINDS:
@@ -185,40 +203,46 @@ class FusedEngine:
             self._fallback("training step", exc)
             return None
 
-    def train_batches(self, spec: Any, x: Array, t: Array, batches: Iterable[Array], optimizer: Any) -> list[Array] | None:
+    @_locked
+    def train_batches(self, spec: Any, x: Array, t: Array, batches: Any, optimizer: Any) -> Array | None:
         """Steps over mini-batches of a data set already on the device.
 
-        Each batch is an index array; batches of one size run as replays of
-        one captured step whose first kernel gathers the rows on the device.
+        `batches` is a (steps, rows) index array (what ``batch_indices``
+        gives) or a sequence of equal-length index arrays. Every step is a
+        replay of one captured step whose first kernel gathers its rows on the
+        device. Returns the losses as one 1-D device array (no sync).
         """
         kind = getattr(optimizer, "kind", "")
         xp = self.device.xp
-        batches = list(batches)
-        if kind not in OPTIMIZER_KINDS or not batches:
+        if kind not in OPTIMIZER_KINDS:
             return None
-        sizes = {int(b.shape[0]) for b in batches}
-        if len(sizes) != 1 or any(b.ndim != 1 for b in batches):
-            return None  # ragged batches: the caller steps one at a time
-        rows = sizes.pop()
+        if getattr(batches, "ndim", None) == 2:
+            idx = xp.asarray(batches)
+        else:
+            batches = list(batches)
+            if not batches or len({int(b.shape[0]) for b in batches}) != 1 or any(b.ndim != 1 for b in batches):
+                return None  # ragged batches: the caller steps one at a time
+            if all(isinstance(b, numpy.ndarray) for b in batches):  # host indices: one copy
+                idx = xp.asarray(numpy.stack(batches))
+            else:
+                idx = xp.stack([xp.asarray(b) for b in batches])
+        if idx.dtype.kind not in "iu" or idx.shape[0] == 0 or idx.shape[1] == 0:
+            return None
+        steps, rows = int(idx.shape[0]), int(idx.shape[1])
         X = self._dataset(x, x.dtype)
         T = self._dataset(t, numpy.int64 if t.ndim == 1 else t.dtype)
-        layout = self._layout(spec, x[:rows], T[:rows], "train", kind, gather=True)
+        layout = self._layout(spec, X[:rows], T[:rows], "train", kind, gather=True)
         state = self._state(spec, optimizer) if layout is not None else None
         if layout is None or state is None:
             return None
         try:
-            if all(isinstance(b, numpy.ndarray) for b in batches):  # host indices: one copy
-                idx = xp.asarray(numpy.stack(batches).astype(numpy.int64, copy=False))
-            else:
-                idx = xp.stack([xp.asarray(b) for b in batches]).astype(numpy.int64, copy=False)
-            plan = self._plan(layout, [spec.params[k] for k in spec.names()], state, (X, T), len(batches))
-            plan.start_batches(xp.ascontiguousarray(idx))
-            first = plan.reserve(len(batches))
-            for _ in batches:
+            plan = self._plan(layout, [spec.params[k] for k in spec.names()], state, (X, T), steps)
+            plan.start_batches(xp.ascontiguousarray(idx, dtype=numpy.int64))
+            first = plan.reserve(steps)
+            for _ in range(steps):
                 plan.before_step(optimizer)
                 plan.launch()
-            ring = plan.ring
-            return [self.device.item_view(ring, first + i) for i in range(len(batches))]
+            return plan.ring[first : first + steps]  # a view: a full ring is replaced, never reused
         except Exception as exc:
             self._fallback("epoch", exc)
             return None
@@ -230,6 +254,7 @@ class FusedEngine:
         plan.launch()
         return self.device.item_view(plan.ring, slot)
 
+    @_locked
     def numerical_gradient(self, spec: Any, x: Array, t: Array, h: float) -> dict[str, Array] | None:
         if spec.activation not in ("relu", "sigmoid") or spec.depth < 1:
             return None
