@@ -23,9 +23,9 @@ import fastnet
 from fastnet import Affine, SoftmaxWithLoss, TwoLayerNet
 
 from .workloads import (
+    CHECK_SUBSET,
     SIZES,
     SLOW_ROUNDS,
-    CHECK_SUBSET,
     SUBSET,
     dense_batch,
     loop_subset,

@@ -15,7 +15,14 @@ import pytest
 
 from fastnet import TwoLayerNet
 
-from .workloads import PredictMatmuls, book_accuracy, eval_images, measure, predict_group, start_params
+from .workloads import (
+    PredictMatmuls,
+    book_accuracy,
+    eval_images,
+    measure,
+    predict_group,
+    start_params,
+)
 
 DTYPES = (np.float64, np.float32)
 dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=[np.dtype(d).name for d in DTYPES])

@@ -24,10 +24,11 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["Case", "load", "cases", "report", "write_chart", "run_suites", "main"]
+__all__ = ["Case", "cases", "load", "main", "report", "run_suites", "write_chart"]
 
 BACKENDS = ("numpy", "numba", "cupy")
 SUITE_ORDER = ("step", "predict", "numgrad")
@@ -89,7 +90,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list)")
+        raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list)")  # noqa: TRY004
     return data
 
 
@@ -145,10 +146,10 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:,.0f}×" if value >= 100 else f"{value:.3g}×"
 
 
-def _table(header: Sequence[str], body: list[Sequence[str]]) -> list[str]:
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     """A Markdown table (pipes aligned for reading in a terminal too)."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)]
 
 
@@ -202,9 +203,10 @@ def times_section(rows: list[Case], stat: str) -> list[str]:
     scaled = [r for r in rows if r.scale != 1.0]
     if scaled:
         r = scaled[0]
-        out += ["", f"* the book's loop timed on {r.info.get('params_timed', '?')} parameters spread over "
-                    f"every array and scaled to the whole net ({len(scaled)} cases): every parameter "
-                    "costs the same two forward passes in that loop."]
+        note = (f"* the book's loop timed on {r.info.get('params_timed', '?')} parameters spread over "
+                f"every array and scaled to the whole net ({len(scaled)} cases): every parameter "
+                "costs the same two forward passes in that loop.")
+        out += ["", note]
     return out
 
 
@@ -330,12 +332,13 @@ def run_suites(folder: Path, out: Path, *, quick: bool = False, select: str | No
                extra: Sequence[str] = ()) -> int:
     """Run the suites with pytest-benchmark and merge their JSON into `out`.
 
-    The peers (PyTorch, JAX) run in a second process: their thread pools would
-    otherwise stay busy beside fastnet's cases on a small machine.
+    The peers (PyTorch, JAX) run in a process of their own, their thread pools
+    would otherwise stay busy beside fastnet's cases on a small machine; so do
+    the GPU benchmarks (``bench_gpu.py``, skipped without a GPU).
     """
-    files = sorted(p.name for p in folder.glob("bench_*.py") if p.name != "bench_gpu.py")
-    own = [f for f in files if f != "bench_peers.py"]
-    passes = [own, ["bench_peers.py"]] if "bench_peers.py" in files else [own]
+    files = sorted(p.name for p in folder.glob("bench_*.py"))
+    alone = ("bench_peers.py", "bench_gpu.py")
+    passes = [[f for f in files if f not in alone]] + [[f] for f in alone if f in files]
     env = dict(os.environ, FASTNET_BENCH_QUICK="1" if quick else "0")
     merged: dict[str, Any] | None = None
     status = 0
@@ -350,7 +353,7 @@ def run_suites(folder: Path, out: Path, *, quick: bool = False, select: str | No
                 cmd += ["-k", select]
             cmd += list(extra)
             print("running:", " ".join(cmd[2:]), flush=True)
-            done = subprocess.run(cmd, cwd=folder.parent, env=env, capture_output=True, text=True)
+            done = subprocess.run(cmd, cwd=folder.parent, env=env, capture_output=True, text=True, check=False)
             log = out.with_suffix(f".part{i}.log")
             log.write_text(done.stdout + done.stderr, encoding="utf-8")
             tail = [line for line in done.stdout.splitlines() if line.strip()][-1:]
