@@ -230,18 +230,25 @@ def _pick_dataset(args: argparse.Namespace, fallback: str) -> tuple[str, Any, st
     return "mnist", data, "MNIST (downloaded)"
 
 
-def _make_net(args: argparse.Namespace, n_in: int, n_out: int, hidden: list[int], seed: int, backend: Any) -> Any:
-    from .nets import MultiLayerNet, TwoLayerNet
-
+def _check_net_args(args: argparse.Namespace) -> None:
+    """Refuse option mixes the chosen net cannot take, before any data is loaded."""
+    if args.net != "two":
+        return
     multi_only = [name for name, given in (
         ("--weight-decay", args.weight_decay), ("--batchnorm", args.batchnorm),
         ("--dropout", getattr(args, "dropout", None) is not None),
     ) if given]
+    if multi_only:
+        raise ValueError(f"{', '.join(multi_only)} need(s) --net multi")
+    if args.hidden is not None and len(args.hidden) != 1:
+        raise ValueError(f"--net two has one hidden layer, got --hidden {','.join(map(str, args.hidden))}; use --net multi")
+
+
+def _make_net(args: argparse.Namespace, n_in: int, n_out: int, hidden: list[int], seed: int, backend: Any) -> Any:
+    from .nets import MultiLayerNet, TwoLayerNet
+
+    _check_net_args(args)
     if args.net == "two":
-        if multi_only:
-            raise ValueError(f"{', '.join(multi_only)} need(s) --net multi")
-        if len(hidden) != 1:
-            raise ValueError(f"--net two has one hidden layer, got --hidden {','.join(map(str, hidden))}; use --net multi")
         std = 0.01 if args.weight_init is None else args.weight_init
         if isinstance(std, str):
             std = (2.0 if std in ("relu", "he") else 1.0) ** 0.5 / n_in**0.5
@@ -284,6 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         require_matplotlib()  # say so now rather than after the training
     _check_output(args.plot, "--plot")
     _check_output(args.save, "--save")
+    _check_net_args(args)
     backend = _backend(args)
     seed = _fresh_seed(args)
     name, data, note = _pick_dataset(args, "spiral")
@@ -331,6 +339,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_gradcheck(args: argparse.Namespace) -> int:
     import numpy
 
+    _check_net_args(args)
     backend = _backend(args)
     if args.dtype is None:
         args.dtype = "float64"  # central differences in float32 have no correct digits

@@ -184,3 +184,8 @@ def test_python_dash_m_and_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fastnet", "train", "--dataset", "mnist"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "error:" in done.stderr
+
+
+def test_option_mixes_are_refused_before_loading_data(capsys):
+    code, out, err = run(capsys, "train", "--hidden", "5,5")
+    assert code == 1 and out == "" and "use --net multi" in err
