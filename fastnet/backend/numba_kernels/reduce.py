@@ -4,7 +4,8 @@ NumPy adds a contiguous run of values pairwise: runs of fewer than 8 values
 left to right, runs of up to 128 with eight interleaved partial sums combined
 as ((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7)) plus the leftovers, longer runs split
 in two (the first half rounded down to a multiple of 8) and the halves added.
-A sum over axis 0 of a C-ordered matrix instead adds whole rows in order.
+A sum over axis 0 of a C-ordered matrix instead adds whole rows in order
+(unless it has one column: then the column is one contiguous run).
 Both reductions start from 0 (so a lone -0.0 sums to 0.0, as in NumPy).
 
 Numba's own ``sum`` is a plain left-to-right loop, which rounds differently.
@@ -121,8 +122,14 @@ def pairwise_sum_squares(a):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True)
 def column_sums(d, out):  # type: ignore[no-untyped-def]
-    """out[:] = ``numpy.sum(d, axis=0)`` for a 2-D array: rows added in order."""
+    """out[:] = ``numpy.sum(d, axis=0)`` for a C-ordered 2-D array: rows added in order.
+
+    A single column is one contiguous run, which NumPy sums pairwise instead.
+    """
     n, m = d.shape
+    if m == 1:
+        out[0] = d.dtype.type(0) + _pairwise(d.reshape(n), 0, n, False)
+        return
     for j in range(m):
         out[j] = 0
     for i in range(n):

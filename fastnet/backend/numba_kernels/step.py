@@ -149,6 +149,8 @@ def relu_backward_sums(d, out, db):  # type: ignore[no-untyped-def]
             v = zero if out[i, j] == 0 else d[i, j]
             d[i, j] = v
             db[j] += v
+    if m == 1:  # one column: NumPy sums it pairwise
+        column_sums(d, db)
 
 
 @_jit
@@ -163,6 +165,8 @@ def sigmoid_backward_sums(d, out, db):  # type: ignore[no-untyped-def]
             v = d[i, j] * (one - out[i, j]) * out[i, j]
             d[i, j] = v
             db[j] += v
+    if m == 1:  # one column: NumPy sums it pairwise
+        column_sums(d, db)
 
 
 @_jit
