@@ -200,14 +200,36 @@ def times_section(rows: list[Case], stat: str) -> list[str]:
             body.append([group, r.name, fmt_time(r.seconds) + mark, fmt_time(r.fastest) + mark,
                          str(r.rounds), fmt_ratio(speed) if speed else ""])
     out += _table(["group", "case", stat, "min", "rounds", "vs numpy"], body)
+    return out + _footnote(rows)
+
+
+SUMMARY_COLUMNS = ("numpy", "numba", "cupy", "book", "matmul-floor", "torch-manual",
+                   "torch-autograd", "torch-cuda-manual", "torch-cuda-autograd", "jax-jit")
+
+
+def summary_section(rows: list[Case], stat: str) -> list[str]:
+    """One row per step/predict group, one column per implementation."""
+    index = _index(rows)
+    for r in rows:  # a prediction's floor is named "matmul"
+        if r.suite == "predict" and r.name == "matmul":
+            index.setdefault((r.group, "matmul-floor"), r)
+    groups = [g for g in _groups(rows) if g.split("-")[0] in ("step", "predict")]
+    columns = [c for c in SUMMARY_COLUMNS if any((g, c) in index for g in groups)]
+    if not groups or not columns:
+        return []
+    body = [[g] + [fmt_time(index[g, c].seconds) if (g, c) in index else "–" for c in columns] for g in groups]
+    return [f"## Summary ({stat})", ""] + _table(["group"] + columns, body)
+
+
+def _footnote(rows: list[Case]) -> list[str]:
     scaled = [r for r in rows if r.scale != 1.0]
-    if scaled:
-        r = scaled[0]
-        note = (f"* the book's loop timed on {r.info.get('params_timed', '?')} parameters spread over "
-                f"every array and scaled to the whole net ({len(scaled)} cases): every parameter "
-                "costs the same two forward passes in that loop.")
-        out += ["", note]
-    return out
+    if not scaled:
+        return []
+    timed = scaled[0].info.get("params_timed", "?")
+    note = (f"* the book's loop timed on {timed} parameters spread over every array and scaled to "
+            f"the whole net ({len(scaled)} cases): every parameter costs the same two forward "
+            "passes in that loop.")
+    return ["", note]
 
 
 def numgrad_section(rows: list[Case]) -> list[str]:
@@ -224,8 +246,8 @@ def numgrad_section(rows: list[Case]) -> list[str]:
                          fmt_time(back.seconds), fmt_ratio(num.seconds / back.seconds), fmt_ratio(speed)])
     if not body:
         return []
-    return ["## Numerical gradient vs backprop", ""] + _table(
-        ["net, batch", "backend", "numerical", "backprop", "numerical / backprop", "numerical vs book loop"], body)
+    header = ["net, batch", "backend", "numerical", "backprop", "numerical / backprop", "numerical vs book loop"]
+    return ["## Numerical gradient vs backprop", "", *_table(header, body), *_footnote(rows)]
 
 
 def speedup_section(rows: list[Case]) -> list[str]:
@@ -266,7 +288,9 @@ def report(data: dict[str, Any], stat: str = "median") -> str:
     """The whole report as Markdown text."""
     rows = cases(data, stat)
     parts = [["# fastnet benchmarks", "", *machine_lines(data)]]
-    for section in (times_section(rows, stat), numgrad_section(rows), speedup_section(rows), targets_section(rows)):
+    sections = (summary_section(rows, stat), numgrad_section(rows), speedup_section(rows),
+                targets_section(rows), times_section(rows, stat))
+    for section in sections:
         if section:
             parts.append(section)
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
