@@ -45,7 +45,7 @@ def test_other_statistics(data):
 
 def test_report_has_every_section(data):
     text = benchreport.report(data)
-    for heading in ("# fastnet benchmarks", "## Median time of every case", "## Numerical gradient vs backprop",
+    for heading in ("# fastnet benchmarks", "## Summary (median)", "## Median time of every case", "## Numerical gradient vs backprop",
                     "## Speed-up over the numpy backend", "## Ratios with targets"):
         assert heading in text
     assert "AMD EPYC" in text and "2 cores" in text
@@ -73,6 +73,16 @@ def test_speedup_over_numpy_and_targets(data):
     line = next(x for x in targets if "numba step / matmul floor" in x)
     assert f"{floor:,.3g}" in line and "<= 1.25" in line
     assert ("| yes |" in line) == (floor <= 1.25)
+
+
+def test_summary_puts_the_prediction_floor_in_the_floor_column(data):
+    rows = benchreport.cases(data)
+    section = benchreport.summary_section(rows, "median")
+    header = [c.strip() for c in section[2].strip("|").split("|")]
+    line = next(x for x in section if x.startswith("| predict-10k-float64 "))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    matmul = {(r.group, r.name): r for r in rows}["predict-10k-float64", "matmul"]
+    assert cells[header.index("matmul-floor")] == benchreport.fmt_time(matmul.seconds)
 
 
 def test_missing_cases_are_left_out():
