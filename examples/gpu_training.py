@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 
+from _common import load_data
+
 import fastnet
 from fastnet import MultiLayerNet, Trainer
 from fastnet.plot import plot_history, require_matplotlib
-
-from _common import load_data
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ import platform
 import secrets
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 

@@ -9,8 +9,9 @@ a display, opens no window, and leaves the user's pyplot backend alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy
 

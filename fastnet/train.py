@@ -31,7 +31,7 @@ SAMPLINGS = ("shuffle", "replacement")
 class TrainingDivergedError(FastnetError, FloatingPointError):
     """The training loss became NaN or infinite; ``history`` holds the epochs before."""
 
-    def __init__(self, message: str, history: "History", epoch: int, step: int) -> None:
+    def __init__(self, message: str, history: History, epoch: int, step: int) -> None:
         super().__init__(message)
         self.history = history
         self.epoch = epoch

@@ -10,7 +10,14 @@ import pytest
 from conftest import host
 
 import fastnet
-from fastnet import ModelFileError, MultiLayerNet, TwoLayerNet, load_net, load_params, save_params
+from fastnet import (
+    ModelFileError,
+    MultiLayerNet,
+    TwoLayerNet,
+    load_net,
+    load_params,
+    save_params,
+)
 from fastnet.io import HEADER_KEY, read_header
 
 

@@ -7,7 +7,14 @@ import pytest
 from conftest import host
 
 import fastnet
-from fastnet.optimizers import OPTIMIZERS, SGD, Adam, Momentum, Optimizer, make_optimizer
+from fastnet.optimizers import (
+    OPTIMIZERS,
+    SGD,
+    Adam,
+    Momentum,
+    Optimizer,
+    make_optimizer,
+)
 
 
 # The book's common/optimizer.py, written out as the reference (NumPy only).
