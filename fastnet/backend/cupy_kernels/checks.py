@@ -49,6 +49,9 @@ class DryDevice:
     def upload(self, dst: Any, host: Any) -> None:
         dst[...] = host
 
+    def zero(self, dst: Any) -> None:
+        dst[...] = 0
+
 
 def plan_source(layout: Layout) -> str:
     """The CUDA module text a plan with this layout compiles."""

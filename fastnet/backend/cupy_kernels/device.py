@@ -58,8 +58,17 @@ class CupyDevice:
         return arr[i]
 
     def upload(self, dst: Any, host: Any) -> None:
-        """Host values into a device array (small and rare: hyper-parameters, counters)."""
-        dst.set(host)
+        """Host values into a device array (small and rare: hyper-parameters, counters).
+
+        Ordered on the current stream; without ``stream=`` CuPy's ``set`` is a
+        synchronous cudaMemcpy that would wait for every queued step.
+        """
+        dst.set(host, stream=self.cupy.cuda.get_current_stream())
+
+    def zero(self, dst: Any) -> None:
+        """dst[...] = 0 on the current stream (a memset: no host memory involved)."""
+        rt = self.cupy.cuda.runtime
+        rt.memsetAsync(dst.data.ptr, 0, dst.nbytes, self.cupy.cuda.get_current_stream().ptr)
 
     def matmul(self, a: Any, b: Any, out: Any) -> None:
         self.cupy.matmul(a, b, out=out)

@@ -227,6 +227,9 @@ class EmuDevice:
     def upload(self, dst: numpy.ndarray, host: numpy.ndarray) -> None:
         dst[...] = host
 
+    def zero(self, dst: numpy.ndarray) -> None:
+        dst[...] = 0
+
     def matmul(self, a: Any, b: Any, out: Any) -> None:
         numpy.matmul(a, b, out=out)
 

@@ -316,7 +316,7 @@ class Plan:
             xp = self.device.xp
             self.ring = xp.zeros(max(RING_SIZE, count), numpy.dtype(self.layout.dtype))
             self.device.upload(self.ringptr, numpy.array([self.device.ptr(self.ring)], numpy.uint64))
-            self.device.upload(self.clock[src.CLOCK_RING : src.CLOCK_RING + 1], numpy.zeros(1, numpy.int64))
+            self.device.zero(self.clock[src.CLOCK_RING : src.CLOCK_RING + 1])
             self.ring_pos = 0  # the old ring lives on in the views already handed out
         start = self.ring_pos
         self.ring_pos += count
@@ -342,5 +342,4 @@ class Plan:
     def start_batches(self, idx: Any) -> None:
         """Load an epoch's index table (steps, rows) and rewind the mini-batch counter."""
         self.device.copy(self.idx[: idx.shape[0]], idx)
-        c = src.CLOCK_BATCH
-        self.device.upload(self.clock[c : c + 1], numpy.zeros(1, numpy.int64))
+        self.device.zero(self.clock[src.CLOCK_BATCH : src.CLOCK_BATCH + 1])
