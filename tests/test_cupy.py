@@ -26,11 +26,12 @@ import pytest
 import fastnet
 from fastnet import optimizers as opt
 from fastnet.backend import cupy_backend, registry
-from fastnet.backend.cupy_kernels import checks, emulator, numgrad, plan as plan_mod
+from fastnet.backend.cupy_kernels import checks, emulator, numgrad
+from fastnet.backend.cupy_kernels import plan as plan_mod
 from fastnet.backend.cupy_kernels.engine import FusedEngine
+from fastnet.backend.cupy_kernels.source import OPTIMIZER_KINDS
 from fastnet.backend.numpy_backend import NumpyBackend
 from fastnet.backend.spec import MLPSpec
-from fastnet.backend.cupy_kernels.source import OPTIMIZER_KINDS
 
 
 # ====================================================================== selection
@@ -240,7 +241,7 @@ def test_emulated_predict_loss_gradient_float64(engine):
     grads, loss = engine.gradient(spec, x, t)
     ref_grads, ref_loss = REF.mlp_gradient(spec, x, t)
     assert worst(grads, ref_grads) < 1e-13 and abs(float(loss) - float(ref_loss)) < 1e-13
-    grads2, _ = engine.gradient(spec, x[::-1].copy(), t[::-1].copy())
+    engine.gradient(spec, x[::-1].copy(), t[::-1].copy())  # reuses the plan's buffers
     assert worst(grads, ref_grads) < 1e-13  # the first result is a copy, not the plan's buffer
 
 
@@ -395,6 +396,26 @@ def test_unsupported_cases_fall_back(engine):
     assert engine.train_step(MLPSpec(p64, 2, "relu", 0.0), x, t, Custom(lr=0.1)) is None
     ragged = [np.arange(5), np.arange(3)]
     assert engine.train_batches(MLPSpec(p64, 2, "relu", 0.0), x, t, ragged, opt.SGD()) is None
+
+
+@needs_cxx
+def test_failure_warns_falls_back_and_leaves_the_step_count(emu, monkeypatch):
+    engine = FusedEngine(emu)  # not strict
+    sizes = (12, 6, 4)
+    params = make_params(sizes)
+    x, t = make_batch(5, sizes, onehot=False)
+    optimizer = opt.Adam(lr=0.01)
+
+    def broken(self: Any) -> None:
+        raise RuntimeError("launch failed")
+
+    monkeypatch.setattr(plan_mod.Plan, "launch", broken)
+    with pytest.warns(RuntimeWarning, match="fused CUDA training step failed"):
+        assert engine.train_step(MLPSpec(params, 2, "relu", 0.0), x, t, optimizer) is None
+    assert optimizer.iter == 0 and not engine.plans  # the caller's fallback will count the step
+    engine.strict = True
+    with pytest.raises(RuntimeError, match="launch failed"):
+        engine.train_step(MLPSpec(params, 2, "relu", 0.0), x, t, optimizer)
 
 
 # ====================================================================== the backend class

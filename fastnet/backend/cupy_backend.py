@@ -16,7 +16,8 @@ CuPy arrays instead, the reference the fused path is measured against.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy
 

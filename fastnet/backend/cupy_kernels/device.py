@@ -8,7 +8,8 @@ GPU.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # NVRTC options: C++14 for the generated text; no fast-math, so exp/log and
 # division stay IEEE and float64 results can match NumPy's to ~1e-15.

@@ -29,14 +29,18 @@ UPDATE_KERNELS: dict[str, tuple[str, str, str]] = {
     ),
     "rmsprop": (
         "T g, float64 lr, float64 decay, float64 one_minus_decay, float64 eps", "T p, T h",
-        "T nh = h * (T)decay; nh = nh + (T)one_minus_decay * g * g; h = nh;"
-        " p -= (T)lr * g / (sqrt(nh) + (T)eps);",
+        (
+            "T nh = h * (T)decay; nh = nh + (T)one_minus_decay * g * g; h = nh;"
+            " p -= (T)lr * g / (sqrt(nh) + (T)eps);"
+        ),
     ),
     "adam": (
         "T g, float64 lr_t, float64 one_minus_b1, float64 one_minus_b2, float64 eps", "T p, T m, T v",
-        "T nm = m + (T)one_minus_b1 * (g - m); m = nm;"
-        " T nv = v + (T)one_minus_b2 * (g * g - v); v = nv;"
-        " p -= (T)lr_t * nm / (sqrt(nv) + (T)eps);",
+        (
+            "T nm = m + (T)one_minus_b1 * (g - m); m = nm;"
+            " T nv = v + (T)one_minus_b2 * (g * g - v); v = nv;"
+            " p -= (T)lr_t * nm / (sqrt(nv) + (T)eps);"
+        ),
     ),
 }
 

@@ -24,7 +24,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy
 
@@ -144,7 +145,7 @@ class EmuKernel:
                 c, np_type = _SCALARS[ctype]
                 if type(value) is not np_type:  # CuPy needs exact NumPy scalar types too
                     raise TypeError(f"{self.name}: {pname} must be {np_type.__name__}, got {type(value)}")
-                cargs.append(c(value))
+                cargs.append(c(value))  # type: ignore[arg-type]
         g = tuple(grid) + (1,) * (3 - len(grid))
         b = tuple(block) + (1,) * (3 - len(block))
         with _lock:
@@ -176,7 +177,7 @@ class EmuModule:
                 f.write(text)
             cmd = [compiler() or "g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread",
                    "-Wno-unused-variable", "-o", lib + ".tmp", src]
-            done = subprocess.run(cmd, capture_output=True, text=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"emulator compile failed:\n{done.stderr[-4000:]}")
             os.replace(lib + ".tmp", lib)

@@ -13,7 +13,7 @@ import functools
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any
 
 import numpy
 
@@ -25,11 +25,20 @@ Array = Any
 FLOAT_DTYPES = ("float32", "float64")
 
 
+def _step_count(optimizer: Any, restore: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read (or put back) the host-side step bookkeeping an optimizer keeps (Adam's)."""
+    if restore is not None:
+        for key, value in restore.items():
+            setattr(optimizer, key, value)
+        return restore
+    return {key: getattr(optimizer, key) for key in ("iter", "lr_t") if hasattr(optimizer, key)}
+
+
 def _locked(method: Any) -> Any:
     """Plans hold static buffers: one thread at a time may run them."""
 
     @functools.wraps(method)
-    def wrapper(self: "FusedEngine", *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: FusedEngine, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
             return method(self, *args, **kwargs)
 
@@ -63,6 +72,7 @@ class FusedEngine:
 
     # ------------------------------------------------------------- helpers
     def _fallback(self, what: str, exc: BaseException) -> None:
+        self.plans.clear()  # a run that broke off may have left a plan's counters out of step
         if self.strict:
             raise exc
         if what not in self._warned:
@@ -195,11 +205,13 @@ class FusedEngine:
         state = self._state(spec, optimizer) if layout is not None else None
         if layout is None or state is None:
             return None
+        saved = _step_count(optimizer)
         try:
             plan = self._plan(layout, [spec.params[k] for k in spec.names()], state)
             plan.before_step(optimizer)
             return self._run(plan, x, t)
         except Exception as exc:
+            _step_count(optimizer, saved)  # the fallback's own update counts this step
             self._fallback("training step", exc)
             return None
 
@@ -235,6 +247,7 @@ class FusedEngine:
         state = self._state(spec, optimizer) if layout is not None else None
         if layout is None or state is None:
             return None
+        saved = _step_count(optimizer)
         try:
             plan = self._plan(layout, [spec.params[k] for k in spec.names()], state, (X, T), steps)
             plan.start_batches(xp.ascontiguousarray(idx, dtype=numpy.int64))
@@ -244,6 +257,7 @@ class FusedEngine:
                 plan.launch()
             return plan.ring[first : first + steps]  # a view: a full ring is replaced, never reused
         except Exception as exc:
+            _step_count(optimizer, saved)
             self._fallback("epoch", exc)
             return None
 

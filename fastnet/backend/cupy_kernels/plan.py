@@ -19,9 +19,11 @@ Stages: "predict" (forward), "loss" (+ softmax/cross-entropy), "grad"
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy
 
@@ -210,7 +212,7 @@ class Plan:
             out = self.scores if last else self.hs[i + 1]
             if blas[i]:
                 h_in = self.hs[i]
-                self._host(f"matmul_fwd{i}", lambda h=h_in, W=W, o=out: dev.matmul(h, W, o))
+                self._host(f"matmul_fwd{i}", functools.partial(dev.matmul, h_in, W, out))
                 name = f"bias_act{i}"
                 self._kernel(name, src.bias_act_source(name, B, n[i + 1], not last),
                              src.ew_grid(B * n[i + 1]), (src.EW_THREADS, 1, 1), (out, b))
@@ -235,7 +237,7 @@ class Plan:
             gW, gb = self.grads[2 * i], self.grads[2 * i + 1]
             dout, h_in = self.douts[i], self.hs[i]
             if blas[i]:
-                self._host(f"matmul_dw{i}", lambda h=h_in, d=dout, o=gW: dev.matmul(h.T, d, o))
+                self._host(f"matmul_dw{i}", functools.partial(dev.matmul, h_in.T, dout, gW))
                 name = f"colsum{i}"
                 self._kernel(name, src.colsum_decay_source(name, B, n[i + 1], n[i]),
                              src.ew_grid(max(n[i] * n[i + 1], n[i + 1])), (src.EW_THREADS, 1, 1),
@@ -247,7 +249,7 @@ class Plan:
             if i == 0:
                 continue  # the input needs no gradient
             if blas[i]:
-                self._host(f"matmul_dx{i}", lambda d=dout, W=W, o=self.douts[i - 1]: dev.matmul(d, W.T, o))
+                self._host(f"matmul_dx{i}", functools.partial(dev.matmul, dout, W.T, self.douts[i - 1]))
                 name = f"act_back{i}"
                 self._kernel(name, src.act_back_source(name, B * n[i]), src.ew_grid(B * n[i]),
                              (src.EW_THREADS, 1, 1), (self.douts[i - 1], self.hs[i]))

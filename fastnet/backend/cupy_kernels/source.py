@@ -61,8 +61,10 @@ def prelude(real: str, activation: str | None = None) -> str:
         f"static __device__ __forceinline__ real r_log(real x) {{ return log{suffix}(x); }}",
         f"static __device__ __forceinline__ real r_sqrt(real x) {{ return sqrt{suffix}(x); }}",
         "static __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }",
-        "static __device__ __forceinline__ long long lmin(long long a, long long b)"
-        " { return a < b ? a : b; }",
+        (
+            "static __device__ __forceinline__ long long lmin(long long a, long long b)"
+            " { return a < b ? a : b; }"
+        ),
     ]
     if activation is not None:
         lines += activation_functions(activation)
