@@ -318,6 +318,7 @@ def write_chart(data: dict[str, Any], path: str | os.PathLike, stat: str = "medi
             color=[colours.get(r.impl.split("-")[0], "tab:cyan") for r in ordered])
     ax.set_yticks(y, [f"{r.group} · {r.name}{'*' if r.scale != 1 else ''}" for r in ordered], fontsize=7)
     ax.set_xscale("log")
+    ax.set_ylim(-0.7, len(ordered) - 0.3)
     ax.set_xlabel(f"{stat} time per call, seconds (log scale; * = scaled from a subset)")
     ax.set_title(machine_lines(data)[0], fontsize=8)
     ax.grid(axis="x", which="both", alpha=0.3)
