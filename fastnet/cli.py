@@ -1,4 +1,4 @@
-"""The ``fastnet`` command: train, gradcheck, bench, info.
+"""The ``fastnet`` command: train, gradcheck, tune, bench, info.
 
 Every failure a user can cause (a bad argument, a missing data set, an
 unavailable backend, a diverging run) ends with a one-line message, a usage
@@ -164,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--tol", type=_positive_float, default=1e-6,
                       help="largest mean |difference| that passes (default: 1e-6)")
     grad.set_defaults(func=cmd_gradcheck)
+
+    from .cli_tune import add_parser as add_tune
+
+    add_tune(sub, _add_common, {"positive_int": _positive_int, "sizes": _sizes})
+    tune = sub.choices["tune"]
+    tune.set_defaults(func=lambda args: _tune(args))
 
     bench = sub.add_parser("bench", help="run the benchmarks (options go to fastnet.benchreport)", add_help=False)
     bench.set_defaults(func=None)
@@ -382,6 +388,14 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     _say(f"passed: every mean |diff| <= {args.tol:g}")
     return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .cli_tune import cmd_tune
+
+    helpers = {"say": _say, "fresh_seed": _fresh_seed, "backend": _backend,
+               "pick_dataset": _pick_dataset, "check_output": _check_output}
+    return cmd_tune(args, helpers)
 
 
 def cmd_bench(argv: list[str]) -> int:

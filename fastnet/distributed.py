@@ -21,7 +21,7 @@ import numpy
 from .backend import MLPSpec, use_backend
 from .errors import FastnetError
 
-__all__ = ["client", "numerical_gradient", "shard_ranges", "SchedulerUnreachableError", "EXTRA_HINT"]
+__all__ = ["client", "shutdown", "numerical_gradient", "shard_ranges", "SchedulerUnreachableError", "EXTRA_HINT"]
 
 EXTRA_HINT = "install it with: pip install 'fastnet[distributed]'"
 
@@ -86,6 +86,12 @@ def client(address: str | None = None, n_workers: int | None = None, *, timeout:
         )
         _local.update(client=distributed.Client(cluster), cluster=cluster, n=wanted)
         return _local["client"]
+
+
+def shutdown() -> None:
+    """Close the local cluster ``client()`` started, if any (a remote one is left running)."""
+    with _local_lock:
+        _close_local()
 
 
 def _close_local() -> None:

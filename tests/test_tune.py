@@ -83,3 +83,54 @@ def test_bad_arguments():
         tune.random_search(X, y, trials=0)
     with pytest.raises(ValueError, match="validation_rate"):
         tune._split(X, y, 1.5, np.random.default_rng(0))
+
+
+def _table_rows(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("rank"))
+    return lines[start:]
+
+
+def test_cli_on_a_real_cluster_with_a_killed_worker(monkeypatch):
+    """`fastnet tune --scheduler ADDRESS` against separate scheduler/worker processes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from test_distributed import _Cluster
+
+    X, y = spiral_data(100, 3, seed=2)
+    cluster = _Cluster(2)
+    try:
+        client = fd.client(cluster.address, timeout=30)
+        client.wait_for_workers(2, timeout=60)
+        args = ["--trials", "6", "--epochs", "3", "--dataset", "spiral", "--seed", "2",
+                "--hidden", "16", "--lr-range", "1e-2,1", "--batch-sizes", "10,30", "--no-progress"]
+        env = {**os.environ, "FASTNET_OFFLINE": "1"}
+        cli = subprocess.run([sys.executable, "-m", "fastnet", "tune", "--scheduler", cluster.address, *args],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert cli.returncode == 0, cli.stderr
+        assert "on 2 worker(s)" in cli.stdout
+
+        # the same search in-process, one worker killed as soon as the first trial is back
+        pids = client.run(os.getpid)
+        real = tune._as_completed
+
+        def kill_after_first(futures, progress):
+            for i, item in enumerate(real(futures, progress)):
+                if i == 0:
+                    busy = [w for w, keys in client.processing().items() if keys]
+                    os.kill(pids[busy[0] if busy else next(iter(pids))], signal.SIGKILL)
+                yield item
+
+        monkeypatch.setattr(tune, "_as_completed", kill_after_first)
+        space = tune.SearchSpace(lr=(1e-2, 1.0), hidden_sizes=((16,),), batch_sizes=(10, 30))
+        trials = tune.random_search(X, y, trials=6, epochs=3, space=space, seed=2, client=client,
+                                    progress=False)
+        assert sum(p.poll() is not None for p in cluster.workers) == 1
+        client.close()
+    finally:
+        cluster.close()
+    assert len(trials) == 6 and all(t.error is None for t in trials)
+    assert _table_rows(cli.stdout) == tune.format_table(trials).splitlines()

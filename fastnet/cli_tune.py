@@ -1,0 +1,126 @@
+"""``fastnet tune``: the book's hyper-parameter search on a dask cluster."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+__all__ = ["add_parser", "cmd_tune"]
+
+BOOK_HIDDEN = [100] * 6  # the book's search net: six hidden layers of 100
+
+
+def _range(text: str) -> tuple[float, float]:
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as 1e-6,1e-2, got {text!r}") from None
+    if not 0 < lo <= hi < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW <= HIGH, got {text!r}")
+    return lo, hi
+
+
+def add_parser(sub: Any, add_common: Any, types: dict[str, Any]) -> None:
+    """Register ``tune`` on the main parser's subcommands."""
+    from .optimizers import OPTIMIZERS
+
+    tune = sub.add_parser(
+        "tune",
+        help="random search of learning rate and weight decay (needs fastnet[distributed])",
+        description="The book's ch.6 hyper-parameter search: short training runs with log-uniform "
+        "learning rates and weight decays, validated on a split of the training data, run on dask.",
+    )
+    add_common(tune)
+    tune.add_argument("--trials", type=types["positive_int"], default=32, help="(default: 32)")
+    tune.add_argument("--epochs", type=types["positive_int"], default=2, help="epochs per trial (default: 2)")
+    tune.add_argument("--dataset", choices=("auto", "mnist", "spiral"), default="auto",
+                      help="auto: MNIST when present or downloadable, else spiral (default: auto)")
+    tune.add_argument("--train-size", type=types["positive_int"], metavar="N",
+                      help="training samples to search on (default: 5000 of MNIST; the book used 500)")
+    tune.add_argument("--hidden", type=types["sizes"], metavar="SIZES",
+                      help="hidden layer sizes (default: 100 x 6 on MNIST as the book, 64 on spiral)")
+    tune.add_argument("--lr-range", type=_range, default=(1e-6, 1e-2), metavar="LOW,HIGH",
+                      help="log-uniform learning rates (default: 1e-6,1e-2 as the book)")
+    tune.add_argument("--decay-range", type=_range, default=(1e-8, 1e-4), metavar="LOW,HIGH",
+                      help="log-uniform weight decays (default: 1e-8,1e-4 as the book)")
+    tune.add_argument("--optimizers", default="sgd", metavar="NAMES",
+                      help=f"comma-separated choices among {', '.join(OPTIMIZERS)} (default: sgd)")
+    tune.add_argument("--batch-sizes", type=types["sizes"], default=[100], metavar="SIZES",
+                      help="comma-separated choices (default: 100)")
+    tune.add_argument("--scheduler", metavar="ADDRESS",
+                      help="dask scheduler, e.g. tcp://host:8786 (default: FASTNET_SCHEDULER, else a local cluster)")
+    tune.add_argument("--workers", type=types["positive_int"], metavar="N",
+                      help="workers of the local cluster (default: one per core)")
+    tune.add_argument("--top", type=types["positive_int"], default=10, help="rows to print (default: 10)")
+    tune.add_argument("--plot", metavar="PATH", help="save the best trials' accuracy curves to this PNG")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tune.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace, helpers: dict[str, Any]) -> int:
+    """Run the search and print the best trials; helpers are cli.py's shared pieces."""
+    from .datasets import spiral_data
+    from .optimizers import OPTIMIZERS
+
+    names = [n.strip().lower() for n in args.optimizers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if not names or unknown:
+        raise ValueError(f"--optimizers: unknown {unknown or 'empty list'}; choose from {', '.join(OPTIMIZERS)}")
+    from . import distributed, tune  # raises ImportError naming the extra when dask is missing
+
+    if args.plot:
+        from .plot import require_matplotlib
+
+        require_matplotlib()
+    helpers["check_output"](args.plot, "--plot")
+    say = helpers["say"]
+    seed = helpers["fresh_seed"](args)
+    backend = helpers["backend"](args)
+    name, data, note = helpers["pick_dataset"](args, "spiral")
+    if name == "mnist":
+        (x, t), _ = data  # the test set is never used by the search
+        x, t = x[: args.train_size or 5000], t[: args.train_size or 5000]
+        hidden = args.hidden or BOOK_HIDDEN
+    else:
+        x, t = spiral_data(100, 3, seed=seed)
+        x, t = x[: args.train_size or len(x)], t[: args.train_size or len(t)]
+        hidden = args.hidden or [64]
+    if not args.debug:  # dask logs port clashes and shutdowns at WARNING: noise on a terminal
+        import logging
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+    client = distributed.client(args.scheduler, args.workers)
+    try:
+        return _search(args, say, client, backend, tune, note, x, t, seed, hidden, names)
+    finally:
+        client.close()
+        distributed.shutdown()
+
+
+def _search(args: argparse.Namespace, say: Any, client: Any, backend: Any, tune: Any, note: str,
+            x: Any, t: Any, seed: int, hidden: list[int], names: list[str]) -> int:
+    import sys
+
+    space = tune.SearchSpace(
+        lr=args.lr_range, weight_decay=args.decay_range, optimizers=tuple(names),
+        hidden_sizes=(tuple(hidden),), batch_sizes=tuple(args.batch_sizes),
+    )
+    workers = len(client.scheduler_info().get("workers", {}))
+    say(f"dataset: {note}; searching on {len(x)} training samples (20% held out for validation)")
+    say(f"{args.trials} trials x {args.epochs} epoch(s) on {workers} worker(s) at "
+        f"{client.scheduler.address}, backend {backend.name}, seed {seed}")
+    start = time.perf_counter()
+    trials = tune.random_search(
+        x, t, trials=args.trials, epochs=args.epochs, space=space, seed=seed, backend=backend.name,
+        dtype=args.dtype, client=client, progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    say(f"done in {time.perf_counter() - start:.1f} s; best first:")
+    say(tune.format_table(trials, args.top))
+    failed = sum(tr.error is not None for tr in trials)
+    if failed:
+        say(f"{failed} trial(s) failed; their errors are in the table")
+    if args.plot:
+        say(f"saved plot to {tune.plot_trials(trials, args.plot)}")
+    return 0
