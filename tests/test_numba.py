@@ -192,18 +192,20 @@ def test_softmax_cross_entropy_kernels_are_numpys(shape, dtype, onehot, seed):
     e = scores.copy()
     step.bias_shift_rows(e, b)
     np.exp(e, out=e)
-    picked, dz = np.empty(n, dtype), np.empty(shape, dtype)
+    picked, dz, db = np.empty(n, dtype), np.empty(shape, dtype), np.empty(k, dtype)
     kernel = step.softmax_ce_onehot if onehot else step.softmax_ce_labels
-    kernel(e, t, picked, dz)
+    kernel(e, t, picked, dz, db)
     np.log(picked, out=picked)
     assert same(-np.sum(picked) / n, ref_loss)
+    assert same(-dtype(step.pairwise_sum(picked)) / n, ref_loss)
     assert same(dz, ref_dx)
+    assert same(db, np.sum(ref_dx, axis=0))
 
 
 def test_label_out_of_range_raises_instead_of_reading_memory():
     e = np.ones((2, 3))
     with pytest.raises(IndexError):
-        step.softmax_ce_labels(e, np.array([0, 3]), np.empty(2), np.empty((2, 3)))
+        step.softmax_ce_labels(e, np.array([0, 3]), np.empty(2), np.empty((2, 3)), np.empty(3))
 
 
 @PROPS

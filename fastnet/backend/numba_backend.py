@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy
 
@@ -35,7 +35,7 @@ from .spec import MLPSpec
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
-_MAX_WORKSPACES = 6  # per thread; each holds the buffers of one (batch, layer sizes, dtype)
+_MAX_PLANS = 6  # per thread; each holds the buffers of one (params, batch size, dtype)
 
 
 def unavailable_reason() -> str | None:
@@ -52,22 +52,14 @@ def _kernels() -> Any:
     return step
 
 
-class _Workspace:
-    """Reused arrays for one (batch size, layer sizes, dtype)."""
+_NAMES: dict[int, tuple[str, ...]] = {}
 
-    def __init__(self, batch: int, sizes: tuple[int, ...], dtype: numpy.dtype) -> None:
-        depth = len(sizes) - 1
-        new = numpy.empty
-        self.hidden = [new((batch, n), dtype) for n in sizes[1:-1]]  # activations
-        self.dhidden = [new((batch, n), dtype) for n in sizes[1:-1]]  # their gradients
-        self.scores = new((batch, sizes[-1]), dtype)  # scores, then exp(shifted scores)
-        self.dscores = new((batch, sizes[-1]), dtype)
-        self.picked = new(batch, dtype)  # y[n, t[n]] + 1e-7, then its log
-        self.no_backward = new((0, sizes[-1]), dtype)
-        self.gW = [new((sizes[i], sizes[i + 1]), dtype) for i in range(depth)]
-        self.gb = [new(sizes[i + 1], dtype) for i in range(depth)]
-        self.xb: Array = None  # gathered batches (train_batches)
-        self.tb: Array = None
+
+def _names(depth: int) -> tuple[str, ...]:
+    names = _NAMES.get(depth)
+    if names is None:
+        names = _NAMES[depth] = tuple(f"{kind}{i}" for i in range(1, depth + 1) for kind in "Wb")
+    return names
 
 
 class NumbaBackend(NumpyBackend):
@@ -81,227 +73,106 @@ class NumbaBackend(NumpyBackend):
         # Numba's "workqueue" threading layer must not run two parallel kernels at once.
         self._parallel_lock = threading.Lock()
 
-    # ------------------------------------------------------------ buffers
-    def _workspace(self, batch: int, sizes: tuple[int, ...], dtype: numpy.dtype) -> _Workspace:
-        spaces = getattr(self._local, "spaces", None)
-        if spaces is None:
-            spaces = self._local.spaces = OrderedDict()
-        key = (batch, sizes, dtype.char)
-        work = spaces.get(key)
-        if work is None:
-            work = spaces[key] = _Workspace(batch, sizes, dtype)
-            while len(spaces) > _MAX_WORKSPACES:
-                spaces.popitem(last=False)
-        else:
-            spaces.move_to_end(key)
-        return work
+    # -------------------------------------------------------------- plans
+    def _plan(self, spec: MLPSpec, x: Array) -> Any:
+        """This thread's cached StepPlan for spec's arrays and x's batch, or None (use NumPy).
+
+        Plans are keyed by the identity of the parameter arrays (the plan
+        holds them, so the ids stay theirs), the batch size and dtype: a
+        rebound ``params["W1"]`` simply gets a new plan.
+        """
+        if type(x) is not numpy.ndarray or x.ndim != 2:
+            return None
+        params = spec.params
+        try:
+            arrays = [params[name] for name in _names(spec.depth)]
+        except KeyError:
+            return None
+        key = (x.shape[0], x.dtype.char, spec.activation, *map(id, arrays))
+        plans = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = OrderedDict()
+        plan = plans.get(key)
+        if plan is not None:
+            return plan
+        from .numba_kernels.plan import StepPlan, layer_sizes
+
+        Ws, bs = arrays[0::2], arrays[1::2]
+        sizes = layer_sizes(Ws, bs, x)
+        if sizes is None or spec.activation not in ("relu", "sigmoid"):
+            return None
+        plan = plans[key] = StepPlan(Ws, bs, sizes, x.shape[0], spec.activation == "relu")
+        while len(plans) > _MAX_PLANS:
+            plans.popitem(last=False)
+        return plan
 
     def clear_buffers(self) -> None:
-        """Free this thread's cached work buffers (they are rebuilt on demand)."""
-        self._local.spaces = OrderedDict()
+        """Forget this thread's cached plans and their buffers (rebuilt on demand)."""
+        self._local.plans = OrderedDict()
 
-    @staticmethod
-    def _sizes(spec: MLPSpec, x: Array) -> tuple[int, ...] | None:
-        """Layer widths when the fused kernels can run `spec` on `x`, else None.
-
-        They need float32/float64 NumPy arrays of one dtype, contiguous
-        parameters and a known activation; anything else goes to NumPy.
-        """
-        dtype = x.dtype
-        if dtype not in _FLOATS or x.ndim != 2 or spec.activation not in ("relu", "sigmoid"):
-            return None
-        sizes = [x.shape[1]]
-        for i in range(spec.depth):
-            W, b = spec.weight(i), spec.bias(i)
-            if (
-                type(W) is not numpy.ndarray
-                or type(b) is not numpy.ndarray
-                or W.dtype != dtype
-                or b.dtype != dtype
-                or W.ndim != 2
-                or b.ndim != 1
-                or W.shape[0] != sizes[-1]
-                or b.shape[0] != W.shape[1]
-                or not W.flags.c_contiguous
-                or not b.flags.c_contiguous
-            ):
-                return None
-            sizes.append(W.shape[1])
-        return tuple(sizes)
-
-    # ------------------------------------------------------ fused passes
-    def _hidden(self, spec: MLPSpec, x: Array, work: _Workspace) -> Array:
-        """Hidden layers' outputs into ``work.hidden``; returns the last layer's input."""
-        k = _kernels()
-        h = x
-        for i in range(spec.depth - 1):
-            a = work.hidden[i]
-            numpy.dot(h, spec.weight(i), out=a)
-            if spec.activation == "relu":
-                k.bias_relu(a, spec.bias(i))
-            else:
-                k.bias_negate(a, spec.bias(i))
-                numpy.exp(a, out=a)
-                k.sigmoid_finish(a)
-            h = a
-        return h
-
-    def _forward(self, spec: MLPSpec, x: Array, work: _Workspace) -> None:
-        """Hidden activations into ``work.hidden``; exp(shifted scores) into ``work.scores``."""
-        h = self._hidden(spec, x, work)
-        z = work.scores
-        numpy.dot(h, spec.weight(spec.depth - 1), out=z)
-        _kernels().bias_shift_rows(z, spec.bias(spec.depth - 1))
-        numpy.exp(z, out=z)
-
-    def _loss_from_scores(
-        self, spec: MLPSpec, t: Array, work: _Workspace, backward: bool
-    ) -> Any:
-        """Cross-entropy (+ weight decay) from ``work.scores``; dL/dscores into ``work.dscores``."""
-        k = _kernels()
-        kernel = k.softmax_ce_labels if t.ndim == 1 else k.softmax_ce_onehot
-        kernel(work.scores, t, work.picked, work.dscores if backward else work.no_backward)
-        picked = work.picked
-        numpy.log(picked, out=picked)
-        batch_size = picked.shape[0]
-        loss = -numpy.sum(picked) / batch_size  # NumPy's own sum, as the reference
-        if spec.weight_decay:
-            loss = loss + self._decay_loss(spec)
-        return loss
-
-    def _decay_loss(self, spec: MLPSpec) -> Any:
-        from .numba_kernels.reduce import pairwise_sum_squares
-
-        lam = spec.weight_decay
-        total = 0.0
-        for i in range(spec.depth):
-            W = spec.weight(i)
-            if type(W) is not numpy.ndarray or not W.flags.c_contiguous:
-                return super()._decay_loss(spec)
-            total += 0.5 * lam * W.dtype.type(pairwise_sum_squares(W.reshape(-1)))
-        return total
-
-    def _backward(
-        self,
-        spec: MLPSpec,
-        x: Array,
-        work: _Workspace,
-        grads: dict[str, Array] | None,
-        sgd_lr: float | None,
-    ) -> None:
-        """Backprop from ``work.dscores``.
-
-        `grads` given: fresh gradient arrays are stored in it (weight decay
-        included). Otherwise gradients stay in ``work`` and, with `sgd_lr`,
-        each layer is updated by SGD as soon as nothing needs its old weights.
-        """
-        k = _kernels()
-        dot = numpy.dot
-        dtype = work.scores.dtype.type
-        lam = spec.weight_decay
-        fresh = grads is not None
-        gWs = [numpy.empty_like(g) for g in work.gW] if fresh else work.gW
-        gbs = [numpy.empty_like(g) for g in work.gb] if fresh else work.gb
-        d = work.dscores
-        k.column_sums(d, gbs[-1])
-        for i in reversed(range(spec.depth)):
-            W, gW = spec.weight(i), gWs[i]
-            inputs = x if i == 0 else work.hidden[i - 1]
-            dot(inputs.T, d, out=gW)
-            if i > 0:
-                dh = work.dhidden[i - 1]
-                dot(d, W.T, out=dh)  # W's old value: it is updated only below
-                if spec.activation == "relu":
-                    k.relu_backward_sums(dh, work.hidden[i - 1], gbs[i - 1])
-                else:
-                    k.sigmoid_backward_sums(dh, work.hidden[i - 1], gbs[i - 1])
-                d = dh
-            if sgd_lr is not None:
-                lr = dtype(sgd_lr)
-                if lam:
-                    k.sgd_decay(W.reshape(-1), gW.reshape(-1), lr, dtype(lam))
-                else:
-                    k.sgd(W.reshape(-1), gW.reshape(-1), lr)
-                k.sgd(spec.bias(i), gbs[i], lr)
-            elif lam:
-                k.add_decay(gW.reshape(-1), W.reshape(-1), dtype(lam))
-        if fresh:
-            for i in range(spec.depth):
-                grads[f"W{i + 1}"], grads[f"b{i + 1}"] = gWs[i], gbs[i]
+    def check_targets(self, t: Array, n_classes: int, name: str = "t") -> None:
+        """The NumPy backend's check in one compiled pass; its error messages on failure."""
+        if type(t) is numpy.ndarray and t.size and t.dtype.kind in ("iuf" if t.ndim == 2 else "iu"):
+            k = _kernels()
+            ok = k.labels_in_range(t, n_classes) if t.ndim == 1 else (
+                t.ndim == 2 and k.rows_one_hot(t))
+            if ok:
+                return
+        super().check_targets(t, n_classes, name)
 
     # --------------------------------------------------------- whole net
     def mlp_predict(self, spec: MLPSpec, x: Array) -> Array:
-        sizes = self._sizes(spec, x)
-        if sizes is None:
+        plan = self._plan(spec, x)
+        if plan is None:
             return super().mlp_predict(spec, x)
-        work = self._workspace(x.shape[0], sizes, x.dtype)
-        h = self._hidden(spec, x, work)
-        out = numpy.empty((x.shape[0], sizes[-1]), x.dtype)
-        numpy.dot(h, spec.weight(spec.depth - 1), out=out)
-        _kernels().add_bias(out, spec.bias(spec.depth - 1))
-        return out
+        return plan.predict(x)
 
     def mlp_loss(self, spec: MLPSpec, x: Array, t: Array) -> Array:
-        sizes = self._sizes(spec, x)
-        if sizes is None:
+        plan = self._plan(spec, x)
+        if plan is None:
             return super().mlp_loss(spec, x, t)
-        work = self._workspace(x.shape[0], sizes, x.dtype)
-        self._forward(spec, x, work)
-        return self._loss_from_scores(spec, t, work, backward=False)
+        return plan.loss(x, t, spec.weight_decay, backward=False)
 
     def mlp_gradient(self, spec: MLPSpec, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
-        sizes = self._sizes(spec, x)
-        if sizes is None:
+        """Backprop; the gradients are fresh arrays (a caller may keep them)."""
+        plan = self._plan(spec, x)
+        if plan is None:
             return super().mlp_gradient(spec, x, t)
-        work = self._workspace(x.shape[0], sizes, x.dtype)
-        self._forward(spec, x, work)
-        loss = self._loss_from_scores(spec, t, work, backward=True)
-        grads: dict[str, Array] = {}
-        self._backward(spec, x, work, grads, None)
-        return {name: grads[name] for name in spec.names()}, loss
+        loss = plan.loss(x, t, spec.weight_decay, backward=True)
+        return plan.backward(x, spec.weight_decay, fresh=True), loss
 
     def mlp_train_step(self, spec: MLPSpec, x: Array, t: Array, optimizer: Any) -> Array:
         """One step; SGD is fused into the backward pass, other optimizers run their update."""
-        sizes = self._sizes(spec, x)
-        if sizes is None:
+        plan = self._plan(spec, x)
+        if plan is None:
             return super().mlp_train_step(spec, x, t, optimizer)
-        work = self._workspace(x.shape[0], sizes, x.dtype)
-        self._forward(spec, x, work)
-        loss = self._loss_from_scores(spec, t, work, backward=True)
+        lam = spec.weight_decay
+        loss = plan.loss(x, t, lam, backward=True)
         if getattr(optimizer, "kind", None) == "sgd":
-            self._backward(spec, x, work, None, optimizer.lr)
+            plan.backward(x, lam, sgd_lr=optimizer.lr)
         else:
-            self._backward(spec, x, work, None, None)
+            plan.backward(x, lam)
             grads = {}
             for i in range(spec.depth):
-                grads[f"W{i + 1}"], grads[f"b{i + 1}"] = work.gW[i], work.gb[i]
+                grads[f"W{i + 1}"], grads[f"b{i + 1}"] = plan.gW[i], plan.gb[i]
             optimizer.update(spec.params, grads)
         return loss
 
     def mlp_train_batches(
         self, spec: MLPSpec, x: Array, t: Array, batches: Iterable[Array], optimizer: Any
     ) -> list[Array]:
-        """Steps on ``x[idx], t[idx]``, gathering each batch into a reused buffer."""
-        k = _kernels()
+        """Steps on ``x[idx], t[idx]``, each batch gathered into a reused buffer."""
         losses = []
         for idx in batches:
-            if not (isinstance(idx, numpy.ndarray) and idx.ndim == 1 and idx.dtype.kind in "iu"):
+            plan = None
+            if (isinstance(idx, numpy.ndarray) and idx.ndim == 1 and idx.dtype.kind in "iu"
+                    and 0 < idx.shape[0] <= x.shape[0]):
+                plan = self._plan(spec, x[: idx.shape[0]])  # a batch of x's kind and size
+            if plan is None:
                 losses.append(self.mlp_train_step(spec, x[idx], t[idx], optimizer))
-                continue
-            sizes = self._sizes(spec, x)
-            if sizes is None:
-                losses.append(super().mlp_train_step(spec, x[idx], t[idx], optimizer))
-                continue
-            work = self._workspace(idx.shape[0], sizes, x.dtype)
-            if work.xb is None or work.tb is None or work.tb.dtype != t.dtype or work.tb.ndim != t.ndim:
-                work.xb = numpy.empty((idx.shape[0], x.shape[1]), x.dtype)
-                work.tb = numpy.empty((idx.shape[0],) + t.shape[1:], t.dtype)
-            k.take_rows(x, idx, work.xb)
-            if t.ndim == 1:
-                k.take(t, idx, work.tb)
             else:
-                k.take_rows(t, idx, work.tb)
-            losses.append(self.mlp_train_step(spec, work.xb, work.tb, optimizer))
+                xb, tb = plan.gather(x, t, idx)
+                losses.append(self.mlp_train_step(spec, xb, tb, optimizer))
         return losses
 
     # ------------------------------------------------- numerical gradient

@@ -137,20 +137,23 @@ def first_layer_changes(
                 shm[l] = top + (um * w_hi if um > 0.0 else um * w_lo)
                 sp[l] = 0.0
                 sm[l] = 0.0
+            label = lab[n]
             for k in range(k_out):
                 z = Z[n, k]
                 w = W2[j, k]
+                hit = k == label
                 for l in range(c):  # the hot loop: two exps per lane
-                    sp[l] += exp64(z + hp[l] * w - shp[l])
-                    sm[l] += exp64(z + hm[l] * w - shm[l])
-            z = Z[n, lab[n]]
-            w = W2[j, lab[n]]
+                    up = exp64(z + hp[l] * w - shp[l])
+                    um = exp64(z + hm[l] * w - shm[l])
+                    sp[l] += up
+                    sm[l] += um
+                    if hit:  # the true class's term, kept for the loss
+                        cp[l] = up
+                        cm[l] = um
             old = terms[n]
             for l in range(c):
-                ep = exp64(z + hp[l] * w - shp[l])
-                em = exp64(z + hm[l] * w - shm[l])
-                cp[l] = -log64(ep / sp[l] + _CE_DELTA) - old
-                cm[l] = -log64(em / sm[l] + _CE_DELTA) - old
+                cp[l] = -log64(cp[l] / sp[l] + _CE_DELTA) - old
+                cm[l] = -log64(cm[l] / sm[l] + _CE_DELTA) - old
             for l in range(c):
                 col = nz_idx[start + l]
                 chg_plus[j, col] += cp[l]

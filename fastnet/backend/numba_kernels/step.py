@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .reduce import _pairwise, column_sums  # noqa: F401  (re-exported for the backend)
+from .reduce import _pairwise, column_sums, pairwise_sum, pairwise_sum_squares  # noqa: F401  (re-exported)
 
 _jit = numba.njit(cache=True, error_model="numpy")
 
@@ -86,17 +86,20 @@ def _row_total(e, i):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def softmax_ce_labels(e, t, picked, dz):  # type: ignore[no-untyped-def]
-    """From e = exp(shifted scores): picked[n] = y[n, t[n]] + 1e-7 and dz = dL/dscores.
+def softmax_ce_labels(e, t, picked, dz, db):  # type: ignore[no-untyped-def]
+    """From e = exp(shifted scores): picked[n] = y[n, t[n]] + 1e-7, dz = dL/dscores, db = sum(dz, 0).
 
-    y = e / rowsum(e); dz is the book's backward: (y - onehot(t)) / batch.
-    Pass dz=None-like (an empty array) to skip the backward part.
+    y = e / rowsum(e); dz is the book's backward: (y - onehot(t)) / batch, and
+    db the last bias's gradient. Pass an empty dz to skip the backward part.
     """
     n, m = e.shape
     one = e.dtype.type(1)
     delta = e.dtype.type(1e-7)
     batch = e.dtype.type(n)
     backward = dz.shape[0] == n
+    if backward:
+        for k in range(m):
+            db[k] = 0
     for i in range(n):
         label = t[i]
         if label < 0 or label >= m:
@@ -106,17 +109,24 @@ def softmax_ce_labels(e, t, picked, dz):  # type: ignore[no-untyped-def]
         if backward:
             for k in range(m):
                 y = e[i, k] / total
-                dz[i, k] = (y - one) / batch if k == label else y / batch
+                v = (y - one) / batch if k == label else y / batch
+                dz[i, k] = v
+                db[k] += v
+    if backward and m == 1:
+        column_sums(dz, db)
 
 
 @_jit
-def softmax_ce_onehot(e, t, picked, dz):  # type: ignore[no-untyped-def]
+def softmax_ce_onehot(e, t, picked, dz, db):  # type: ignore[no-untyped-def]
     """As ``softmax_ce_labels`` for one-hot rows t: the loss picks argmax(t[n]),
     the backward is (y - t) / batch, as the book computes them."""
     n, m = e.shape
     delta = e.dtype.type(1e-7)
     batch = e.dtype.type(n)
     backward = dz.shape[0] == n
+    if backward:
+        for k in range(m):
+            db[k] = 0
     for i in range(n):
         label = 0
         best = t[i, 0]
@@ -131,7 +141,11 @@ def softmax_ce_onehot(e, t, picked, dz):  # type: ignore[no-untyped-def]
         picked[i] = e[i, label] / total + delta
         if backward:
             for k in range(m):
-                dz[i, k] = (e[i, k] / total - t[i, k]) / batch
+                v = (e[i, k] / total - t[i, k]) / batch
+                dz[i, k] = v
+                db[k] += v
+    if backward and m == 1:
+        column_sums(dz, db)
 
 
 # ----------------------------------------------------------------- backward
@@ -179,6 +193,22 @@ def add_decay(g, w, lam):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------------ updates
 # Flat, contiguous arrays; scalars already of the arrays' dtype. Each line
 # repeats one in-place NumPy statement of NumpyBackend's update kernels.
+
+
+@_jit
+def sgd_layer(W, gW, b, gb, lr, lam):  # type: ignore[no-untyped-def]
+    """SGD on one affine layer: W -= lr * (gW + lam * W) (no decay term when lam == 0), b -= lr * gb."""
+    n, m = W.shape
+    if lam == 0:
+        for i in range(n):
+            for j in range(m):
+                W[i, j] = W[i, j] - lr * gW[i, j]
+    else:
+        for i in range(n):
+            for j in range(m):
+                W[i, j] = W[i, j] - lr * (gW[i, j] + lam * W[i, j])
+    for j in range(m):
+        b[j] = b[j] - lr * gb[j]
 
 
 @_jit
@@ -272,3 +302,32 @@ def take(x, idx, out):  # type: ignore[no-untyped-def]
         if i < 0 or i >= n:
             raise IndexError("batch index out of range")
         out[r] = x[i]
+
+
+# ------------------------------------------------------------------ checks
+
+
+@_jit
+def labels_in_range(t, n_classes):  # type: ignore[no-untyped-def]
+    """True when every label is in 0..n_classes-1 (one pass, no temporaries)."""
+    for i in range(t.shape[0]):
+        if t[i] < 0 or t[i] >= n_classes:
+            return False
+    return True
+
+
+@_jit
+def rows_one_hot(t):  # type: ignore[no-untyped-def]
+    """True when every row holds exactly one 1 and zeros elsewhere."""
+    n, m = t.shape
+    for i in range(n):
+        ones = 0
+        for k in range(m):
+            v = t[i, k]
+            if v == 1:
+                ones += 1
+            elif v != 0:
+                return False
+        if ones != 1:
+            return False
+    return True
