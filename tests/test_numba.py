@@ -26,6 +26,11 @@ from hypothesis import strategies as st  # noqa: E402
 from fastnet.backend.numba_kernels import fastmath, reduce, step  # noqa: E402
 from fastnet.backend.numba_kernels.numgrad import net_losses  # noqa: E402
 
+# The kernel tests feed extreme values on purpose; NumPy's reference warns about them.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
+)
+
 REF = NumpyBackend()
 NB = fastnet.backend.registry._instance("numba")
 FLOATS = (np.float64, np.float32)

@@ -195,9 +195,15 @@ class NumbaBackend(NumpyBackend):
         What ``mlp_numerical_gradient`` differentiates, exposed so tests can
         compare each against a plain forward pass of the perturbed net.
         """
+        import numba
+
         from .numba_kernels.numgrad import net_losses
 
-        with self._parallel_lock, one_blas_thread():
+        # One BLAS thread: BLAS and Numba's threads would fight over the cores.
+        # Chunks of one unit, handed out as threads free up: a core shared
+        # with another busy thread then does less of the work instead of
+        # holding everyone up.
+        with self._parallel_lock, one_blas_thread(), numba.parallel_chunksize(1):
             return net_losses(
                 spec.params, spec.depth, spec.activation == "relu", float(spec.weight_decay),
                 x, t, float(h),
