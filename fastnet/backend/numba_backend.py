@@ -11,8 +11,9 @@ place, and the Numba kernels in ``numba_kernels.step`` do everything else in
 NumPy's order of operations. That holds on any CPU, whichever SIMD exp/log
 NumPy picked there.
 
-Work buffers are cached per thread (``threading.local``) and per shape, so two
-threads may train two nets at once. What a call returns is always a fresh
+Work buffers live in step plans (``numba_kernels.plan``) cached per thread
+(``threading.local``), per set of parameter arrays, batch size and dtype, so
+two threads may train two nets at once. What a call returns is always a fresh
 array: ``gradient()`` may be kept across steps, as in the book's loop. Only
 ``train_step`` / ``train_batches`` keep gradients in internal buffers.
 
