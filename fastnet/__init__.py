@@ -126,4 +126,10 @@ __all__ = [
     "__version__",
 ]
 
-_init_from_env()  # FASTNET_BACKEND picks the default once, at import
+try:
+    _init_from_env()  # FASTNET_BACKEND picks the default once, at import
+except (ValueError, BackendUnavailableError):
+    # A bad FASTNET_BACKEND is raised again, with the same message, by the first
+    # get_backend(): `import fastnet` still works, set_backend() can repair it,
+    # and the command line reports it in one line instead of a traceback.
+    pass

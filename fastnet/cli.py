@@ -25,8 +25,25 @@ EXIT_USAGE = 2  # bad arguments (argparse's convention)
 class _Parser(argparse.ArgumentParser):
     """argparse, but an error is one line and a hint instead of the whole usage block."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}  # subcommand parsers, on the main one
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see '{self.prog} --help' for usage)\n")
+        _one_line_usage_error(self.prog, message)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        """Unknown options are reported by the subcommand they were given to."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = self.commands.get(getattr(parsed, "command", None) or "", self)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
+def _one_line_usage_error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}\n(see '{prog} --help' for usage)", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
 
 
 # ----------------------------------------------------------------- arg types
@@ -177,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="version, backends, device and thread counts")
     info.add_argument("--debug", action="store_true", help="show the traceback on errors")
     info.set_defaults(func=cmd_info)
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -279,6 +297,8 @@ def _check_output(path: str | None, what: str) -> None:
     """Fail before training, not after, when an output cannot be written."""
     if path is None:
         return
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path}: is a folder; give a file name inside it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{what} {path}: folder {folder} does not exist")
@@ -293,9 +313,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     if args.plot:
-        from .plot import require_matplotlib
+        from .plot import check_image_path
 
-        require_matplotlib()  # say so now rather than after the training
+        check_image_path(args.plot)  # no matplotlib, or no image format: say so now, not after training
     _check_output(args.plot, "--plot")
     _check_output(args.save, "--save")
     _check_net_args(args)
@@ -358,6 +378,8 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 
         if args.dataset == "mnist" or mnist_available(args.data_dir):
             (x_all, t_all), _ = _load_mnist(args, download=args.dataset == "mnist" and not _offline())
+            if args.samples > x_all.shape[0]:
+                raise ValueError(f"--samples {args.samples}: MNIST has only {x_all.shape[0]} training images")
             pick = rng.choice(x_all.shape[0], args.samples, replace=False) if args.seed is not None else slice(0, args.samples)
             x, t, name = x_all[pick], t_all[pick], "MNIST"
     if name == "random":
@@ -409,6 +431,14 @@ def cmd_bench(argv: list[str]) -> int:
         print("fastnet bench: the benchmark report (fastnet.benchreport) is not part of this install yet; "
               "run the suite directly with: python -m pytest benchmarks", file=sys.stderr)
         return EXIT_FAIL
+    make_parser = getattr(benchreport, "_parser", None)
+    if make_parser is not None:  # check the options first, so a typo is one line, not the usage block
+        bench_parser = make_parser()
+        bench_parser.error = lambda message: _one_line_usage_error(bench_parser.prog, message)  # type: ignore[method-assign]
+        try:
+            bench_parser.parse_args(argv)
+        except SystemExit as stop:  # a usage error (already printed) or --help
+            return int(stop.code or 0) if not isinstance(stop.code, str) else EXIT_USAGE
     return int(benchreport.main(argv) or 0)
 
 
@@ -506,6 +536,12 @@ def _guard(run: Callable[[], int], command: str, debug: bool) -> int:
     except KeyboardInterrupt:
         print(f"fastnet {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`fastnet info | head -1`): nothing to report
+        try:  # as the Python docs advise: stop the final flush of stdout from failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_FAIL
     except Exception as exc:  # a user-facing command: a message, not a traceback
         if debug:
             import traceback

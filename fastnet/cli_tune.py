@@ -22,6 +22,18 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _optimizers(text: str) -> list[str]:
+    from .optimizers import OPTIMIZERS
+
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(OPTIMIZERS)}"
+        )
+    return names
+
+
 def add_parser(sub: Any, add_common: Any, types: dict[str, Any]) -> None:
     """Register ``tune`` on the main parser's subcommands."""
     from .optimizers import OPTIMIZERS
@@ -45,7 +57,7 @@ def add_parser(sub: Any, add_common: Any, types: dict[str, Any]) -> None:
                       help="log-uniform learning rates (default: 1e-6,1e-2 as the book)")
     tune.add_argument("--decay-range", type=_range, default=(1e-8, 1e-4), metavar="LOW,HIGH",
                       help="log-uniform weight decays (default: 1e-8,1e-4 as the book)")
-    tune.add_argument("--optimizers", default="sgd", metavar="NAMES",
+    tune.add_argument("--optimizers", type=_optimizers, default=["sgd"], metavar="NAMES",
                       help=f"comma-separated choices among {', '.join(OPTIMIZERS)} (default: sgd)")
     tune.add_argument("--batch-sizes", type=types["sizes"], default=[100], metavar="SIZES",
                       help="comma-separated choices (default: 100)")
@@ -61,19 +73,18 @@ def add_parser(sub: Any, add_common: Any, types: dict[str, Any]) -> None:
 
 def cmd_tune(args: argparse.Namespace, helpers: dict[str, Any]) -> int:
     """Run the search and print the best trials; helpers are cli.py's shared pieces."""
+    from . import (  # raises ImportError naming the extra when dask is missing
+        distributed,
+        tune,
+    )
     from .datasets import spiral_data
-    from .optimizers import OPTIMIZERS
 
-    names = [n.strip().lower() for n in args.optimizers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in OPTIMIZERS]
-    if not names or unknown:
-        raise ValueError(f"--optimizers: unknown {unknown or 'empty list'}; choose from {', '.join(OPTIMIZERS)}")
-    from . import distributed, tune  # raises ImportError naming the extra when dask is missing
+    names = args.optimizers
 
     if args.plot:
-        from .plot import require_matplotlib
+        from .plot import check_image_path
 
-        require_matplotlib()
+        check_image_path(args.plot)
     helpers["check_output"](args.plot, "--plot")
     say = helpers["say"]
     seed = helpers["fresh_seed"](args)

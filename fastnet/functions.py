@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._checks import numeric, same_shape
 from .backend import get_backend
 
 __all__ = [
@@ -30,49 +31,48 @@ def identity_function(x: Array) -> Array:
 def step_function(x: Array) -> Array:
     """1 where x > 0, else 0, as integers."""
     backend = get_backend()
-    return backend.step_function(backend.check(x, "x"))
+    return backend.step_function(numeric(backend, x, "x"))
 
 
 def sigmoid(x: Array) -> Array:
     """1 / (1 + exp(-x)), elementwise."""
     backend = get_backend()
-    return backend.sigmoid(backend.check(x, "x"))
+    return backend.sigmoid(numeric(backend, x, "x"))
 
 
 def sigmoid_grad(x: Array) -> Array:
     """Derivative of the sigmoid at x: (1 - sigmoid(x)) * sigmoid(x)."""
     backend = get_backend()
-    return backend.sigmoid_grad(backend.check(x, "x"))
+    return backend.sigmoid_grad(numeric(backend, x, "x"))
 
 
 def relu(x: Array) -> Array:
     """max(0, x), elementwise."""
     backend = get_backend()
-    return backend.relu(backend.check(x, "x"))
+    return backend.relu(numeric(backend, x, "x"))
 
 
 def relu_grad(x: Array) -> Array:
     """1 where x >= 0, else 0 (the book's convention at 0)."""
     backend = get_backend()
-    return backend.relu_grad(backend.check(x, "x"))
+    return backend.relu_grad(numeric(backend, x, "x"))
 
 
 def softmax(x: Array) -> Array:
     """Softmax over the last axis of a vector or a batch of rows; overflow-safe."""
     backend = get_backend()
-    return backend.softmax(backend.check(x, "x"))
+    return backend.softmax(numeric(backend, x, "x"))
 
 
 def _pair(y: Array, t: Array) -> tuple[Any, Array, Array]:
     backend = get_backend()
-    return backend, backend.check(y, "y"), backend.check(t, "t")
+    return backend, numeric(backend, y, "y"), numeric(backend, t, "t")
 
 
 def mean_squared_error(y: Array, t: Array) -> Array:
     """0.5 * sum((y - t)**2): the book's sum-of-squares error."""
     backend, y, t = _pair(y, t)
-    if y.shape != t.shape:
-        raise ValueError(f"y and t must have the same shape, got y {y.shape} and t {t.shape}")
+    same_shape(y, t, "y", "t")
     return backend.mean_squared_error(y, t)
 
 
@@ -86,13 +86,19 @@ def cross_entropy_error(y: Array, t: Array) -> Array:
     `t` holds one-hot rows of the same shape or one class index per sample.
     """
     backend, y, t = _pair(y, t)
+    if y.ndim not in (1, 2):
+        raise ValueError(f"y must be one sample (k,) or a batch (N, k) of probabilities, got shape {y.shape}")
     rows = 1 if y.ndim == 1 else y.shape[0]
+    if y.size == 0:
+        raise ValueError(f"y is an empty batch (shape {y.shape})")
     one_hot = t.size == y.size
-    if y.ndim not in (1, 2) or (not one_hot and t.size != rows):
+    if not one_hot and t.size != rows:
         raise ValueError(
             f"t must be one-hot with y's shape {y.shape} or hold {rows} class "
             f"index(es), got t of shape {t.shape}"
         )
     if not one_hot and t.dtype.kind not in "iu":
         raise TypeError(f"class indices in t must be integers, got dtype {t.dtype}")
+    # labels in 0..k-1 and one-hot rows really one-hot; otherwise the loss is silently wrong
+    backend.check_targets(t.reshape(rows, -1) if one_hot else t.reshape(-1), y.shape[-1])
     return backend.cross_entropy_error(y, t)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy
 
+from ._checks import real
 from .backend import get_backend
 
 __all__ = ["numerical_diff", "numerical_gradient", "numerical_gradient_loop", "gradient_descent"]
@@ -40,8 +41,24 @@ def numerical_gradient(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> 
     Each element of `x` is perturbed in place by +h and -h and restored
     exactly afterwards, so `f` may read `x` (or arrays that alias it).
     """
+    if not callable(f):
+        raise TypeError(f"f must be a function of x returning a number, got {type(f).__name__}")
+    h = real(h, "h", positive=True)
     x = _check_float_array(x, "x")
-    return get_backend().numerical_gradient(f, x, h)
+    try:
+        return get_backend().numerical_gradient(f, x, h)
+    except (TypeError, ValueError):
+        _check_scalar(f, x)  # only on the error path: say what was wrong with f
+        raise
+
+
+def _check_scalar(f: Callable[[Array], Any], x: Array) -> None:
+    value = f(x)
+    if numpy.ndim(value) != 0:
+        raise ValueError(
+            f"f must return a single number (the loss), got a value of shape {numpy.shape(value)}; "
+            f"sum it or take its mean"
+        ) from None
 
 
 def numerical_gradient_loop(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> Array:
@@ -75,6 +92,7 @@ def gradient_descent(
     """
     if not isinstance(step_num, (int, numpy.integer)) or step_num < 0:
         raise ValueError(f"step_num must be a non-negative integer, got {step_num!r}")
+    lr = real(lr, "lr", positive=True)
     x = _check_float_array(init_x, "init_x").copy()
     xp = get_backend().xp
     history = []

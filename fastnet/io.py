@@ -80,7 +80,12 @@ def save_params(path: PathLike, net: Net) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a folder; give a file name such as {path / 'net.npz'}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot save to {path}: folder {folder} is not writable ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             numpy.savez(f, **arrays, **{HEADER_KEY: numpy.array(json.dumps(header))})
@@ -88,17 +93,26 @@ def save_params(path: PathLike, net: Net) -> Path:
             os.fsync(f.fileno())
         _read(Path(tmp))  # verify what is on disk before it takes the real name
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, FastnetError) and exc.errno is not None:
+            # e.g. a full disk: the old file (if any) is untouched and nothing half-written is left
+            raise type(exc)(
+                exc.errno, f"cannot save to {path}: {exc.strerror}; nothing was written"
+            ) from None
         raise
     return path
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
     """Header and arrays of a saved file, every array checked against the header."""
+    if not path.exists():
+        raise FileNotFoundError(f"no saved parameters at {path}: the file does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a saved parameters file (.npz)")
     try:
         with numpy.load(path, allow_pickle=False) as data:
             names = list(data.files)
@@ -108,8 +122,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
             arrays = {k: data[k] for k in names if k != HEADER_KEY}
     except ModelFileError:
         raise
-    except FileNotFoundError:
-        raise
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         if "pickle" in str(exc):
             raise ModelFileError(
@@ -122,10 +136,18 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
             f"{path} is damaged or truncated ({type(exc).__name__}: {exc}); save the net again"
         ) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a fastnet parameter file (format {header.get('format')!r})")
+        found = header.get("format") if isinstance(header, dict) else type(header).__name__
+        raise ModelFileError(f"{path} is not a fastnet parameter file (format {found!r})")
     if header.get("version") != VERSION:
         raise ModelFileError(f"{path} has format version {header.get('version')!r}; this fastnet reads {VERSION}")
-    expected = header.get("arrays", {})
+    try:
+        _check_arrays(path, header.get("arrays", {}), arrays)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{path} has a malformed header ({type(exc).__name__}: {exc})") from None
+    return header, arrays
+
+
+def _check_arrays(path: Path, expected: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> None:
     if set(expected) != set(arrays):
         raise ModelFileError(
             f"{path} is inconsistent: header lists {sorted(expected)}, file holds {sorted(arrays)}"
@@ -141,7 +163,6 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
             raise ModelFileError(f"{path}: array {k} has dtype {a.dtype}, expected floating point")
         if _digest(a) != meta["sha256"]:
             raise ModelFileError(f"{path}: array {k} does not match its checksum (file corrupted or edited)")
-    return header, arrays
 
 
 def read_header(path: PathLike) -> dict[str, Any]:
@@ -154,14 +175,18 @@ def load_net(path: PathLike, backend: NumpyBackend | str | None = None, dtype: A
 
     `dtype` defaults to the dtype it was saved with.
     """
+    if dtype is not None and numpy.dtype(dtype).kind != "f":
+        raise TypeError(f"dtype must be a floating-point type, got {numpy.dtype(dtype)}")
+    bk = _backend(backend)
     header, arrays = _read(Path(path))
-    cls = NETS.get(header.get("class", ""))
+    name = header.get("class")
+    cls = NETS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ModelFileError(f"{path}: unknown net class {header.get('class')!r}; known: {', '.join(NETS)}")
     try:
-        net = cls(**header["config"], dtype=header["dtype"] if dtype is None else dtype, backend=_backend(backend))
-    except (TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: cannot rebuild {cls.__name__} from {header['config']}: {exc}") from None
+        net = cls(**header["config"], dtype=header["dtype"] if dtype is None else dtype, backend=bk)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: cannot rebuild {cls.__name__} from {header.get('config')!r}: {exc}") from None
     _assign(net, arrays, path)
     return net
 
@@ -172,6 +197,8 @@ def load_params(path: PathLike, net: Net) -> Net:
     The saved class and constructor arguments must match the net's; values
     are cast to the net's dtype and moved to its backend.
     """
+    if not isinstance(net, Net):
+        raise TypeError(f"net must be a fastnet net to load into, got {type(net).__name__}")
     header, arrays = _read(Path(path))
     mine = {"class": type(net).__name__, "config": net.config()}
     saved = {"class": header.get("class"), "config": header.get("config")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._checks import floating, need_forward, numeric, same_shape, targets
 from .backend import NumpyBackend, get_backend
 
 __all__ = [
@@ -66,12 +67,15 @@ class Relu:
         self.mask: Array = None
 
     def forward(self, x: Array) -> Array:
-        out, self.mask = self.backend.relu_forward(self.backend.check(x, "x"))
+        out, self.mask = self.backend.relu_forward(numeric(self.backend, x, "x"))
         return out
 
     def backward(self, dout: Array) -> Array:
+        need_forward(self.mask, self)
+        dout = numeric(self.backend, dout, "dout")
+        same_shape(dout, self.mask, "dout", "the forward output")
         # copy: the kernel overwrites its input, a caller's array must not change
-        return self.backend.relu_backward(self.backend.check(dout, "dout").copy(), self.mask)
+        return self.backend.relu_backward(dout.copy(), self.mask)
 
 
 class Sigmoid:
@@ -80,11 +84,14 @@ class Sigmoid:
         self.out: Array = None
 
     def forward(self, x: Array) -> Array:
-        self.out = self.backend.sigmoid_forward(self.backend.check(x, "x"))
+        self.out = self.backend.sigmoid_forward(numeric(self.backend, x, "x"))
         return self.out
 
     def backward(self, dout: Array) -> Array:
-        return self.backend.sigmoid_backward(self.backend.check(dout, "dout"), self.out)
+        need_forward(self.out, self)
+        dout = numeric(self.backend, dout, "dout")
+        same_shape(dout, self.out, "dout", "the forward output")
+        return self.backend.sigmoid_backward(dout, self.out)
 
 
 class Affine:
@@ -92,30 +99,44 @@ class Affine:
 
     def __init__(self, W: Array, b: Array, *, backend: NumpyBackend | str | None = None) -> None:
         self.backend = _backend(backend)
-        self.W = self.backend.check(W, "W")
-        self.b = self.backend.check(b, "b")
+        self.W = floating(self.backend, W, "W")
+        self.b = floating(self.backend, b, "b")
+        if self.W.ndim != 2:
+            raise ValueError(f"W must be a matrix (inputs, outputs), got shape {self.W.shape}")
+        if self.b.shape != (self.W.shape[1],):
+            raise ValueError(
+                f"b must have shape ({self.W.shape[1]},) to match W {self.W.shape}, got {self.b.shape}"
+            )
         self.x: Array = None
         self.original_x_shape: tuple[int, ...] | None = None
         self.dW: Array = None
         self.db: Array = None
 
     def forward(self, x: Array) -> Array:
-        x = self.backend.check(x, "x")
+        x = numeric(self.backend, x, "x")
         if x.ndim == 0:
             raise ValueError("x must be a batch of samples, got a scalar")
-        self.original_x_shape = x.shape
+        if x.shape[0] == 0:
+            raise ValueError(f"x is an empty batch (shape {x.shape})")
+        original = x.shape
         x = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
         if x.shape[1] != self.W.shape[0]:
             raise ValueError(
-                f"x has {x.shape[1]} features per sample (shape {self.original_x_shape}) "
+                f"x has {x.shape[1]} features per sample (shape {original}) "
                 f"but W expects {self.W.shape[0]} (W shape {self.W.shape})"
             )
+        self.original_x_shape = original
         self.x = x
         out = self.backend.affine_forward(x, self.W, self.b)
         return out if len(self.original_x_shape) > 1 else out.reshape(-1)
 
     def backward(self, dout: Array) -> Array:
-        dout = self.backend.check(dout, "dout").reshape(self.x.shape[0], -1)
+        need_forward(self.x, self)
+        dout = numeric(self.backend, dout, "dout")
+        want = (self.x.shape[0], self.W.shape[1])
+        if dout.size != want[0] * want[1] or (dout.ndim == 2 and dout.shape != want):
+            raise ValueError(f"dout must have shape {want} (batch, outputs), got {dout.shape}")
+        dout = dout.reshape(want)
         dx, self.dW, self.db = self.backend.affine_backward(dout, self.x, self.W)
         return dx.reshape(self.original_x_shape)  # type: ignore[union-attr]
 
@@ -130,12 +151,20 @@ class SoftmaxWithLoss:
         self.t: Array = None
 
     def forward(self, x: Array, t: Array) -> Array:
-        x, t = self.backend.check(x, "x"), self.backend.check(t, "t")
+        """Loss of scores `x` (N, k) against labels (N,) or one-hot rows (N, k)."""
+        x = numeric(self.backend, x, "x")
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"x must be a non-empty batch of scores (N, classes), got shape {x.shape}")
+        return self._forward(x, targets(self.backend, t, x.shape[0], x.shape[1]))
+
+    def _forward(self, x: Array, t: Array) -> Array:
+        """Forward without checks, for nets that checked their inputs once already."""
         self.t = t
         self.loss, self.y = self.backend.softmax_cross_entropy(x, t)
         return self.loss
 
     def backward(self, dout: Any = 1) -> Array:
+        need_forward(self.y, self)
         return self.backend.softmax_cross_entropy_backward(self.y, self.t, dout)
 
 
@@ -161,13 +190,16 @@ class Dropout:
         self.mask: Array = None
 
     def forward(self, x: Array, train_flg: bool = True) -> Array:
-        x = self.backend.check(x, "x")
+        x = numeric(self.backend, x, "x")
         if train_flg:
             self.mask = self.backend.dropout_mask(x.shape, self.dropout_ratio, self.rng)
             return x * self.mask
         return x * (1.0 - self.dropout_ratio)
 
     def backward(self, dout: Array) -> Array:
+        need_forward(self.mask, self)
+        dout = numeric(self.backend, dout, "dout")
+        same_shape(dout, self.mask, "dout", "the forward output")
         return dout * self.mask
 
 
@@ -204,9 +236,16 @@ class BatchNormalization:
         self.dbeta: Array = None
 
     def forward(self, x: Array, train_flg: bool = True) -> Array:
-        x = self.backend.check(x, "x")
-        self.input_shape = x.shape
+        x = numeric(self.backend, x, "x")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"x must be a non-empty batch (N, features...), got shape {x.shape}")
         x2 = x.reshape(x.shape[0], -1)
+        if self.gamma.shape != (x2.shape[1],) or self.beta.shape != (x2.shape[1],):
+            raise ValueError(
+                f"x has {x2.shape[1]} features per sample (shape {x.shape}) but gamma and beta "
+                f"have shapes {self.gamma.shape} and {self.beta.shape}"
+            )
+        self.input_shape = x.shape
         xp = self.backend.xp
         if self.running_mean is None:
             self.running_mean = xp.zeros(x2.shape[1], dtype=x2.dtype)
@@ -226,6 +265,10 @@ class BatchNormalization:
         return (self.gamma * xn + self.beta).reshape(self.input_shape)
 
     def backward(self, dout: Array) -> Array:
+        need_forward(self.xn, self)
+        dout = numeric(self.backend, dout, "dout")
+        if tuple(dout.shape) != tuple(self.input_shape):  # type: ignore[arg-type]
+            raise ValueError(f"dout must have the forward output's shape {self.input_shape}, got {dout.shape}")
         xp = self.backend.xp
         dout = dout.reshape(dout.shape[0], -1)
         self.dbeta = dout.sum(axis=0)

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy
 
+from ._checks import targets
 from .backend import MLPSpec, NumpyBackend
+from .errors import BackendMismatchError
 from .layers import (
     Affine,
     BatchNormalization,
@@ -35,6 +37,8 @@ Seed = int | numpy.random.Generator | None
 def _rng(seed: Seed) -> numpy.random.Generator:
     if isinstance(seed, numpy.random.Generator):
         return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0, a numpy.random.Generator or None, got {seed!r}")
     return numpy.random.default_rng(seed)
 
 
@@ -79,41 +83,47 @@ class Net:
         return int(self.params[f"W{self.depth}"].shape[1])
 
     # -- checks at the boundary (once per call, never inside kernels)
-    def _x(self, x: Array) -> Array:
-        x = self.backend.check(x, "x")
+    def _x(self, x: Array, name: str = "x") -> Array:
+        x = self.backend.check(x, name)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
         if x.ndim < 2:
             raise ValueError(
-                f"x must be a batch of shape (N, {self.input_size}), got shape {x.shape}; "
-                f"for one sample use x.reshape(1, -1)"
+                f"{name} must be a batch of shape (N, {self.input_size}), got shape {x.shape}; "
+                f"for one sample use {name}.reshape(1, -1)"
             )
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (0 samples, shape {x.shape})")
         if x.ndim > 2:
             x = x.reshape(x.shape[0], -1)
         if x.shape[1] != self.input_size:
             raise ValueError(
-                f"x must have shape (N, {self.input_size}), got {x.shape}: the net was "
+                f"{name} must have shape (N, {self.input_size}), got {x.shape}: the net was "
                 f"built with input_size={self.input_size}"
             )
-        if x.shape[0] == 0:
-            raise ValueError("x is an empty batch (0 samples)")
         return x.astype(self.dtype, copy=False)
 
-    def _xt(self, x: Array, t: Array) -> tuple[Array, Array]:
-        x = self._x(x)
-        t = self.backend.check(t, "t")
-        n, k = x.shape[0], self.output_size
-        if t.ndim == 1:
-            if t.shape[0] != n:
-                raise ValueError(f"x has {n} samples but t has {t.shape[0]} labels")
-            if t.dtype.kind not in "iu":
-                raise TypeError(f"class labels t must be integers, got dtype {t.dtype}")
-        elif t.ndim == 2:
-            if t.shape != (n, k):
-                raise ValueError(f"one-hot t must have shape ({n}, {k}), got {t.shape}")
+    def _xt(self, x: Array, t: Array, x_name: str = "x", t_name: str = "t") -> tuple[Array, Array]:
+        x = self._x(x, x_name)
+        t = targets(self.backend, t, x.shape[0], self.output_size, t_name, x_name)
+        if t.ndim == 2:
             t = t.astype(self.dtype, copy=False)
-        else:
-            raise ValueError(f"t must hold labels (N,) or one-hot rows (N, {k}), got shape {t.shape}")
-        self.backend.check_targets(t, k)
         return x, t
+
+    def _optimizer(self, optimizer: Any) -> None:
+        """Bind a fresh optimizer to this net's backend; refuse one bound to another device."""
+        if not hasattr(optimizer, "update"):
+            raise TypeError(f"optimizer must be a fastnet Optimizer (e.g. SGD(0.1)), got {type(optimizer).__name__}")
+        if not hasattr(optimizer, "backend"):
+            return  # a duck-typed optimizer of the user's own
+        current = optimizer.backend
+        if current is None:
+            optimizer.backend = self.backend  # keep its state on the net's device
+        elif current.xp is not self.backend.xp:
+            raise BackendMismatchError(
+                f"the optimizer keeps its state on backend {current.name!r} but the net is on "
+                f"{self.backend.name!r}; create a new optimizer for this net"
+            )
 
     # -- the book's methods
     def predict(self, x: Array, train_flg: bool = False) -> Array:
@@ -172,8 +182,7 @@ class Net:
         The loss stays a backend scalar (on a GPU, no device sync happens).
         """
         x, t = self._xt(x, t)
-        if getattr(optimizer, "backend", False) is None:
-            optimizer.backend = self.backend  # keep its state on the net's device
+        self._optimizer(optimizer)
         spec = self.spec()
         if spec is not None:
             return self.backend.mlp_train_step(spec, x, t, optimizer)
@@ -191,8 +200,7 @@ class Net:
         Returns the losses (backend scalars or an array; nothing is synced).
         """
         x, t = self._xt(x, t)
-        if getattr(optimizer, "backend", False) is None:
-            optimizer.backend = self.backend
+        self._optimizer(optimizer)
         spec = self.spec()
         if spec is not None:
             return self.backend.mlp_train_batches(spec, x, t, batches, optimizer)
@@ -258,7 +266,7 @@ class Net:
         return x
 
     def _loss_layers(self, x: Array, t: Array, train_flg: bool) -> Array:
-        loss = self.last_layer.forward(self._predict_layers(x, train_flg), t)
+        loss = self.last_layer._forward(self._predict_layers(x, train_flg), t)  # t checked by the caller
         lam = self.weight_decay_lambda
         if lam:
             xp = self.backend.xp
@@ -334,6 +342,12 @@ class TwoLayerNet(Net):
             _positive_int(output_size, "output_size"),
         )
         self.activation = _check_activation(activation)
+        if isinstance(weight_init_std, str):
+            raise TypeError(
+                f"weight_init_std of TwoLayerNet is a number (the book uses 0.01), got {weight_init_std!r}; "
+                f"MultiLayerNet takes 'relu'/'he' and 'sigmoid'/'xavier'"
+            )
+        weight_init_std = _init_scale(weight_init_std, sizes[0])  # a number >= 0
         self._config = {
             "input_size": sizes[0],
             "hidden_size": sizes[1],

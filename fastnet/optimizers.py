@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from .backend import NumpyBackend, get_backend
@@ -68,12 +69,32 @@ class Optimizer:
         return out
 
     def update(self, params: dict[str, Array], grads: dict[str, Array]) -> None:
+        """Change every array in `params` in place, using the same-named array of `grads`."""
+        if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
+            raise TypeError(
+                f"params and grads must be dicts of arrays keyed by name (as net.params and "
+                f"net.gradient(x, t)), got {type(params).__name__} and {type(grads).__name__}"
+            )
         missing = [k for k in params if k not in grads]
         if missing:
             raise KeyError(f"grads has no entry for parameter(s) {missing}")
+        checked = {key: self._check_pair(key, p, grads[key]) for key, p in params.items()}
         self._begin_step()
         for key, p in params.items():
-            self._update_one(key, p, grads[key])
+            self._update_one(key, p, checked[key])
+
+    def _check_pair(self, key: str, p: Array, g: Array) -> Array:
+        """Shapes and dtypes only (no device sync): a wrong gradient must not broadcast into p."""
+        bk = self._backend()
+        if not bk.owns(p):
+            bk.check(p, f"params[{key!r}]")  # names the fix for another backend's array
+            raise TypeError(f"params[{key!r}] must be an array updated in place, got {type(p).__name__}")
+        if p.dtype.kind != "f":
+            raise TypeError(f"params[{key!r}] must be floating point to be updated, got dtype {p.dtype}")
+        g = bk.check(g, f"grads[{key!r}]")
+        if g.shape != p.shape:
+            raise ValueError(f"grads[{key!r}] has shape {g.shape} but params[{key!r}] has shape {p.shape}")
+        return g
 
     def _begin_step(self) -> None:
         """Hook for per-step bookkeeping (Adam's step counter)."""

@@ -24,6 +24,7 @@ __all__ = [
     "plot_loss",
     "plot_accuracy",
     "plot_path",
+    "check_image_path",
 ]
 
 PathLike = str | os.PathLike
@@ -44,6 +45,26 @@ def require_matplotlib() -> Any:
     return Figure
 
 
+def check_image_path(path: PathLike) -> Path:
+    """The file a plot of `path` will be written to; refuses formats matplotlib cannot write.
+
+    A name without an extension gets ``.png`` (as matplotlib does).
+    """
+    require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in supported:
+        raise ValueError(
+            f"cannot save a plot as {path.name}: {path.suffix} is not an image format; "
+            f"use one of .{', .'.join(sorted(supported))}"
+        )
+    return path
+
+
 def _figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Any, Any]:
     fig = require_matplotlib()(figsize=figsize)
     return fig, fig.subplots(1, ncols)
@@ -54,7 +75,7 @@ def _get(history: Any, key: str) -> list[float]:
 
 
 def _save(fig: Any, path: PathLike) -> Path:
-    path = Path(path)
+    path = check_image_path(path)
     fig.savefig(path, dpi=100)  # a bare Figure renders with Agg; nothing to close
     return path
 

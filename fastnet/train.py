@@ -18,7 +18,7 @@ from typing import Any
 import numpy
 
 from .backend import to_numpy
-from .errors import FastnetError
+from .errors import BackendMismatchError, FastnetError
 from .nets import Net
 from .optimizers import Optimizer, make_optimizer
 
@@ -137,7 +137,7 @@ class Trainer:
         if self.optimizer.backend is None:
             self.optimizer.backend = self.backend  # its state lives beside the params
         elif self.optimizer.backend is not self.backend:
-            raise ValueError(
+            raise BackendMismatchError(
                 f"the optimizer works on backend {self.optimizer.backend.name!r} but the net "
                 f"is on {self.backend.name!r}; create a new optimizer for this net"
             )
@@ -163,17 +163,24 @@ class Trainer:
     # ------------------------------------------------------------- data
     def _data(self, x: Array, t: Array, which: str) -> tuple[Array, Array]:
         bk, net = self.backend, self.net
-        x = bk.asarray(x, dtype=net.dtype)
+        x_name, t_name = f"x_{which}", f"t_{which}"
+        if x is None or t is None:
+            raise TypeError(f"{x_name if x is None else t_name} is missing (got None)")
+        try:
+            x = bk.asarray(x, dtype=net.dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{x_name} must be an array of numbers ({exc})") from None
         t = bk.asarray(t)
         if t.ndim == 1:
             if t.dtype.kind not in "iu":
-                raise TypeError(f"t_{which} must hold integer class labels, got dtype {t.dtype}")
+                raise TypeError(f"{t_name} must hold integer class labels, got dtype {t.dtype}")
             t = t.astype(numpy.int64, copy=False)  # one index type for every backend
-        x, t = net._xt(x, t)  # shapes, label range, one-hot rows: checked once here
+        # shapes, label range, one-hot rows: checked once here, never per step
+        x, t = net._xt(x, t, x_name, t_name)
         if self.check_finite and not bool(bk.xp.isfinite(x).all()):
             bad = int(bk.xp.sum(~bk.xp.isfinite(x)))
             raise ValueError(
-                f"x_{which} holds {bad} NaN or infinite value(s); clean the data "
+                f"{x_name} holds {bad} NaN or infinite value(s); clean the data "
                 f"(or pass check_finite=False to skip this check)"
             )
         return x, t

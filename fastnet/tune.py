@@ -127,6 +127,21 @@ def _run_trial(
     return trial
 
 
+def _check_data(x: numpy.ndarray, t: numpy.ndarray) -> int:
+    """Refuse a bad data set here, once, rather than in every trial; return the number of classes."""
+    from ._checks import targets
+    from .backend import NumpyBackend
+
+    if x.ndim != 2 or x.dtype.kind not in "biuf" or x.shape[0] == 0:
+        raise ValueError(f"x_train must be numbers of shape (N, features), got {x.dtype} of shape {x.shape}")
+    if not numpy.isfinite(x).all():
+        raise ValueError(f"x_train holds {int(numpy.sum(~numpy.isfinite(x)))} NaN or infinite value(s); clean the data")
+    labels = t.ndim == 1 and t.dtype.kind in "iu" and t.size > 0
+    n_classes = int(t.max()) + 1 if labels else int(t.shape[1]) if t.ndim == 2 else 1
+    targets(NumpyBackend(), t, x.shape[0], n_classes, "t_train", "x_train")
+    return n_classes
+
+
 def _split(x: Any, t: Any, validation_rate: float, rng: numpy.random.Generator) -> tuple[Any, ...]:
     if not 0 < validation_rate < 1:
         raise ValueError(f"validation_rate must be between 0 and 1, got {validation_rate!r}")
@@ -171,10 +186,10 @@ def random_search(
     space = space or SearchSpace()
     rng = numpy.random.default_rng(seed)
     x, t = to_numpy(x_train), to_numpy(t_train)
+    n_classes = _check_data(x, t)
     xt, tt, xv, tv = _split(x, t, validation_rate, rng)
     configs = [space.draw(rng) for _ in range(trials)]
     seeds = [int(s.generate_state(1)[0]) for s in numpy.random.SeedSequence(seed).spawn(trials)]
-    n_classes = int(t.shape[1]) if t.ndim == 2 else int(t.max()) + 1
     data = {
         "x_train": xt, "t_train": tt, "x_val": xv, "t_val": tv,
         "n_classes": n_classes,
@@ -234,6 +249,9 @@ def plot_trials(trials: Sequence[Trial], path: str, top: int = 20) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install 'fastnet[plot]'") from None
+    from .plot import check_image_path
+
+    path = str(check_image_path(path))
     best = [tr for tr in trials if tr.history.get("test_acc")][:top]
     if not best:
         raise ValueError("no trial has an accuracy history to plot")

@@ -107,7 +107,7 @@ def test_argument_errors(spiral):
         make_trainer(spiral, optimizer="fast")
     with pytest.raises(ValueError, match="both x_test and t_test"):
         Trainer(TwoLayerNet(2, 4, 3), x, t, xt, None)
-    with pytest.raises(ValueError, match="x has 300 samples but t has 299"):
+    with pytest.raises(ValueError, match="x_train has 300 samples but t_train has 299"):
         Trainer(TwoLayerNet(2, 4, 3), x, t[:-1])
     with pytest.raises(ValueError, match="labels"):
         Trainer(TwoLayerNet(2, 4, 2), x, t)  # label 2 with only 2 outputs

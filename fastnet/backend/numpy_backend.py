@@ -88,8 +88,8 @@ class NumpyBackend:
             lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= n_classes:
                 raise ValueError(
-                    f"{name} holds class labels from {lo} to {hi}, but the net has {n_classes} "
-                    f"outputs: labels must be integers in 0..{n_classes - 1}"
+                    f"{name} holds class labels from {lo} to {hi}, but there are {n_classes} "
+                    f"classes (outputs): labels must be integers in 0..{n_classes - 1}"
                 )
             return
         good = xp.all((t == 0) | (t == 1), axis=1) & (xp.sum(t, axis=1) == 1)

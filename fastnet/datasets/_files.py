@@ -6,6 +6,7 @@ Everything here works on plain paths and bytes; nothing knows about MNIST.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import os
 import sys
@@ -31,6 +32,9 @@ __all__ = [
 Opener = Callable[[str, float], Any]
 
 _CHUNK = 1 << 16
+
+# Write errors that another mirror cannot fix: stop at once and say so.
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 # mkstemp makes 0600 files; finished files should get the usual umask-based
 # mode instead. Reading the umask means setting it, so do it once at import.
@@ -177,7 +181,15 @@ def download(
                 if verify is not None:
                     verify(Path(out.name))
             return dest
-        except (OSError, http.client.HTTPException, DatasetError) as exc:
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                raise DownloadError(
+                    f"no space left in {dest.parent} for {dest.name!r} ({exc.strerror}); nothing "
+                    "was kept. Free some space, or point FASTNET_DATA (or data_dir) at another "
+                    "disk, then load again."
+                ) from exc
+            failures.append(f"  {url}: {type(exc).__name__}: {exc}")
+        except (http.client.HTTPException, DatasetError) as exc:
             failures.append(f"  {url}: {type(exc).__name__}: {exc}")
     tried = "\n".join(failures) or "  (no mirrors configured)"
     raise DownloadError(

@@ -291,6 +291,11 @@ def load_raw_idx_dataset(
     See :func:`load_idx_dataset` for the arguments.
     """
     data_path = Path(data_dir).expanduser()
+    if data_path.exists() and not data_path.is_dir():
+        raise DatasetError(
+            f"data folder {data_path} is a file, not a folder; point data_dir (or FASTNET_DATA) "
+            "at the folder that holds the MNIST .gz files"
+        )
     cache_path = Path(cache_dir).expanduser() if cache_dir is not None else _files.user_cache_dir() / "mnist"
     dirs = _search_dirs(data_path, cache_path)
     sources = {key: _locate(dirs, name) for key, name in files.items()}

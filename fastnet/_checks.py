@@ -1,0 +1,92 @@
+"""Argument checks shared by the public entry points.
+
+Each runs once per public call, on shapes and dtypes (host metadata, no
+device sync) and, for targets, one pass over the labels. Nothing here is
+called inside a kernel or a per-step loop of a backend.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+__all__ = ["floating", "need_forward", "numeric", "real", "same_shape", "targets"]
+
+Array = Any
+
+
+def numeric(backend: Any, x: Any, name: str) -> Array:
+    """`x` as `backend`'s array, refusing strings, objects and complex numbers."""
+    x = backend.check(x, name)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    return x
+
+
+def floating(backend: Any, x: Any, name: str) -> Array:
+    """`x` as `backend`'s array of a floating-point dtype."""
+    x = backend.check(x, name)
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must be a floating-point array, got dtype {x.dtype}; "
+            f"convert it once with {name}.astype(numpy.float64)"
+        )
+    return x
+
+
+def same_shape(a: Array, b: Array, name_a: str, name_b: str) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, got {name_a} {tuple(a.shape)} "
+            f"and {name_b} {tuple(b.shape)}"
+        )
+
+
+def targets(backend: Any, t: Any, n: int, k: int, name: str = "t", x_name: str = "x") -> Array:
+    """Check targets for a batch of `n` samples and `k` classes; return them as an array.
+
+    Class labels: integers of shape (n,) in 0..k-1. One-hot: shape (n, k),
+    each row exactly one 1 and the rest 0.
+    """
+    if t is None:
+        raise TypeError(f"{name} is missing: give class labels (N,) or one-hot rows (N, {k})")
+    t = backend.check(t, name)
+    if t.ndim == 1:
+        if t.shape[0] != n:
+            raise ValueError(f"{x_name} has {n} samples but {name} has {t.shape[0]} labels")
+        if t.dtype.kind not in "iu":
+            raise TypeError(
+                f"class labels {name} must be integers, got dtype {t.dtype}; "
+                f"use {name}.astype(int) (or one-hot rows of shape ({n}, {k}))"
+            )
+    elif t.ndim == 2:
+        if tuple(t.shape) != (n, k):
+            raise ValueError(f"one-hot {name} must have shape ({n}, {k}), got {tuple(t.shape)}")
+        if t.dtype.kind not in "biuf":
+            raise TypeError(f"one-hot {name} must hold numbers, got dtype {t.dtype}")
+    else:
+        raise ValueError(
+            f"{name} must hold labels ({n},) or one-hot rows ({n}, {k}), got shape {tuple(t.shape)}"
+        )
+    if n:
+        backend.check_targets(t, k, name)
+    return t
+
+
+def need_forward(state: Any, layer: object) -> None:
+    """Refuse ``backward`` before ``forward`` (the book's layers keep state in between)."""
+    if state is None:
+        raise RuntimeError(
+            f"{type(layer).__name__}.backward was called before forward: run forward on the batch first"
+        )
+
+
+def real(value: Any, name: str, *, positive: bool = False) -> float:
+    """A finite real number (not a bool); with `positive`, also > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    number = float(value)
+    if positive and not number > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return number
