@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (np.dot in njit uses it: load it before BLAS limits)
 
 from .fastmath import exp64, log64
 
@@ -320,6 +321,88 @@ def any_depth_changes(
             chg_minus[pos] = total_m
 
 
+@numba.njit(**_opts)
+def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu):  # type: ignore[no-untyped-def]
+    """Scores of sample n, one row per lane, when unit j of `layer`'s output moves by dh[lane].
+
+    (A function of its own: inside a parallel loop Numba assumes an array
+    keeps one shape, and these rows change width from layer to layer.)
+    """
+    depth = sizes.shape[0] - 1
+    lanes = dh.shape[0]
+    w1 = sizes[layer + 2]
+    row = w_off[layer + 1] + j * w1  # row j of the next layer's weights
+    base = As[a_off[layer + 1] + n * w1: a_off[layer + 1] + (n + 1) * w1]
+    cur = np.empty((lanes, w1))
+    for q in range(lanes):
+        for p in range(w1):
+            cur[q, p] = base[p] + dh[q] * Ws[row + p]
+    for m in range(layer + 1, depth - 1):  # every later hidden layer: one matrix product
+        w_in = sizes[m + 1]
+        w_out = sizes[m + 2]
+        old = Hs[h_off[m + 1] + n * w_in: h_off[m + 1] + (n + 1) * w_in]
+        for q in range(lanes):
+            for p in range(w_in):
+                cur[q, p] = _act(cur[q, p], relu) - old[p]
+        W = Ws[w_off[m + 1]: w_off[m + 1] + w_in * w_out].reshape(w_in, w_out)
+        moved = np.dot(cur, W)  # rows of lanes that changed nothing are exactly 0
+        base = As[a_off[m + 1] + n * w_out: a_off[m + 1] + (n + 1) * w_out]
+        for q in range(lanes):
+            for p in range(w_out):
+                moved[q, p] += base[p]
+        cur = moved
+    return cur
+
+
+@numba.njit(parallel=True, **_opts)
+def deep_layer_changes(
+    nz_ptr, nz_idx, nz_val, x_max, lab, layer, sizes, A_l, H_next, Ws, w_off, As, a_off, Hs, h_off,
+    terms, relu, dplus, dminus, d_max, chg_plus, chg_minus,
+):  # type: ignore[no-untyped-def]
+    """Summed term changes for every weight (and bias) of a layer two or more before the last.
+
+    As ``first_layer_changes``, with the rest of the net replayed for all the
+    lanes of one (unit, sample) at once: the lanes are the sample's nonzero
+    inputs to this layer, both signs side by side, and each later layer is one
+    matrix product (lanes x width) @ W of the rows that moved. A_l / H_next
+    are this layer's pre-activations and outputs; Ws, As, Hs hold every
+    layer's weights, pre-activations and inputs flat (at w_off, a_off, h_off,
+    weights without their bias row).
+    """
+    depth = sizes.shape[0] - 1
+    n_samples = A_l.shape[0]
+    n_out, n_cols = dplus.shape
+    k_out = sizes[depth]
+    for j in numba.prange(n_out):
+        dh = np.empty(2 * n_cols)
+        col_of = np.empty(n_cols, np.int64)
+        for col in range(n_cols):
+            chg_plus[j, col] = 0.0
+            chg_minus[j, col] = 0.0
+        for n in range(n_samples):
+            a = A_l[n, j]
+            h0 = H_next[n, j]
+            if relu and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[j] < 0.0:
+                continue
+            start = nz_ptr[n]
+            c = nz_ptr[n + 1] - start
+            for q in range(c):
+                col = nz_idx[start + q]
+                col_of[q] = col
+                v = nz_val[start + q]
+                dh[q] = _act(a + v * dplus[j, col], relu) - h0
+                dh[c + q] = _act(a + v * dminus[j, col], relu) - h0
+            lanes = 2 * c
+            cur = _replay(dh[:lanes], n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu)
+            label = lab[n]
+            for q in range(lanes):
+                change = _term(cur[q, :k_out], label) - terms[n]
+                if q < c:
+                    chg_plus[j, col_of[q]] += change
+                else:
+                    chg_minus[j, col_of[q - c]] += change
+
+
 # ------------------------------------------------------------------ driver
 
 
@@ -371,10 +454,10 @@ def net_losses(
     base = float(np.sum(terms))
     decay = 0.5 * lam * float(sum(np.sum(P[f"W{l}"] ** 2) for l in range(1, depth + 1))) if lam else 0.0
 
-    if depth == 2 and not any_depth:
-        changes = _changes_depth2(x64, lab, P, pert, pre, inputs, row_max, terms, relu)
-    else:
+    if any_depth:  # the plain general kernel (a cross-check for the layered one)
         changes = _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, relu, depth)
+    else:
+        changes = _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, relu, depth)
 
     fplus: dict[str, np.ndarray] = {}
     fminus: dict[str, np.ndarray] = {}
@@ -392,43 +475,66 @@ def _names(depth: int) -> list[str]:
     return [f"{kind}{l}" for l in range(1, depth + 1) for kind in ("W", "b")]
 
 
-def _changes_depth2(x64, lab, P, pert, pre, inputs, row_max, terms, relu):  # type: ignore[no-untyped-def]
-    n = x64.shape[0]
-    W1, b1, W2, b2 = P["W1"], P["b1"], P["W2"], P["b2"]
-    A, Z = pre
-    Hh = inputs[1]
-    n_in, n_hid = W1.shape
-    # first layer: W1 and b1 as one (n_hid, n_in + 1) table, the bias as input n_in
-    dplus = np.empty((n_hid, n_in + 1))
-    dminus = np.empty((n_hid, n_in + 1))
-    dplus[:, :n_in] = (pert["W1"][0] - W1).T
-    dminus[:, :n_in] = (pert["W1"][1] - W1).T
-    dplus[:, n_in] = pert["b1"][0] - b1
-    dminus[:, n_in] = pert["b1"][1] - b1
+def _layer_inputs(inputs: np.ndarray, dplus_W, dminus_W, dplus_b, dminus_b):  # type: ignore[no-untyped-def]
+    """A layer's nonzero inputs as sparse rows (its bias as one more input, value 1) and its
+    perturbations as (outputs, inputs + 1) tables, as the first-layer kernels take them."""
+    n, n_in = inputs.shape
+    dplus = np.empty((dplus_W.shape[1], n_in + 1))
+    dminus = np.empty((dplus_W.shape[1], n_in + 1))
+    dplus[:, :n_in] = dplus_W.T
+    dminus[:, :n_in] = dminus_W.T
+    dplus[:, n_in] = dplus_b
+    dminus[:, n_in] = dminus_b
     d_max = np.maximum(np.abs(dplus).max(axis=1), np.abs(dminus).max(axis=1))
-    xb = np.concatenate([x64, np.ones((n, 1))], axis=1)
+    xb = np.concatenate([inputs, np.ones((n, 1))], axis=1)
     mask = xb != 0
     nz_ptr = np.zeros(n + 1, np.int64)
     np.cumsum(mask.sum(axis=1), out=nz_ptr[1:])
     nz_idx = np.nonzero(mask)[1].astype(np.int64)
-    nz_val = xb[mask]
-    x_max = np.abs(xb).max(axis=1)
-    cp1 = np.empty((n_hid, n_in + 1))
-    cm1 = np.empty((n_hid, n_in + 1))
-    first_layer_changes(
-        nz_ptr, nz_idx, nz_val, x_max, lab, A, Hh, W2, Z, row_max, terms, relu,
-        dplus, dminus, d_max, cp1, cm1,
-    )
-    # second layer: W2 and b2 as one (n_hid + 1, k_out) table
-    dplus2 = np.concatenate([pert["W2"][0] - W2, (pert["b2"][0] - b2)[None]])
-    dminus2 = np.concatenate([pert["W2"][1] - W2, (pert["b2"][1] - b2)[None]])
-    cp2 = np.empty_like(dplus2)
-    cm2 = np.empty_like(dplus2)
-    second_layer_changes(lab, Hh, np.ascontiguousarray(Z.T), row_max, terms, dplus2, dminus2, cp2, cm2)
-    return {
-        "W1": (cp1[:, :n_in].T, cm1[:, :n_in].T), "b1": (cp1[:, n_in], cm1[:, n_in]),
-        "W2": (cp2[:n_hid], cm2[:n_hid]), "b2": (cp2[n_hid], cm2[n_hid]),
-    }
+    return nz_ptr, nz_idx, xb[mask], np.abs(xb).max(axis=1), dplus, dminus, d_max
+
+
+def _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, relu, depth):  # type: ignore[no-untyped-def]
+    """Term changes of every parameter: the last layer, the one before, then the rest."""
+    Z = pre[-1]
+    out = {}
+    # last layer: W and b as one (inputs + 1, k_out) table, the bias as input row
+    W, b = P[f"W{depth}"], P[f"b{depth}"]
+    dplus = np.concatenate([pert[f"W{depth}"][0] - W, (pert[f"b{depth}"][0] - b)[None]])
+    dminus = np.concatenate([pert[f"W{depth}"][1] - W, (pert[f"b{depth}"][1] - b)[None]])
+    cp, cm = np.empty_like(dplus), np.empty_like(dplus)
+    second_layer_changes(lab, inputs[depth - 1], np.ascontiguousarray(Z.T), row_max, terms,
+                         dplus, dminus, cp, cm)
+    out[f"W{depth}"], out[f"b{depth}"] = (cp[:-1], cm[:-1]), (cp[-1], cm[-1])
+    if depth == 1:
+        return out
+
+    sizes = np.array([inputs[0].shape[1]] + [P[f"W{l}"].shape[1] for l in range(1, depth + 1)],
+                     np.int64)
+    Ws = np.concatenate([P[f"W{l}"].reshape(-1) for l in range(1, depth + 1)])
+    w_off = np.cumsum([0] + [P[f"W{l}"].size for l in range(1, depth)]).astype(np.int64)
+    As = np.concatenate([a.reshape(-1) for a in pre])
+    a_off = np.cumsum([0] + [a.size for a in pre[:-1]]).astype(np.int64)
+    Hs = np.concatenate([h.reshape(-1) for h in inputs])
+    h_off = np.cumsum([0] + [h.size for h in inputs[:-1]]).astype(np.int64)
+    for l in range(depth - 1, 0, -1):  # 1-based layer l, whose outputs feed layer l + 1
+        W, b = P[f"W{l}"], P[f"b{l}"]
+        nz_ptr, nz_idx, nz_val, x_max, dplus, dminus, d_max = _layer_inputs(
+            inputs[l - 1], pert[f"W{l}"][0] - W, pert[f"W{l}"][1] - W,
+            pert[f"b{l}"][0] - b, pert[f"b{l}"][1] - b)
+        cp, cm = np.empty_like(dplus), np.empty_like(dplus)
+        if l == depth - 1:  # the next layer is the last: scores move along one row of it
+            first_layer_changes(nz_ptr, nz_idx, nz_val, x_max, lab, pre[l - 1], inputs[l],
+                                P[f"W{depth}"], Z, row_max, terms, relu, dplus, dminus, d_max,
+                                cp, cm)
+        else:
+            deep_layer_changes(nz_ptr, nz_idx, nz_val, x_max, lab, l - 1, sizes, pre[l - 1],
+                               inputs[l], Ws, w_off, As, a_off, Hs, h_off, terms, relu,
+                               dplus, dminus, d_max, cp, cm)
+        n_in = W.shape[0]
+        out[f"W{l}"] = (cp[:, :n_in].T, cm[:, :n_in].T)
+        out[f"b{l}"] = (cp[:, n_in], cm[:, n_in])
+    return out
 
 
 def _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, relu, depth):  # type: ignore[no-untyped-def]
