@@ -25,7 +25,7 @@ from fastnet.optimizers import SGD, Adam, Momentum
 if not fastnet.available_backends()["numba"].available:  # pragma: no cover
     pytest.skip("numba backend unavailable", allow_module_level=True)
 
-import numba  # noqa: E402
+import numba
 
 STEPS = 1000
 BATCH = 100

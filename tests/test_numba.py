@@ -20,11 +20,11 @@ numba = pytest.importorskip("numba")
 if not fastnet.available_backends()["numba"].available:  # pragma: no cover
     pytest.skip("numba backend unavailable", allow_module_level=True)
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from fastnet.backend.numba_kernels import fastmath, reduce, step  # noqa: E402
-from fastnet.backend.numba_kernels.numgrad import net_losses  # noqa: E402
+from fastnet.backend.numba_kernels import fastmath, reduce, step
+from fastnet.backend.numba_kernels.numgrad import net_losses
 
 # The kernel tests feed extreme values on purpose; NumPy's reference warns about them.
 pytestmark = pytest.mark.filterwarnings(
@@ -231,12 +231,12 @@ def test_activation_backward_kernels_are_numpys(shape, dtype, seed):
 
 
 OPTIMIZER_KERNELS = {
-    "sgd": (0, dict(lr=0.05)),
-    "momentum": (1, dict(lr=0.05, momentum=0.9)),
-    "nesterov": (1, dict(lr=0.05, momentum=0.85)),
-    "adagrad": (1, dict(lr=0.05)),
-    "rmsprop": (1, dict(lr=0.05, decay=0.99)),
-    "adam": (2, dict(lr_t=0.003, beta1=0.9, beta2=0.999)),
+    "sgd": (0, {"lr": 0.05}),
+    "momentum": (1, {"lr": 0.05, "momentum": 0.9}),
+    "nesterov": (1, {"lr": 0.05, "momentum": 0.85}),
+    "adagrad": (1, {"lr": 0.05}),
+    "rmsprop": (1, {"lr": 0.05, "decay": 0.99}),
+    "adam": (2, {"lr_t": 0.003, "beta1": 0.9, "beta2": 0.999}),
 }
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy
 
@@ -41,7 +42,7 @@ _MAX_PLANS = 6  # per thread; each holds the buffers of one (params, batch size,
 
 def unavailable_reason() -> str | None:
     try:
-        import numba  # noqa: F401
+        import numba
     except ImportError as exc:
         return f"numba cannot be imported ({exc}); install it with: pip install numba"
     return None

@@ -13,7 +13,8 @@ once: the backend keeps one cache of plans per thread.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

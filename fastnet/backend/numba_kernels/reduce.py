@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["pairwise_sum", "pairwise_sum_squares", "column_sums"]
+__all__ = ["column_sums", "pairwise_sum", "pairwise_sum_squares"]
 
 _BLOCK = 128
 

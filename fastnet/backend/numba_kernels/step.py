@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .reduce import _pairwise, column_sums, pairwise_sum, pairwise_sum_squares  # noqa: F401  (re-exported)
+from .reduce import _pairwise, column_sums, pairwise_sum, pairwise_sum_squares
 
 _jit = numba.njit(cache=True, error_model="numpy")
 

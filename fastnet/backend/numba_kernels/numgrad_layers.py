@@ -1,0 +1,158 @@
+"""Kernels for the last two layers of a net (all of TwoLayerNet): vectorised, parallel.
+
+See ``numgrad.py`` for what they compute. The last layer's parameters move
+one score column; the layer before it moves one hidden unit, which moves the
+scores along one row of the last weights. The inner loops run over samples
+(last layer) or over one sample's nonzero inputs (the layer before), so they
+vectorise; hidden units run in parallel.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .fastmath import exp64, log64
+from .numgrad_terms import _CE_DELTA, _act, _opts
+
+
+@numba.njit(parallel=True, **_opts)
+def first_layer_changes(
+    nz_ptr, nz_idx, nz_val, x_max, lab, A, Hh, W2, Z, row_max, terms, relu,
+    dplus, dminus, d_max, chg_plus, chg_minus,
+):  # type: ignore[no-untyped-def]
+    """Summed changes of the per-sample loss terms for every W1[i, j] (and b1[j]).
+
+    Inputs are sparse rows: sample n touches inputs nz_idx[nz_ptr[n]:nz_ptr[n+1]]
+    with values nz_val (the bias is the extra input D, value 1). dplus[j, i] and
+    dminus[j, i] are the perturbations (p + h) - p and (p - h) - p of W1[i, j]
+    (column D: b1[j]); d_max[j] bounds their size, x_max[n] the inputs'.
+    chg_plus[j, i] = sum over samples of (term with W1[i, j] + h) - (old term).
+
+    Hidden units run in parallel; for one unit and one sample, the lanes of
+    the inner loops are that sample's nonzero inputs, so they vectorise.
+    """
+    n_samples = A.shape[0]
+    n_hid, n_cols = dplus.shape
+    k_out = W2.shape[1]
+    for j in numba.prange(n_hid):
+        w_hi = W2[j, 0]
+        w_lo = W2[j, 0]
+        for k in range(1, k_out):
+            w_hi = max(w_hi, W2[j, k])
+            w_lo = min(w_lo, W2[j, k])
+        xv = np.empty(n_cols)
+        dp = np.empty(n_cols)
+        dm = np.empty(n_cols)
+        hp = np.empty(n_cols)
+        hm = np.empty(n_cols)
+        shp = np.empty(n_cols)
+        shm = np.empty(n_cols)
+        sp = np.empty(n_cols)
+        sm = np.empty(n_cols)
+        cp = np.empty(n_cols)
+        cm = np.empty(n_cols)
+        for col in range(n_cols):
+            chg_plus[j, col] = 0.0
+            chg_minus[j, col] = 0.0
+        for n in range(n_samples):
+            a = A[n, j]
+            h0 = Hh[n, j]
+            # relu: an off unit that no perturbation can switch on changes nothing
+            if relu and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[j] < 0.0:
+                continue
+            start = nz_ptr[n]
+            c = nz_ptr[n + 1] - start
+            for l in range(c):
+                col = nz_idx[start + l]
+                xv[l] = nz_val[start + l]
+                dp[l] = dplus[j, col]
+                dm[l] = dminus[j, col]
+            top = row_max[n]
+            for l in range(c):
+                up = _act(a + xv[l] * dp[l], relu) - h0
+                um = _act(a + xv[l] * dm[l], relu) - h0
+                hp[l] = up
+                hm[l] = um
+                # shift >= the new row maximum, so no exp below overflows
+                shp[l] = top + (up * w_hi if up > 0.0 else up * w_lo)
+                shm[l] = top + (um * w_hi if um > 0.0 else um * w_lo)
+                sp[l] = 0.0
+                sm[l] = 0.0
+            label = lab[n]
+            for k in range(k_out):
+                z = Z[n, k]
+                w = W2[j, k]
+                hit = k == label
+                for l in range(c):  # the hot loop: two exps per lane
+                    up = exp64(z + hp[l] * w - shp[l])
+                    um = exp64(z + hm[l] * w - shm[l])
+                    sp[l] += up
+                    sm[l] += um
+                    if hit:  # the true class's term, kept for the loss
+                        cp[l] = up
+                        cm[l] = um
+            old = terms[n]
+            for l in range(c):
+                cp[l] = -log64(cp[l] / sp[l] + _CE_DELTA) - old
+                cm[l] = -log64(cm[l] / sm[l] + _CE_DELTA) - old
+            for l in range(c):
+                col = nz_idx[start + l]
+                chg_plus[j, col] += cp[l]
+                chg_minus[j, col] += cm[l]
+
+
+@numba.njit(parallel=True, **_opts)
+def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, chg_minus):  # type: ignore[no-untyped-def]
+    """Summed term changes for every W2[j, k]; row j = n_hid is b2 (input 1).
+
+    Zt is the transposed scores (k_out, n_samples). dplus[j, k], dminus[j, k]:
+    the perturbations of W2[j, k] (row n_hid: b2[k]). Lanes are samples; a
+    sample whose unit j is off (relu) moves by exactly 0 and adds exactly 0.
+    """
+    n_samples, n_hid = Hh.shape
+    k_out = Zt.shape[0]
+    for j in numba.prange(n_hid + 1):
+        up = np.empty(n_samples)
+        um = np.empty(n_samples)
+        shp = np.empty(n_samples)
+        shm = np.empty(n_samples)
+        sp = np.empty(n_samples)
+        sm = np.empty(n_samples)
+        ep = np.empty(n_samples)
+        em = np.empty(n_samples)
+        for k in range(k_out):
+            for n in range(n_samples):
+                hv = 1.0 if j == n_hid else Hh[n, j]
+                a = hv * dplus[j, k]
+                b = hv * dminus[j, k]
+                up[n] = a
+                um[n] = b
+                shp[n] = row_max[n] + max(a, 0.0)  # only score k moves
+                shm[n] = row_max[n] + max(b, 0.0)
+                sp[n] = 0.0
+                sm[n] = 0.0
+                ep[n] = 0.0
+                em[n] = 0.0
+            for kk in range(k_out):
+                for n in range(n_samples):
+                    z = Zt[kk, n]
+                    zp = z + up[n] if kk == k else z
+                    zm = z + um[n] if kk == k else z
+                    vp = exp64(zp - shp[n])
+                    vm = exp64(zm - shm[n])
+                    sp[n] += vp
+                    sm[n] += vm
+                    hit = lab[n] == kk
+                    ep[n] = vp if hit else ep[n]
+                    em[n] = vm if hit else em[n]
+            total_p = 0.0
+            total_m = 0.0
+            for n in range(n_samples):
+                sp[n] = -log64(ep[n] / sp[n] + _CE_DELTA) - terms[n]
+                sm[n] = -log64(em[n] / sm[n] + _CE_DELTA) - terms[n]
+            for n in range(n_samples):
+                total_p += sp[n]
+                total_m += sm[n]
+            chg_plus[j, k] = total_p
+            chg_minus[j, k] = total_m

@@ -1,0 +1,68 @@
+"""What every numerical-gradient kernel shares: the activation and one sample's loss term.
+
+Unperturbed and perturbed terms go through these same functions (and the
+same ``fastmath`` exp/log), so a sample that a perturbation leaves unchanged
+gives exactly the same term: its change is exactly 0.
+"""
+
+from __future__ import annotations
+
+import numba
+
+from .fastmath import exp64, log64
+
+CE_DELTA = 1e-7  # the book's +1e-7 inside the log
+OPTS = {"cache": True, "error_model": "numpy"}
+_CE_DELTA = CE_DELTA
+_opts = OPTS
+
+
+@numba.njit(inline="always", **_opts)
+def _act(a, relu):  # type: ignore[no-untyped-def]
+    if relu:
+        return a if a > 0.0 else 0.0
+    return 1.0 / (1.0 + exp64(-a))
+
+
+@numba.njit(**_opts)
+def sample_terms(z, lab, row_max, terms):  # type: ignore[no-untyped-def]
+    """terms[n] = -log(softmax(z[n])[lab[n]] + 1e-7), row_max[n] = max z[n]."""
+    n_samples, k_out = z.shape
+    for n in range(n_samples):
+        top = z[n, 0]
+        for k in range(1, k_out):
+            top = max(top, z[n, k])
+        row_max[n] = top
+        total = 0.0
+        picked = 0.0
+        for k in range(k_out):
+            e = exp64(z[n, k] - top)
+            total += e
+            if k == lab[n]:
+                picked = e
+        terms[n] = -log64(picked / total + _CE_DELTA)
+
+
+@numba.njit(**_opts)
+def hidden_of(a, relu, out):  # type: ignore[no-untyped-def]
+    """out = act(a), elementwise (the same act the kernels use)."""
+    n, m = a.shape
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = _act(a[i, j], relu)
+
+
+@numba.njit(inline="always", **_opts)
+def _term(scores, label):  # type: ignore[no-untyped-def]
+    """-log(softmax(scores)[label] + 1e-7), shifted by the row maximum (as ``sample_terms``)."""
+    top = scores[0]
+    for k in range(1, scores.shape[0]):
+        top = max(top, scores[k])
+    total = 0.0
+    picked = 0.0
+    for k in range(scores.shape[0]):
+        e = exp64(scores[k] - top)
+        total += e
+        if k == label:
+            picked = e
+    return -log64(picked / total + _CE_DELTA)
