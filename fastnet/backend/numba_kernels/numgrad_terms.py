@@ -11,10 +11,8 @@ import numba
 
 from .fastmath import exp64, log64
 
-CE_DELTA = 1e-7  # the book's +1e-7 inside the log
-OPTS = {"cache": True, "error_model": "numpy"}
-_CE_DELTA = CE_DELTA
-_opts = OPTS
+_CE_DELTA = 1e-7  # the book's +1e-7 inside the log
+_opts = {"cache": True, "error_model": "numpy"}  # error_model="numpy": x/0 is inf, loops vectorise
 
 
 @numba.njit(inline="always", **_opts)
