@@ -21,14 +21,14 @@ import argparse
 import datetime as _dt
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Case", "cases", "load", "main", "report", "run_suites", "write_chart"]
+from .benchrun import best_of, find_suites, load, run_suites
+
+__all__ = ["Case", "best_of", "cases", "find_suites", "load", "main", "report", "run_suites", "write_chart"]
 
 BACKENDS = ("numpy", "numba", "cupy")
 SUITE_ORDER = ("step", "predict", "numgrad")
@@ -85,15 +85,6 @@ TARGETS = (
 
 
 # ------------------------------------------------------------------ reading
-def load(path: str | os.PathLike) -> dict[str, Any]:
-    """A pytest-benchmark JSON file, checked to hold a ``benchmarks`` list."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list)")  # noqa: TRY004
-    return data
-
-
 def cases(data: dict[str, Any], stat: str = "median") -> list[Case]:
     """Every benchmark of a run; cases timed on a subset are scaled up."""
     out = []
@@ -182,6 +173,10 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
         note = " — figures are unreliable, compare within the run or use --stat min" if busy >= 0.25 else ""
         lines.append(f"Other work on this machine during the run: {busy:.2f} cores on average "
                      f"over {load['seconds']:.0f} s{note}")
+    repeats = extra.get("repeats")
+    if repeats and repeats.get("runs", 1) > 1:
+        lines.append(f"Best of {repeats['runs']} runs: each case comes from the run where its "
+                     f"{repeats.get('stat', 'median')} was lowest.")
     if extra.get("quick"):
         lines.append("Quick run (--quick): fewer rounds, noisier figures.")
     return lines
@@ -226,9 +221,8 @@ def _footnote(rows: list[Case]) -> list[str]:
     if not scaled:
         return []
     timed = scaled[0].info.get("params_timed", "?")
-    note = (f"* the book's loop timed on {timed} parameters spread over every array and scaled to "
-            f"the whole net ({len(scaled)} cases): every parameter costs the same two forward "
-            "passes in that loop.")
+    note = (f"* the book's loop timed on {timed} parameters and scaled to the whole net "
+            f"({len(scaled)} cases): every parameter costs the same two forward passes in that loop.")
     return ["", note]
 
 
@@ -334,70 +328,6 @@ def write_chart(data: dict[str, Any], path: str | os.PathLike, stat: str = "medi
     return f"chart written to {path}"
 
 
-# ------------------------------------------------------------------ running
-def find_suites() -> Path | None:
-    """The ``benchmarks`` folder of a fastnet checkout (beside the package, or under cwd)."""
-    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        folder = root / "benchmarks"
-        if (folder / "bench_step.py").is_file():
-            return folder
-    return None
-
-
-def _merge_load(into: dict[str, Any], other: dict[str, Any]) -> None:
-    """Average the other-work figure of two runs, weighted by their durations."""
-    loads = [(d.get("machine_info") or {}).get("fastnet", {}).get("other_load") for d in (into, other)]
-    if all(loads):
-        seconds = loads[0]["seconds"] + loads[1]["seconds"]
-        cores = sum(x["other_cores"] * x["seconds"] for x in loads) / max(seconds, 1e-9)
-        into["machine_info"]["fastnet"]["other_load"] = {"other_cores": round(cores, 2), "seconds": seconds}
-
-
-def run_suites(folder: Path, out: Path, *, quick: bool = False, select: str | None = None,
-               extra: Sequence[str] = ()) -> int:
-    """Run the suites with pytest-benchmark and merge their JSON into `out`.
-
-    The peers (PyTorch, JAX) run in a process of their own, their thread pools
-    would otherwise stay busy beside fastnet's cases on a small machine; so do
-    the GPU benchmarks (``bench_gpu.py``, skipped without a GPU).
-    """
-    files = sorted(p.name for p in folder.glob("bench_*.py"))
-    alone = ("bench_peers.py", "bench_gpu.py")
-    passes = [[f for f in files if f not in alone]] + [[f] for f in alone if f in files]
-    env = dict(os.environ, FASTNET_BENCH_QUICK="1" if quick else "0")
-    merged: dict[str, Any] | None = None
-    status = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, chunk in enumerate(passes):
-            part = Path(tmp) / f"part{i}.json"
-            cmd = [sys.executable, "-m", "pytest", *[str(folder / f) for f in chunk], "-q",
-                   "-p", "no:cacheprovider", f"--benchmark-json={part}", "--benchmark-group-by=group"]
-            if quick:
-                cmd += ["--benchmark-max-time=0.25", "--benchmark-min-rounds=3"]
-            if select:
-                cmd += ["-k", select]
-            cmd += list(extra)
-            print("running:", " ".join(cmd[2:]), flush=True)
-            done = subprocess.run(cmd, cwd=folder.parent, env=env, capture_output=True, text=True, check=False)
-            log = out.with_suffix(f".part{i}.log")
-            log.write_text(done.stdout + done.stderr, encoding="utf-8")
-            tail = [line for line in done.stdout.splitlines() if line.strip()][-1:]
-            print("  " + (tail[0] if tail else "(no output)") + f"  [log: {log}]", flush=True)
-            if done.returncode not in (0, 5):  # 5: every case deselected or skipped
-                status = done.returncode
-            if part.is_file():
-                data = load(part)
-                if merged is None:
-                    merged = data
-                else:
-                    merged["benchmarks"] += data["benchmarks"]
-                    _merge_load(merged, data)
-    if merged is None:
-        return status or 1
-    out.write_text(json.dumps(merged, indent=1), encoding="utf-8")
-    return status
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastnet bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", metavar="PATH", help="report this saved pytest-benchmark JSON instead of running")
@@ -407,6 +337,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chart", metavar="PATH", help="PNG chart path (default: the JSON's path with .png)")
     p.add_argument("--no-chart", action="store_true", help="do not write a chart")
     p.add_argument("--report", metavar="PATH", help="also write the report (Markdown) to this file")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run the suites N times and keep each case's least disturbed run (default 1)")
     p.add_argument("--stat", choices=("median", "min", "mean"), default="median",
                    help="statistic of each case's rounds (default median)")
     p.add_argument("--suites", metavar="DIR", help="the benchmarks folder (default: found beside fastnet)")
@@ -430,7 +362,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(args.save) if args.save else Path(".benchmarks") / f"fastnet-{stamp}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        status = run_suites(folder, path, quick=args.quick, select=args.select)
+        if args.repeat < 1:
+            print("fastnet bench: --repeat must be at least 1", file=sys.stderr)
+            return 2
+        if args.repeat == 1:
+            status = run_suites(folder, path, quick=args.quick, select=args.select)
+        else:
+            runs = []
+            for i in range(args.repeat):
+                part = path.with_suffix(f".run{i + 1}.json")
+                status = run_suites(folder, part, quick=args.quick, select=args.select) or status
+                if part.is_file():
+                    runs.append(load(part))
+            if runs:
+                path.write_text(json.dumps(best_of(runs, args.stat), indent=1), encoding="utf-8")
         if not path.is_file():
             print("fastnet bench: the suites produced no results (see the log above)", file=sys.stderr)
             return status or 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastnet import benchreport
+from fastnet import benchreport, benchrun
 
 SMALL = Path(__file__).parent / "data" / "bench_small.json"
 
@@ -159,7 +159,23 @@ def test_other_work_is_reported_and_merged():
     quiet, busy = run(0.05, 100.0), run(1.5, 50.0)
     assert not any("unreliable" in line for line in benchreport.machine_lines(quiet))
     assert any("1.50 cores" in line and "unreliable" in line for line in benchreport.machine_lines(busy))
-    benchreport._merge_load(quiet, busy)
+    benchrun.merge_load(quiet, busy)
     merged = quiet["machine_info"]["fastnet"]["other_load"]
     assert merged["seconds"] == 150.0
     assert merged["other_cores"] == pytest.approx((0.05 * 100 + 1.5 * 50) / 150, abs=0.01)
+
+
+def test_best_of_keeps_each_cases_least_disturbed_run(data):
+    import copy
+
+    slow = copy.deepcopy(data)
+    for bench in slow["benchmarks"]:
+        bench["stats"] = {k: v * 3 if isinstance(v, float) else v for k, v in bench["stats"].items()}
+    slow["benchmarks"][0]["stats"]["median"] = data["benchmarks"][0]["stats"]["median"] / 2
+    best = benchreport.best_of([data, slow])
+    assert len(best["benchmarks"]) == len(data["benchmarks"])
+    assert best["benchmarks"][0]["stats"] == slow["benchmarks"][0]["stats"]
+    assert best["benchmarks"][0]["extra_info"]["repeats"]["chosen_run"] == 1
+    assert all(b["extra_info"]["repeats"]["chosen_run"] == 0 for b in best["benchmarks"][1:])
+    assert data["benchmarks"][1]["extra_info"].get("repeats") is None  # inputs left alone
+    assert any("Best of 2 runs" in line for line in benchreport.machine_lines(best))
