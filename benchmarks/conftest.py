@@ -23,6 +23,9 @@ from fastnet.datasets import mnist_available
 from .workloads import QUICK, SUBSET
 
 ALL_BACKENDS = ("numpy", "numba", "cupy")
+# Environment variables that change timings (threads, allocator, JIT); recorded with each run.
+TIMING_ENV = ("MALLOC_", "GLIBC_TUNABLES", "OMP_", "OPENBLAS_", "MKL_", "NUMBA_", "XLA_FLAGS",
+              "FASTNET_BACKEND")
 
 
 @pytest.fixture(params=ALL_BACKENDS)
@@ -125,6 +128,7 @@ def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, An
         "quick": QUICK,
         "book_loop_subset": SUBSET,
         "other_load": other_load(),
+        "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(TIMING_ENV)},
     }
 
 

@@ -162,6 +162,8 @@ def machine_lines(data: dict[str, Any]) -> list[str]:
         lines.append(f"Versions: {versions}")
     if extra.get("blas"):
         lines.append("BLAS: " + "; ".join(extra["blas"]))
+    if extra.get("env"):
+        lines.append("Environment: " + " ".join(f"{k}={v}" for k, v in extra["env"].items()))
     if "mnist" in extra:
         lines.append("MNIST: " + ("real files" if extra["mnist"] else "absent (generated data for predict; MNIST cases skipped)"))
     missing = {k: v for k, v in (extra.get("backends") or {}).items() if v != "available"}

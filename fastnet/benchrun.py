@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["best_of", "find_suites", "load", "merge_load", "run_suites"]
+__all__ = ["CORE", "best_of", "find_suites", "load", "merge_load", "run_suites"]
+
+CORE = ("bench_numgrad.py", "bench_predict.py", "bench_step.py")  # run together, in one process
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -74,13 +76,13 @@ def run_suites(folder: Path, out: Path, *, quick: bool = False, select: str | No
                extra: Sequence[str] = ()) -> int:
     """Run the suites with pytest-benchmark and merge their JSON into `out`.
 
-    The peers (PyTorch, JAX) run in a process of their own, their thread pools
-    would otherwise stay busy beside fastnet's cases on a small machine; so do
-    the GPU benchmarks (``bench_gpu.py``, skipped without a GPU).
+    fastnet's own CPU suites run in one process; every other suite (PyTorch and
+    JAX peers, GPU, distributed) in a process of its own, so that thread pools,
+    devices and worker processes left behind by one never slow another.
     """
     files = sorted(p.name for p in folder.glob("bench_*.py"))
-    alone = ("bench_peers.py", "bench_gpu.py")
-    passes = [[f for f in files if f not in alone]] + [[f] for f in alone if f in files]
+    core = [f for f in files if f in CORE]
+    passes = ([core] if core else []) + [[f] for f in files if f not in CORE]
     env = dict(os.environ, FASTNET_BENCH_QUICK="1" if quick else "0")
     merged: dict[str, Any] | None = None
     status = 0
