@@ -44,7 +44,7 @@ def merge_load(into: dict[str, Any], other: dict[str, Any]) -> None:
     if all(loads):
         seconds = loads[0]["seconds"] + loads[1]["seconds"]
         cores = sum(x["other_cores"] * x["seconds"] for x in loads) / max(seconds, 1e-9)
-        into["machine_info"]["fastnet"]["other_load"] = {"other_cores": round(cores, 2), "seconds": seconds}
+        into["machine_info"]["fastnet"]["other_load"] = {"other_cores": round(cores, 2), "seconds": round(seconds, 1)}
 
 
 def best_of(runs: Sequence[dict[str, Any]], stat: str = "median") -> dict[str, Any]:
