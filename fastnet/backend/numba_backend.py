@@ -232,14 +232,28 @@ class NumbaBackend(NumpyBackend):
     ) -> Array:
         """Entries ``start:stop`` of ``mlp_numerical_gradient``'s flat ``params[name]``, bit for bit.
 
-        Every entry comes from the same deterministic kernels as the whole
-        (any thread count), so shards assembled side by side equal it. Each
-        call computes the whole net's losses: on this backend one machine is
-        faster than splitting the work.
+        Every entry comes from the same deterministic kernels as the whole,
+        with the same arithmetic and order over samples (any thread count), so
+        shards assembled side by side equal it. Only the kernel of the layer
+        that owns `name` runs; for the last two layers only on what the range
+        touches (the rows of W, or the units of a range within one row; the
+        bias, for b). Layers further back run their whole kernel, then slice.
+        The forward pass of the whole batch is shared work every call redoes.
         """
+        import numba
+
+        from .numba_kernels.numgrad import net_losses
+
         if not self._numgrad_ready(spec, x, t):
             return super().mlp_numerical_gradient_part(spec, x, t, name, start, stop, h)
-        return self.mlp_numerical_gradient(spec, x, t, h)[name].reshape(-1)[start:stop].copy()
+        if name not in spec.names():
+            raise KeyError(name)
+        with self._parallel_lock, one_blas_thread(), numba.parallel_chunksize(1):
+            fplus, fminus = net_losses(
+                spec.params, spec.depth, spec.activation == "relu", float(spec.weight_decay),
+                x, t, float(h), part=(name, int(start), int(stop)),
+            )
+        return ((fplus[name] - fminus[name]) / (2 * h)).astype(spec.params[name].dtype)
 
     def numerical_gradient(self, f: Any, x: Array, h: float = 1e-4) -> Array:
         """Compiled central differences when `f` is an ``@numba.njit`` function.

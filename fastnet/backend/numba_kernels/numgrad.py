@@ -57,12 +57,18 @@ def labels_of(t: np.ndarray) -> np.ndarray:
 def net_losses(
     params: dict[str, np.ndarray], depth: int, relu: bool, lam: float,
     x: np.ndarray, t: np.ndarray, h: float, *, any_depth: bool = False,
+    part: tuple[str, int, int] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The loss at p + h and at p - h for every parameter p: two dicts like params.
 
     All arithmetic in float64, whatever the net's dtype. Depth 2 runs the
     vectorised kernels, other depths (or ``any_depth=True``) the general one.
     BLAS is left to the caller (hold it to one thread: the kernels use all cores).
+
+    ``part=(name, start, stop)``: only the entries ``start:stop`` of the flat
+    ``params[name]``, as two dicts of one flat array each, bit for bit equal to
+    the same entries of the whole (see ``_changes_part``: only the kernel of
+    the layer owning `name` runs, on the rows / units the range touches).
     """
     x64 = np.ascontiguousarray(x, dtype=np.float64)
     n = x64.shape[0]
@@ -86,6 +92,22 @@ def net_losses(
     base = float(np.sum(terms))
     decay = 0.5 * lam * float(sum(np.sum(P[f"W{l}"] ** 2) for l in range(1, depth + 1))) if lam else 0.0
 
+    if part is not None and not any_depth:
+        name, start, stop = part
+        start, stop, _ = slice(start, stop).indices(P[name].size)
+        stop = max(start, stop)
+        cp, cm = _changes_part(lab, P, pert, pre, inputs, row_max, terms, relu, depth,
+                               name, start, stop)
+        fplus_p: dict[str, np.ndarray] = {}
+        fminus_p: dict[str, np.ndarray] = {}
+        for sign, chg, out in ((0, cp, fplus_p), (1, cm, fminus_p)):
+            loss = (base + chg) / n + decay
+            if lam and name.startswith("W"):  # the decay term of the moved weight
+                old = P[name].reshape(-1)[start:stop]
+                new = pert[name][sign].reshape(-1)[start:stop]
+                loss = loss + 0.5 * lam * ((new - old) * (new + old))
+            out[name] = loss
+        return fplus_p, fminus_p
     if any_depth:  # the plain general kernel (a cross-check for the layered one)
         changes = _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, relu, depth)
     else:
@@ -162,11 +184,119 @@ def _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, relu, depth):  
         else:
             deep_layer_changes(nz_ptr, nz_idx, nz_val, x_max, lab, l - 1, sizes, pre[l - 1],
                                inputs[l], Ws, w_off, As, a_off, Hs, h_off, terms, relu,
-                               dplus, dminus, d_max, cp, cm)
+                               dplus, dminus, d_max, cp, cm, 0)
         n_in = W.shape[0]
         out[f"W{l}"] = (cp[:, :n_in].T, cm[:, :n_in].T)
         out[f"b{l}"] = (cp[:, n_in], cm[:, n_in])
     return out
+
+
+def _row_span(n_rows: int, width: int, name: str, start: int, stop: int):  # type: ignore[no-untyped-def]
+    """What flat entries start:stop of W (n_rows x width) or b (width) touch, as the
+    first-layer tables see them: (columns c0:c1 of the (width, n_rows + 1) table, the
+    bias being column n_rows; units j0:j1; offset of entry `start` in the block
+    (c1 - c0, j1 - j0) flattened). A range within one row of W needs only its units."""
+    if name.startswith("b"):
+        return n_rows, n_rows + 1, start, stop, 0
+    i0, i1 = start // width, (stop - 1) // width + 1
+    j0, j1 = (start % width, (stop - 1) % width + 1) if i1 - i0 == 1 else (0, width)
+    return i0, i1, j0, j1, start - (i0 * width + j0)
+
+
+def _changes_part(lab, P, pert, pre, inputs, row_max, terms, relu, depth, name, start, stop):  # type: ignore[no-untyped-def]
+    """Summed term changes (plus, minus) of the flat entries start:stop of `name` only.
+
+    Every entry comes out of the same kernel with the same arithmetic and the
+    same order over samples as in ``_changes_by_layer``: the kernels' lanes
+    are independent (no sum across lanes), so dropping lanes (inputs outside
+    the touched rows) or whole parallel units (hidden units, rows of the last
+    layer) leaves the other entries' bits alone. What decides whether a
+    sample is skipped (x_max, d_max) stays that of the whole layer.
+    Layers two or more before the last keep every lane of the units they run
+    (``_deep_part``): there the lanes share matrix products, whose rounding
+    may depend on how many there are.
+    """
+    if stop <= start:
+        return np.zeros(0), np.zeros(0)
+    l = int(name[1:])
+    if l < depth - 1:  # all the inputs (lanes) of the units the range touches
+        return _deep_part(lab, P, pert, pre, inputs, terms, relu, depth, name, start, stop)
+    W, b = P[f"W{l}"], P[f"b{l}"]
+    n_in, width = W.shape
+    Z = pre[-1]
+    if l == depth:
+        # last layer: rows i0:i1 of the (inputs + 1, k_out) table and its bias row;
+        # the kernel's unit j = (its number of inputs) is the bias
+        if name.startswith("b"):
+            i0, i1 = 0, 0
+        else:
+            i0, i1 = start // width, (stop - 1) // width + 1
+        rows = slice(i0, i1)
+        dplus = np.concatenate([pert[f"W{l}"][0][rows] - W[rows], (pert[f"b{l}"][0] - b)[None]])
+        dminus = np.concatenate([pert[f"W{l}"][1][rows] - W[rows], (pert[f"b{l}"][1] - b)[None]])
+        cp, cm = np.empty_like(dplus), np.empty_like(dplus)
+        second_layer_changes(lab, np.ascontiguousarray(inputs[l - 1][:, rows]),
+                             np.ascontiguousarray(Z.T), row_max, terms, dplus, dminus, cp, cm)
+        if name.startswith("b"):
+            return cp[-1][start:stop], cm[-1][start:stop]
+        off = start - i0 * width
+        return cp[:-1].reshape(-1)[off: off + stop - start], cm[:-1].reshape(-1)[off: off + stop - start]
+    # the layer before the last: columns (inputs) c0:c1 and units j0:j1 of its tables
+    nz_ptr, nz_idx, nz_val, x_max, dplus, dminus, d_max = _layer_inputs(
+        inputs[l - 1], pert[f"W{l}"][0] - W, pert[f"W{l}"][1] - W,
+        pert[f"b{l}"][0] - b, pert[f"b{l}"][1] - b)
+    c0, c1, j0, j1, off = _row_span(n_in, width, name, start, stop)
+    keep = (nz_idx >= c0) & (nz_idx < c1)
+    kept = np.zeros(keep.size + 1, np.int64)
+    np.cumsum(keep, out=kept[1:])
+    units = slice(j0, j1)
+    dplus = np.ascontiguousarray(dplus[units, c0:c1])
+    dminus = np.ascontiguousarray(dminus[units, c0:c1])
+    cp, cm = np.empty_like(dplus), np.empty_like(dplus)
+    first_layer_changes(kept[nz_ptr], nz_idx[keep] - c0, nz_val[keep], x_max, lab,
+                        np.ascontiguousarray(pre[l - 1][:, units]),
+                        np.ascontiguousarray(inputs[l][:, units]),
+                        np.ascontiguousarray(P[f"W{depth}"][units]), Z, row_max, terms, relu,
+                        dplus, dminus, np.ascontiguousarray(d_max[units]), cp, cm)
+    # the block (c1 - c0, j1 - j0) in W's layout: rows = inputs, columns = units
+    return (np.ascontiguousarray(cp.T).reshape(-1)[off: off + stop - start],
+            np.ascontiguousarray(cm.T).reshape(-1)[off: off + stop - start])
+
+
+def _deep_part(lab, P, pert, pre, inputs, terms, relu, depth, name, start, stop):  # type: ignore[no-untyped-def]
+    """``_changes_part`` for a layer two or more before the last: the units j0:j1
+    the range touches (of b: its own; of W: those of its row, or all of them when
+    it spans rows), each with all its lanes, as in the whole."""
+    l = int(name[1:])
+    W, b = P[f"W{l}"], P[f"b{l}"]
+    n_in, width = W.shape
+    _, _, j0, j1, _ = _row_span(n_in, width, name, start, stop)
+    sizes = np.array([inputs[0].shape[1]] + [P[f"W{m}"].shape[1] for m in range(1, depth + 1)],
+                     np.int64)
+    Ws = np.concatenate([P[f"W{m}"].reshape(-1) for m in range(1, depth + 1)])
+    w_off = np.cumsum([0] + [P[f"W{m}"].size for m in range(1, depth)]).astype(np.int64)
+    As = np.concatenate([a.reshape(-1) for a in pre])
+    a_off = np.cumsum([0] + [a.size for a in pre[:-1]]).astype(np.int64)
+    Hs = np.concatenate([h.reshape(-1) for h in inputs])
+    h_off = np.cumsum([0] + [h.size for h in inputs[:-1]]).astype(np.int64)
+    nz_ptr, nz_idx, nz_val, x_max, dplus, dminus, d_max = _layer_inputs(
+        inputs[l - 1], pert[f"W{l}"][0] - W, pert[f"W{l}"][1] - W,
+        pert[f"b{l}"][0] - b, pert[f"b{l}"][1] - b)
+    units = slice(j0, j1)
+    dplus = np.ascontiguousarray(dplus[units])
+    dminus = np.ascontiguousarray(dminus[units])
+    cp, cm = np.empty_like(dplus), np.empty_like(dplus)
+    deep_layer_changes(nz_ptr, nz_idx, nz_val, x_max, lab, l - 1, sizes, pre[l - 1], inputs[l],
+                       Ws, w_off, As, a_off, Hs, h_off, terms, relu, dplus, dminus,
+                       np.ascontiguousarray(d_max[units]), cp, cm, j0)
+    if name.startswith("b"):
+        return cp[:, n_in].copy(), cm[:, n_in].copy()
+    cpw = np.ascontiguousarray(cp[:, :n_in].T).reshape(-1)
+    cmw = np.ascontiguousarray(cm[:, :n_in].T).reshape(-1)
+    if j1 - j0 == width:  # all units: the rows in W's own layout
+        return cpw[start:stop], cmw[start:stop]
+    row = start // width * (j1 - j0)  # one row, units j0:j1: the block's row start // width
+    return cpw[row: row + stop - start], cmw[row: row + stop - start]
 
 
 def _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, relu, depth):  # type: ignore[no-untyped-def]

@@ -52,7 +52,7 @@ def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu):  # t
 @numba.njit(parallel=True, **_opts)
 def deep_layer_changes(
     nz_ptr, nz_idx, nz_val, x_max, lab, layer, sizes, A_l, H_next, Ws, w_off, As, a_off, Hs, h_off,
-    terms, relu, dplus, dminus, d_max, chg_plus, chg_minus,
+    terms, relu, dplus, dminus, d_max, chg_plus, chg_minus, j_first,
 ):  # type: ignore[no-untyped-def]
     """Summed term changes for every weight (and bias) of a layer two or more before the last.
 
@@ -63,21 +63,26 @@ def deep_layer_changes(
     are this layer's pre-activations and outputs; Ws, As, Hs hold every
     layer's weights, pre-activations and inputs flat (at w_off, a_off, h_off,
     weights without their bias row).
+
+    dplus, dminus, d_max and chg_plus/chg_minus may hold units j_first,
+    j_first + 1, ... only (their row q is unit j_first + q); units run
+    independently, so a part of them gives those units' exact bits.
     """
     depth = sizes.shape[0] - 1
     n_samples = A_l.shape[0]
     n_out, n_cols = dplus.shape
     k_out = sizes[depth]
-    for j in numba.prange(n_out):
+    for q0 in numba.prange(n_out):
+        j = q0 + j_first  # the unit; row q0 of the tables
         dh = np.empty(2 * n_cols)
         col_of = np.empty(n_cols, np.int64)
         for col in range(n_cols):
-            chg_plus[j, col] = 0.0
-            chg_minus[j, col] = 0.0
+            chg_plus[q0, col] = 0.0
+            chg_minus[q0, col] = 0.0
         for n in range(n_samples):
             a = A_l[n, j]
             h0 = H_next[n, j]
-            if relu and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[j] < 0.0:
+            if relu and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[q0] < 0.0:
                 continue
             start = nz_ptr[n]
             c = nz_ptr[n + 1] - start
@@ -85,17 +90,17 @@ def deep_layer_changes(
                 col = nz_idx[start + q]
                 col_of[q] = col
                 v = nz_val[start + q]
-                dh[q] = _act(a + v * dplus[j, col], relu) - h0
-                dh[c + q] = _act(a + v * dminus[j, col], relu) - h0
+                dh[q] = _act(a + v * dplus[q0, col], relu) - h0
+                dh[c + q] = _act(a + v * dminus[q0, col], relu) - h0
             lanes = 2 * c
             cur = _replay(dh[:lanes], n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu)
             label = lab[n]
             for q in range(lanes):
                 change = _term(cur[q, :k_out], label) - terms[n]
                 if q < c:
-                    chg_plus[j, col_of[q]] += change
+                    chg_plus[q0, col_of[q]] += change
                 else:
-                    chg_minus[j, col_of[q - c]] += change
+                    chg_minus[q0, col_of[q - c]] += change
 
 
 @numba.njit(parallel=True, **_opts)
