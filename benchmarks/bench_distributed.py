@@ -3,9 +3,10 @@
 Two workloads, each run on local clusters of 1, 2, 4, ... workers (up to the
 cores here) and beside the single-process call:
 
-* ``distributed-numgrad``: the numerical gradient of a MultiLayerNet
-  784-120-100-10 (107,310 parameters) on 100 MNIST-shaped samples, on the
-  numba backend (its exact incremental kernel on each shard);
+* ``distributed-numgrad-<backend>``: the numerical gradient of a
+  MultiLayerNet 784-120-100-10 (107,310 parameters): on numba (its exact
+  incremental kernel on each shard) for 100 MNIST samples, on numpy (the
+  book's loop on each shard, about 20 s in one process) for 10;
 * ``distributed-search``: a 32-trial ``tune.random_search`` (784-100-100-10,
   1 epoch on 4,000 samples).
 
@@ -75,19 +76,21 @@ def _batch(n: int) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 @pytest.mark.parametrize("workers", [0, *WORKERS], ids=lambda n: f"workers{n}" if n else "local")
-def test_numgrad(benchmark: Any, clusters: dict[int, Any], workers: int) -> None:
-    if fastnet.available_backends()["numba"].available is False:
-        pytest.skip("the numba backend is unavailable")
+@pytest.mark.parametrize("backend_name", ["numba", "numpy"])
+def test_numgrad(benchmark: Any, clusters: dict[int, Any], workers: int, backend_name: str) -> None:
+    status = fastnet.available_backends()[backend_name]
+    if not status.available:
+        pytest.skip(f"backend {backend_name!r} unavailable: {status.reason}")
     if benchmark.disabled and workers not in (0, 1):
         pytest.skip("one worker count is enough for the correctness pass")
     hidden = [8, 8] if benchmark.disabled else [120, 100]
-    x, t, data = _batch(10 if benchmark.disabled else 100)
-    with fastnet.use_backend("numba"):
+    x, t, data = _batch(10 if benchmark.disabled or backend_name == "numpy" else 100)
+    with fastnet.use_backend(backend_name):
         net = fastnet.MultiLayerNet(784, hidden, 10, seed=0, dtype=np.float64)
         params = sum(int(p.size) for p in net.params.values())
-        benchmark.group = "distributed-numgrad"
+        benchmark.group = f"distributed-numgrad-{backend_name}"
         benchmark.name = "local" if workers == 0 else f"workers={workers}"
-        benchmark.extra_info.update(group=benchmark.group, name=benchmark.name, backend="numba",
+        benchmark.extra_info.update(group=benchmark.group, name=benchmark.name, backend=backend_name,
                                     params=params, batch=len(x), data=data, workers=workers)
         if workers == 0:
             run = lambda: net.numerical_gradient(x, t)  # noqa: E731
@@ -97,8 +100,9 @@ def test_numgrad(benchmark: Any, clusters: dict[int, Any], workers: int) -> None
             benchmark.extra_info.update(cluster_start_s=round(startup, 3),
                                         scatter_s=round(_scatter_seconds(client, payload), 4))
             run = lambda: fd.numerical_gradient(net, x, t, client=client)  # noqa: E731
-        result = benchmark.pedantic(run, rounds=1 if benchmark.disabled else 3, iterations=1,
-                                    warmup_rounds=0 if benchmark.disabled else 1)
+        slow = benchmark.disabled or backend_name == "numpy"
+        result = benchmark.pedantic(run, rounds=1 if slow else 3, iterations=1,
+                                    warmup_rounds=0 if slow else 1)
     assert set(result) == set(net.params)
     if workers and benchmark.disabled:
         local = net.numerical_gradient(x, t)
