@@ -23,6 +23,18 @@ def _skip_unless_available(name: str) -> None:
         pytest.skip(f"backend {name!r} unavailable: {status.reason}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Keep the parsed-MNIST cache (and anything else under XDG_CACHE_HOME) out of $HOME."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(params=ALL_BACKENDS)
 def backend(request: pytest.FixtureRequest):
     """Each test body runs inside ``use_backend(name)``; yields the backend object."""

@@ -167,11 +167,11 @@ def test_no_command_prints_help(capsys):
 
 
 @pytest.mark.mnist
-def test_train_mnist(capsys, monkeypatch):
+def test_train_mnist(capsys, monkeypatch, tmp_path):
     if not fastnet.datasets.mnist_available(REAL_MNIST or "/nonexistent"):
         pytest.skip("real MNIST not found: set FASTNET_DATA to a folder with the IDX .gz files")
     monkeypatch.setenv("FASTNET_DATA", REAL_MNIST)
-    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "mnist-cache"))
     code, out, err = run(capsys, "train", "--train-size", "3000", "--epochs", "1", "--seed", "0")
     assert code == 0, err
     assert out.startswith("dataset: MNIST") and "784-50-10" in out

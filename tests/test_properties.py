@@ -56,16 +56,16 @@ def test_backprop_matches_numerical_gradient(backend, sizes, batch, activation, 
     x0, labels = rng.standard_normal((batch, n_in)), rng.integers(0, n_out, batch)
     W1, b1 = (host(net.params[k]) for k in ("W1", "b1"))
     # Away from ReLU kinks (no pre-activation within reach of h) and from tiny
-    # probabilities (where the book's +1e-7 inside the log, which backprop
-    # ignores, matters), the two gradients must agree closely.
+    # probabilities (the book's +1e-7 inside the log, which backprop ignores,
+    # moves each sample's term by up to 1e-7 / p), the two gradients must agree closely.
     assume(np.abs(x0 @ W1 + b1).min() > 1e-3)
     probs = host(F.softmax(net.predict(backend.asarray(x0))))
-    assume(probs[np.arange(batch), labels].min() > 1e-3)
+    assume(probs[np.arange(batch), labels].min() > 1e-2)
     x, t = backend.asarray(x0), backend.asarray(labels)
     num, grad = net.numerical_gradient(x, t), net.gradient(x, t)
     for key in grad:
         g, n = host(grad[key]), host(num[key])
-        np.testing.assert_allclose(n, g, rtol=1e-3, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(n, g, rtol=1e-3, atol=2e-5, err_msg=key)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -178,12 +178,13 @@ def test_multilayer_backprop_matches_numerical(cpu_backend, hidden, sizes, batch
     for i in range(1, net.depth + 1):  # stay away from ReLU kinks in every hidden layer
         a = h @ host(net.params[f"W{i}"]) + host(net.params[f"b{i}"])
         if i < net.depth:
-            assume(activation == "sigmoid" or np.abs(a).min() > 1e-3)
+            # h moves a layer's inputs by up to ~1e-4 * |x|, and deeper layers amplify that
+            assume(activation == "sigmoid" or np.abs(a).min() > 1e-2)
             h = np.maximum(a, 0) if activation == "relu" else 1 / (1 + np.exp(-a))
     probs = np.exp(a - a.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    assume(probs[np.arange(batch), labels].min() > 1e-3)
+    assume(probs[np.arange(batch), labels].min() > 1e-2)
     x, t = cpu_backend.asarray(x0), cpu_backend.asarray(labels)
     num, grad = net.numerical_gradient(x, t), net.gradient(x, t)
     for key in grad:
-        np.testing.assert_allclose(host(num[key]), host(grad[key]), rtol=1e-3, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(host(num[key]), host(grad[key]), rtol=1e-3, atol=2e-5, err_msg=key)
