@@ -501,6 +501,18 @@ def test_backend_trainer_epoch_uses_device_batches(emu_backend):
     assert len(emu_backend.engine.plans) >= 1
 
 
+@needs_cxx
+def test_label_values_checked_once_by_the_trainer_not_per_call(emu_backend):
+    """Per-call label checks would sync the GPU every step; the trainer checks its data once."""
+    from fastnet.train import Trainer
+
+    x, bad = np.random.default_rng(0).random((20, 12)), np.full(20, 7)
+    net = fastnet.TwoLayerNet(12, 6, 4, seed=0, dtype=np.float64, backend=emu_backend)
+    emu_backend.check_targets(bad, 4)  # no value check (and so no device sync) per call
+    with pytest.raises(ValueError, match="labels from 7 to 7"):
+        Trainer(net, x, bad, epochs=1, progress=False)
+
+
 # ====================================================================== on a GPU
 def _gpu_reason() -> str | None:
     status = fastnet.available_backends()["cupy"]

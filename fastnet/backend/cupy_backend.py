@@ -115,6 +115,15 @@ class CupyBackend(NumpyBackend):
     def to_numpy(self, x: Any) -> numpy.ndarray:
         return self.xp.asnumpy(x)
 
+    def check_targets(self, t: Any, n_classes: int, name: str = "t") -> None:
+        """Per-call checks stop at shapes and dtypes on the GPU.
+
+        Reading label values back would synchronise the device on every step,
+        the cost the fused step exists to avoid. The trainer checks its data
+        once (``check_targets_once``); direct calls must pass labels in
+        0..n_classes-1.
+        """
+
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
 

@@ -81,8 +81,14 @@ class NumpyBackend:
     def check_targets(self, t: Array, n_classes: int, name: str = "t") -> None:
         """Refuse labels outside 0..n_classes-1 and one-hot rows that are not one-hot.
 
-        Called once per call at a net's boundary; cheap next to the matrix products.
+        Called once per call at a net's boundary; cheap next to the matrix
+        products on the CPU. A GPU backend may skip it (it would stall every
+        step); ``check_targets_once`` is for places that check data once.
         """
+        self.check_targets_once(t, n_classes, name)
+
+    def check_targets_once(self, t: Array, n_classes: int, name: str = "t") -> None:
+        """The full check of target values, for data checked once (the trainer's)."""
         xp = self.xp
         if t.ndim == 1:
             lo, hi = int(t.min()), int(t.max())
