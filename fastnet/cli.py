@@ -217,6 +217,9 @@ def _fresh_seed(args: argparse.Namespace) -> int:
 def _load_mnist(args: argparse.Namespace, download: bool) -> Any:
     from .datasets import load_mnist
 
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder (create it first to download MNIST there)")
+
     return load_mnist(normalize=True, flatten=True, one_hot_label=False, data_dir=args.data_dir, download=download)
 
 
@@ -487,7 +490,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         import numba
 
         _say(f"  numba {numba.__version__}: {numba.get_num_threads()} thread(s) "
-             f"(NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS})")
+             f"(NUMBA_NUM_THREADS={getattr(numba.config, 'NUMBA_NUM_THREADS', '?')})")
     except ImportError:
         _say("  numba: not installed")
     try:

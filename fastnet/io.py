@@ -87,8 +87,11 @@ def save_params(path: PathLike, net: Net) -> Path:
     except OSError as exc:
         raise type(exc)(exc.errno, f"cannot save to {path}: folder {folder} is not writable ({exc.strerror})") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make saved nets private to the user
         with os.fdopen(fd, "wb") as f:
-            numpy.savez(f, **arrays, **{HEADER_KEY: numpy.array(json.dumps(header))})
+            numpy.savez(f, **arrays, **{HEADER_KEY: numpy.array(json.dumps(header))})  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         _read(Path(tmp))  # verify what is on disk before it takes the real name
@@ -113,6 +116,13 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
         raise FileNotFoundError(f"no saved parameters at {path}: the file does not exist")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder, not a saved parameters file (.npz)")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
+    if magic != b"PK\x03\x04" and not magic.startswith(b"\x80"):  # neither a zip (.npz) nor a pickle
+        raise ModelFileError(f"{path} is not a .npz file (it does not start like a zip archive)")
     try:
         with numpy.load(path, allow_pickle=False) as data:
             names = list(data.files)

@@ -246,6 +246,11 @@ class Net:
         return dict(self._config)
 
     # -- the book's layer-by-layer path
+    @property
+    def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 - the book's ch.5 spelling
+        """The book's name for ``last_layer``."""
+        return self.last_layer
+
     def _sync_layers(self) -> None:
         """Point layers at the current params (a user may rebind params['W1'])."""
         for name, layer in self.layers.items():

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy
 
@@ -91,7 +91,8 @@ class Trainer:
             book's ``np.random.choice``: each batch drawn independently).
         seed: seeds the batch sampling; with a seeded net a run is reproducible.
         progress: show a tqdm bar (when tqdm is installed) on stderr.
-        verbose: print one line per epoch, like the book's trainer.
+        verbose: print one line per epoch, like the book's trainer (about 50
+            lines at most: long runs print every k-th epoch and the last).
         check_finite: refuse NaN/Inf in the data, and stop with
             ``TrainingDivergedError`` when a loss becomes NaN/Inf.
         eval_batch_size: samples per forward pass while evaluating.
@@ -202,7 +203,7 @@ class Trainer:
         )
         # With check_finite on, a NaN/Inf gets one clear error below instead of
         # a stream of NumPy overflow warnings from every step after it.
-        quiet = "ignore" if self.check_finite else "warn"
+        quiet: Literal["ignore", "warn"] = "ignore" if self.check_finite else "warn"
         with numpy.errstate(over=quiet, invalid=quiet, divide=quiet):
             out = net.train_batches(self.x_train, self.t_train, batches, self.optimizer)
             losses = _host_losses(bk, out)
@@ -241,6 +242,7 @@ class Trainer:
                 total=self.epochs, initial=self.current_epoch, unit="epoch",
                 desc=f"{type(self.net).__name__} on {self.backend.name}", file=sys.stderr,
             )
+        every = max(1, -(-self.epochs // 50))  # a 1000-epoch run prints 50 lines, not 1000
         try:
             while self.current_epoch < self.epochs:
                 self.train_epoch()
@@ -248,7 +250,7 @@ class Trainer:
                 if bar is not None:
                     bar.set_postfix_str(line.split(": ", 1)[1], refresh=False)
                     bar.update(1)
-                if self.verbose:
+                if self.verbose and (self.current_epoch % every == 0 or self.current_epoch == self.epochs):
                     (bar.write if bar is not None else print)(line)
         finally:
             if bar is not None:

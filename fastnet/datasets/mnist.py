@@ -443,6 +443,9 @@ def load_mnist(
         DownloadError: a missing file could not be fetched from any mirror.
         ValueError: ``dtype`` is not a floating dtype.
     """
+    if data_dir is not None and not download and not Path(data_dir).expanduser().exists():
+        # a typo in an explicit path must not be covered up by the user cache
+        raise DatasetError(f"data_dir {os.fspath(data_dir)!r} does not exist")
     return load_idx_dataset(
         data_dir if data_dir is not None else default_data_dir(),
         checksums=MNIST_SHA256,
