@@ -56,7 +56,7 @@ from .layers import (
 from .io import ModelFileError, load_net, load_params, save_params
 from .nets import MultiLayerNet, Net, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
-from .train import History, Trainer, TrainingDivergedError
+from .train import History, Trainer, TrainingDivergedError, TrainingWarning
 
 __version__ = "0.1.0"
 
@@ -119,6 +119,7 @@ __all__ = [
     "Trainer",
     "History",
     "TrainingDivergedError",
+    "TrainingWarning",
     "save_params",
     "load_params",
     "load_net",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -22,10 +23,17 @@ from .errors import BackendMismatchError, FastnetError
 from .nets import Net
 from .optimizers import Optimizer, make_optimizer
 
-__all__ = ["Trainer", "History", "TrainingDivergedError", "SAMPLINGS"]
+__all__ = ["Trainer", "History", "TrainingDivergedError", "TrainingWarning", "SAMPLINGS"]
 
 Array = Any
 SAMPLINGS = ("shuffle", "replacement")
+
+
+LOSS_CEILING = -math.log(1e-7)  # the book's cross-entropy of a sample given probability 0
+
+
+class TrainingWarning(UserWarning):
+    """Training runs but has stopped learning (e.g. a loss stuck at its ceiling)."""
 
 
 class TrainingDivergedError(FastnetError, FloatingPointError):
@@ -223,6 +231,16 @@ class Trainer:
         h.seconds.append(seconds)
         h.step_loss.extend(losses.tolist())
         h.train_loss.append(float(losses.mean()) if losses.size else math.nan)
+        if self.check_finite and h.train_loss[-1] > 0.9 * LOSS_CEILING:
+            # The book's +1e-7 in the log caps the loss, so a blown-up net never
+            # reaches NaN; a loss near the cap means the same thing.
+            warnings.warn(
+                f"epoch {epoch}: mean loss {h.train_loss[-1]:.2f} is near the cross-entropy's "
+                f"ceiling -log(1e-7) = {LOSS_CEILING:.2f}: the net gives the true classes ~0 "
+                f"probability; the learning rate (now {self.optimizer.lr:g}) is probably too high",
+                TrainingWarning,
+                stacklevel=3,
+            )
         _, train_acc = net.evaluate(*self._subset(self.x_train, self.t_train), self.eval_batch_size)
         h.train_acc.append(train_acc)
         if self.x_test is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import host
@@ -185,3 +187,22 @@ def test_one_mnist_epoch(mnist_dir):
     net = TwoLayerNet(784, 50, 10, seed=0)
     history = Trainer(net, x, t, xt, tt, epochs=1, optimizer_param={"lr": 0.1}, seed=0, progress=False).train()
     assert history.test_acc[0] > 0.88
+
+
+def test_loss_stuck_at_the_ceiling_warns():
+    """A blown-up net on the book's loss stays finite (+1e-7 caps it); the trainer says so."""
+    from fastnet.train import LOSS_CEILING, TrainingWarning
+
+    rng = np.random.default_rng(0)
+    x, t = rng.random((200, 20)), rng.integers(0, 10, 200)
+    net = fastnet.TwoLayerNet(20, 30, 10, seed=0, dtype=np.float64)
+    trainer = fastnet.Trainer(net, x, t, epochs=3, mini_batch_size=20,
+                              optimizer_param={"lr": 1e8}, progress=False, seed=0)
+    with pytest.warns(TrainingWarning, match="ceiling"):
+        history = trainer.train()
+    assert max(history.train_loss) > 0.9 * LOSS_CEILING
+    calm = fastnet.Trainer(fastnet.TwoLayerNet(20, 30, 10, seed=0, dtype=np.float64), x, t, epochs=2,
+                           mini_batch_size=20, optimizer_param={"lr": 0.1}, progress=False, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingWarning)
+        calm.train()
