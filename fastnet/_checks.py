@@ -43,11 +43,14 @@ def same_shape(a: Array, b: Array, name_a: str, name_b: str) -> None:
         )
 
 
-def targets(backend: Any, t: Any, n: int, k: int, name: str = "t", x_name: str = "x") -> Array:
+def targets(
+    backend: Any, t: Any, n: int, k: int, name: str = "t", x_name: str = "x", *, once: bool = False
+) -> Array:
     """Check targets for a batch of `n` samples and `k` classes; return them as an array.
 
     Class labels: integers of shape (n,) in 0..k-1. One-hot: shape (n, k),
-    each row exactly one 1 and the rest 0.
+    each row exactly one 1 and the rest 0. ``once``: data checked a single
+    time (a trainer's), so a GPU backend checks values too.
     """
     if t is None:
         raise TypeError(f"{name} is missing: give class labels (N,) or one-hot rows (N, {k})")
@@ -70,7 +73,7 @@ def targets(backend: Any, t: Any, n: int, k: int, name: str = "t", x_name: str =
             f"{name} must hold labels ({n},) or one-hot rows ({n}, {k}), got shape {tuple(t.shape)}"
         )
     if n:
-        backend.check_targets(t, k, name)
+        (backend.check_targets_once if once else backend.check_targets)(t, k, name)
     return t
 
 

@@ -103,9 +103,11 @@ class Net:
             )
         return x.astype(self.dtype, copy=False)
 
-    def _xt(self, x: Array, t: Array, x_name: str = "x", t_name: str = "t") -> tuple[Array, Array]:
+    def _xt(
+        self, x: Array, t: Array, x_name: str = "x", t_name: str = "t", *, once: bool = False
+    ) -> tuple[Array, Array]:
         x = self._x(x, x_name)
-        t = targets(self.backend, t, x.shape[0], self.output_size, t_name, x_name)
+        t = targets(self.backend, t, x.shape[0], self.output_size, t_name, x_name, once=once)
         if t.ndim == 2:
             t = t.astype(self.dtype, copy=False)
         return x, t
