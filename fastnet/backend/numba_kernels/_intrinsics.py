@@ -1,7 +1,11 @@
-"""Three LLVM operations Numba does not expose: fused multiply-add and bit casts.
+"""LLVM operations Numba does not expose: fused multiply-add, bit casts, cache control.
 
-They let the exp/log in ``fastmath.py`` be written branch-free, so LLVM can
-vectorise loops that call them. Each compiles to one instruction.
+``fma``, ``as_int64`` and ``as_float64`` let the exp/log in ``fastmath.py`` be
+written branch-free, so LLVM can vectorise loops that call them. ``cycles``
+(the CPU's cycle/time-stamp counter) and ``flush_line`` (x86 ``clflushopt``)
+serve the SGD update in ``step.py``; ``flush_line`` may only be compiled on a
+CPU that has the instruction (``has_clflushopt()``). Each compiles to one
+instruction.
 """
 
 from __future__ import annotations
@@ -13,6 +17,17 @@ from numba.extending import intrinsic
 
 _F64 = ir.DoubleType()
 _I64 = ir.IntType(64)
+_I8P = ir.IntType(8).as_pointer()
+
+
+def has_clflushopt() -> bool:
+    """Whether this CPU has x86's ``clflushopt`` (what ``flush_line`` compiles to)."""
+    try:
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("clflushopt", False))
+    except (ImportError, AttributeError, OSError, RuntimeError):  # pragma: no cover
+        return False
 
 
 @intrinsic
@@ -53,5 +68,41 @@ def as_float64(typingctx, x):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.bitcast(args[0], _F64)
+
+    return sig, codegen
+
+
+@intrinsic
+def cycles(typingctx):  # type: ignore[no-untyped-def]
+    """The CPU's cycle counter (llvm.readcyclecounter: rdtsc on x86; 0 where there is none)."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_I64, []), "llvm.readcyclecounter"
+        )
+        return builder.call(fn, [])
+
+    return sig, codegen
+
+
+@intrinsic
+def flush_line(typingctx, arr, idx):  # type: ignore[no-untyped-def]
+    """clflushopt on the cache line holding arr[idx] (1-D array); changes no value."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(idx, types.Integer):
+        return None
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(
+            context, builder, aty, ary, [args[1]], wraparound=False, boundscheck=False
+        )
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_I8P]), "llvm.x86.clflushopt"
+        )
+        builder.call(fn, [builder.bitcast(ptr, _I8P)])
+        return context.get_dummy_value()
 
     return sig, codegen

@@ -19,6 +19,11 @@ from typing import Any
 import numpy as np
 
 from . import step as k
+from ._intrinsics import has_clflushopt
+
+# Weights at least this large get the self-tuning SGD update (``step.sgd_layer_tuned``).
+TUNED_UPDATE_BYTES = 64 * 1024
+_CLFLUSHOPT = has_clflushopt()
 
 Array = Any
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -70,6 +75,9 @@ class StepPlan:
         self.no_backward = new((0, sizes[-1]), dtype)
         self.gW = [new(W.shape, dtype) for W in Ws]
         self.gb = [new(b.shape, dtype) for b in bs]
+        # per layer: the tuned SGD update's state (None: the plain update)
+        self.sgd_state = [np.zeros(4) if _CLFLUSHOPT and W.nbytes >= TUNED_UPDATE_BYTES else None
+                          for W in Ws]
         self.xb: Array = None  # a gathered batch (train_batches)
         self.tb: Array = None
 
@@ -150,7 +158,11 @@ class StepPlan:
                     k.sigmoid_backward_sums(dh, self.hidden[i - 1], gbs[i - 1])
                 d = dh
             if sgd_lr is not None:
-                k.sgd_layer(W, gW, self.bs[i], gbs[i], self.scalar(sgd_lr), lam_t)
+                state = self.sgd_state[i]
+                if state is None:
+                    k.sgd_layer(W, gW, self.bs[i], gbs[i], self.scalar(sgd_lr), lam_t)
+                else:
+                    k.sgd_layer_tuned(W, gW, self.bs[i], gbs[i], self.scalar(sgd_lr), lam_t, state)
             elif lam:
                 k.add_decay(gW.reshape(-1), W.reshape(-1), lam_t)
         if not fresh:
