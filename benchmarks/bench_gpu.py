@@ -21,8 +21,9 @@ Groups and names:
   ``cupy`` (batched exact kernel) and ``cupy-book-loop`` (the book's loop on
   CuPy, timed on SUBSET parameters and scaled to all 39,760);
 * ``gpu-crossover-<sizes>-B1000-float32``: a step of a small and a large net
-  with the tiled kernels forced (``cupy-tiled``, graph), cuBLAS forced
-  (``cupy-blas``, eager), the size rule (``cupy-auto``) and ``cupy-book``.
+  with the two-kernel row step forced (``cupy-rows``), the tiled kernels
+  forced (``cupy-tiled``, graph), cuBLAS forced (``cupy-blas``, eager), the
+  size rule (``cupy-auto``) and ``cupy-book``.
 
 Skipped with a reason when CuPy has no usable GPU (and PyTorch cases when
 PyTorch has no CUDA).
@@ -282,7 +283,7 @@ def test_gpu_numgrad(benchmark: Any, gpu: Any, impl: str) -> None:
 
 
 # ------------------------------------------------------------------ size crossover
-@pytest.mark.parametrize("impl", ["cupy-tiled", "cupy-blas", "cupy-auto", "cupy-book"])
+@pytest.mark.parametrize("impl", ["cupy-rows", "cupy-tiled", "cupy-blas", "cupy-auto", "cupy-book"])
 @pytest.mark.parametrize("sizes", CROSSOVER_NETS, ids=["-".join(map(str, s)) for s in CROSSOVER_NETS])
 def test_gpu_crossover(benchmark: Any, gpu: Any, sizes: tuple[int, ...], impl: str) -> None:
     from fastnet.backend.cupy_kernels.device import CupyDevice
@@ -295,9 +296,13 @@ def test_gpu_crossover(benchmark: Any, gpu: Any, sizes: tuple[int, ...], impl: s
     x = bk.asarray(rng.random((rows, sizes[0]), dtype=np.float32))
     t = bk.asarray(rng.integers(0, sizes[-1], rows))
     optimizer = SGD(LR)
-    if impl in ("cupy-tiled", "cupy-blas"):
-        engine = FusedEngine(CupyDevice(), blas_min_flops=float("inf") if impl == "cupy-tiled" else 0.0,
-                             strict=True)
+    if impl in ("cupy-rows", "cupy-tiled", "cupy-blas"):
+        forced = {  # each layout alone, whatever the size rule would pick
+            "cupy-rows": dict(blas_min_flops=float("inf"), rows_max_traffic=float("inf")),
+            "cupy-tiled": dict(blas_min_flops=float("inf"), rows_max_traffic=0.0),
+            "cupy-blas": dict(blas_min_flops=0.0),
+        }[impl]
+        engine = FusedEngine(CupyDevice(), strict=True, **forced)
 
         def step() -> Any:
             return engine.train_step(net.spec(), x, t, optimizer)

@@ -159,9 +159,17 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> emulator.EmuDevice:
     return emulator.EmuDevice(str(tmp_path_factory.mktemp("emu")))
 
 
-@pytest.fixture
-def engine(emu: emulator.EmuDevice) -> FusedEngine:
-    return FusedEngine(emu, strict=True)  # strict: a failure raises instead of falling back
+@pytest.fixture(params=["rows", "tiled"])
+def engine(request: pytest.FixtureRequest, emu: emulator.EmuDevice) -> FusedEngine:
+    """Both fused layouts: the two-kernel step (small nets) and the tiled kernels."""
+    # strict: a failure raises instead of falling back
+    eng = FusedEngine(emu, strict=True, rows_max_traffic=2.0**26 if request.param == "rows" else 0.0)
+    eng.mode = request.param
+    return eng
+
+
+def plan_kinds(engine: FusedEngine) -> set[str]:
+    return {type(p).__name__ for p in engine.plans.values()}
 
 
 REF = NumpyBackend()
@@ -215,6 +223,7 @@ def test_emulated_train_steps_match_numpy(engine, emu, kind, sizes, activation, 
         ref_loss = REF.mlp_train_step(ref_spec, x, t, o2)
         assert loss.shape == () and abs(float(loss) - float(ref_loss)) < 1e-12
     assert emu.launches > launches  # the fused kernels ran (strict: no silent fallback)
+    assert plan_kinds(engine) == {"RowsPlan" if engine.mode == "rows" else "Plan"}
     assert worst(ours, ref) < 1e-12
     for name in o2.state_names:
         assert worst(o1.state[name], o2.state[name]) < 1e-12
@@ -228,6 +237,18 @@ def test_emulated_split_k_is_used():
     params = list(make_params((130, 9, 5)).values())
     p = plan_mod.Plan(dev, layout, params, [], None)
     assert "fwd0_reduce" in p.names  # so the sgd case above ran the split path
+
+
+@needs_cxx
+def test_emulated_gradient_of_a_large_batch(engine):
+    """400 rows: kernel B splits each parameter's sum over the batch between threads."""
+    sizes = (12, 7, 4)
+    params = make_params(sizes)
+    x, t = make_batch(400, sizes, onehot=False)
+    spec = MLPSpec(params, 2, "relu", 0.01)
+    grads, loss = engine.gradient(spec, x, t)
+    ref, ref_loss = REF.mlp_gradient(spec, x, t)
+    assert worst(grads, ref) < 1e-13 and abs(float(loss) - float(ref_loss)) < 1e-13
 
 
 @needs_cxx
@@ -406,10 +427,10 @@ def test_failure_warns_falls_back_and_leaves_the_step_count(emu, monkeypatch):
     x, t = make_batch(5, sizes, onehot=False)
     optimizer = opt.Adam(lr=0.01)
 
-    def broken(self: Any) -> None:
+    def broken(self: Any, *args: Any) -> None:
         raise RuntimeError("launch failed")
 
-    monkeypatch.setattr(plan_mod.Plan, "launch", broken)
+    monkeypatch.setattr(plan_mod.Plan, "run", broken)
     with pytest.warns(RuntimeWarning, match="fused CUDA training step failed"):
         assert engine.train_step(MLPSpec(params, 2, "relu", 0.0), x, t, optimizer) is None
     assert optimizer.iter == 0 and not engine.plans  # the caller's fallback will count the step
@@ -599,12 +620,20 @@ def test_gpu_graph_step_equals_eager_step(cupy_bk, kind):
     graph_net = fastnet.TwoLayerNet(*sizes, seed=0, backend="cupy")
     eager_net = fastnet.TwoLayerNet(*sizes, seed=0, backend="cupy")
     o_graph, o_eager = opt.OPTIMIZERS[kind](lr=0.05), opt.OPTIMIZERS[kind](lr=0.05)
-    for step in range(6):
+    batches = []
+    for step in range(2 + plan_mod.BOUND_MISSES + 4):
         x, t = make_batch(100, sizes, onehot=False, dtype=np.float32, seed=step)
-        x, t = cupy_bk.asarray(x), cupy_bk.asarray(t)
+        batches.append((cupy_bk.asarray(x), cupy_bk.asarray(t)))
+    # two buffers used in turn: graphs captured on the callers' own addresses;
+    # then every batch a new address: the plan goes back to copying into its own
+    order = [0, 1] * 3 + list(range(2, len(batches)))
+    for i in order:
+        x, t = batches[i]
         graph_net.train_step(x, t, o_graph)
         eager_engine.train_step(eager_net.spec(), x, t, o_eager)
-    assert any(p.graph is not None for p in cupy_bk.engine.plans.values()), "no step was captured"
+    plans = list(cupy_bk.engine.plans.values())
+    assert any(g is not None for p in plans for g in p.bound.values()), "no step was captured on the callers' buffers"
+    assert any(p.graph is not None for p in plans), "the copying path was not captured"
     for k in graph_net.params:  # the same kernels on the same data: bitwise equal
         np.testing.assert_array_equal(fastnet.to_numpy(graph_net.params[k]), fastnet.to_numpy(eager_net.params[k]))
 

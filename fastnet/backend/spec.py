@@ -34,7 +34,8 @@ class MLPSpec:
 
     def names(self) -> list[str]:
         """Parameter names in the book's order: W1, b1, W2, b2, ..."""
-        out: list[str] = []
-        for i in range(1, self.depth + 1):
-            out += [f"W{i}", f"b{i}"]
-        return out
+        names = self.__dict__.get("_names")
+        if names is None:
+            names = tuple(f"{p}{i}" for i in range(1, self.depth + 1) for p in ("W", "b"))
+            object.__setattr__(self, "_names", names)  # frozen: set once, on first use
+        return list(names)

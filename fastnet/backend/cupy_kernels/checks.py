@@ -21,6 +21,8 @@ import numpy
 
 from .elementwise import check_source
 from .plan import Layout, Plan
+from .plan_rows import RowsPlan
+from .source_rows import rows_shape
 from .source import OPTIMIZER_KINDS
 from .source_numgrad import numgrad_source
 
@@ -72,7 +74,7 @@ def plan_source(layout: Layout) -> str:
     if layout.gather:
         t = numpy.zeros((50, layout.sizes[-1]), dt) if layout.onehot else numpy.zeros(50, numpy.int64)
         data = (numpy.zeros((50, layout.sizes[0]), dt), t)
-    Plan(dev, layout, params, state, data, steps=3)
+    (RowsPlan if layout.rows_per_block else Plan)(dev, layout, params, state, data, steps=3)
     return dev.sources[-1]
 
 
@@ -104,12 +106,31 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
                 OPTIMIZER_KINDS, (False, True),
             )
         ] + short
+    rows_cases = [  # the two-kernel step: every stage, optimizer and label form
+        ((784, 50, 10), rows, dt, act, oh, dec, stage, kind, gather, ())
+        for rows, dt, act, oh, dec, stage, kind, gather in (
+            (100, "float32", "relu", False, 0.0, "train", "sgd", False),
+            (1000, "float32", "relu", False, 0.0, "train", "sgd", True),
+            (100, "float64", "sigmoid", True, 0.1, "train", "adam", False),
+            (100, "float64", "relu", False, 0.01, "grad", None, False),
+            (100, "float32", "sigmoid", True, 0.0, "loss", None, False),
+            (10000, "float32", "relu", False, 0.0, "predict", None, False),
+        )
+    ] + [
+        ((784, 100, 60, 10), 64, "float64", "relu", True, 0.0, "train", kind, False, ())
+        for kind in OPTIMIZER_KINDS
+    ]
     for sizes, rows, dt, act, oh, dec, stage, kind, gather, blas in cases:
         layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, blas)
         label = f"{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{'onehot' if oh else 'labels'}" + (
             f"-{kind}" if kind else "") + ("-decay" if dec else "") + ("-gather" if gather else "") + (
             "-blas" if any(blas) else "")
         yield label, plan_source(layout)
+    for sizes, rows, dt, act, oh, dec, stage, kind, gather, _ in rows_cases:
+        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize)
+        assert shape is not None
+        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, rows_per_block=shape.per_block)
+        yield f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}", plan_source(layout)
     for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
                        ((9, 7, 5, 3), "sigmoid")):
         yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", numgrad_source("ng", 100, sizes, act)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from . import source as src
 from .source import TILE, Gemm
 
 RING_SIZE = 1 << 16  # loss slots before a fresh ring is allocated
+BOUND_GRAPHS = 4  # graphs kept per plan for the callers' own x/t buffers
+BOUND_MISSES = 16  # new buffers seen before a plan stops binding and copies instead
 STAGES = ("predict", "loss", "grad", "train")
 _ALIGN = 32  # elements; keeps every gradient view 128-byte aligned
 
@@ -51,6 +54,7 @@ class Layout:
     blas: tuple[bool, ...] = ()  # per layer: use cuBLAS (eager only) instead of tiled kernels
     target_blocks: int = 264  # split-K until about this many blocks (2 per H100 SM)
     min_split_k: int = 64  # ... keeping at least this much K per split
+    rows_per_block: int = 0  # > 0: the two-kernel step of plan_rows (small nets)
 
     @property
     def depth(self) -> int:
@@ -100,6 +104,8 @@ class Plan:
         self._hyper: tuple[float, ...] | None = None
         self._adam_t: int | None = None
         self.steps = steps
+        self.bound: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (x ptr, t ptr) -> graph or None
+        self.bound_misses = 0
         self._alloc()
         self.ops: list[Callable[[], None]] = []
         self.names: list[str] = []  # launch names, in order (for tests and docs)
@@ -161,11 +167,15 @@ class Plan:
     def _bind(self) -> None:
         """Turn the recorded launches into closures over compiled kernels."""
         dev = self.device
+        self.launches: list[tuple[Any, tuple, tuple, tuple]] = []  # kernel launches, for bound runs
+        self.host_ops = False
         for name, grid, block, args in self._pending:
             if not grid:
                 self.ops.append(args[0])
+                self.host_ops = True
                 continue
             kernel = self.module.get_function(name)
+            self.launches.append((kernel, grid, block, args))
 
             def op(k: Any = kernel, g: tuple = grid, b: tuple = block, a: tuple = args) -> None:
                 dev.launch(k, g, b, a)
@@ -305,6 +315,57 @@ class Plan:
                 return
         self._run_ops()
         self.runs += 1
+
+    # ------------------------------------------------ runs on callers' buffers
+    def run(self, x: Any, t: Any) -> None:
+        """One run reading `x` and `t` where they are, without copying them in.
+
+        The launches are re-pointed from the static input buffers to the
+        caller's arrays, and the graph captured that way is kept per pair of
+        addresses (a loop over ``x[idx]`` reuses a few addresses of CuPy's
+        pool). Any pair gives the right result: a replay reads whatever those
+        addresses hold when it runs. A plan that keeps seeing new addresses
+        goes back to copying into its static buffers.
+        """
+        dev = self.device
+        t_static = self.tmat if self.layout.onehot else self.labels
+        if (self.host_ops or self.layout.gather or self.bound_misses > BOUND_MISSES
+                or t.dtype != t_static.dtype or x.dtype != self.x.dtype):
+            self.load(x, t)
+            self.launch()
+            return
+        key = (dev.ptr(x), dev.ptr(t))
+        graph = self.bound.get(key)
+        if graph is not None:
+            graph.launch()
+            return
+        swap = {id(self.x): x, id(t_static): t}
+        ops = [
+            functools.partial(dev.launch, k, g, b, tuple(swap.get(id(a), a) for a in args))
+            for k, g, b, args in self.launches
+        ]
+
+        def run_ops() -> None:
+            for op in ops:
+                op()
+
+        if key in self.bound and dev.can_capture and self.use_graph and not self.capture_failed:
+            try:
+                graph = dev.capture(run_ops)  # second sight of this pair: worth a graph
+            except Exception as exc:
+                self.capture_failed = True
+                warnings.warn(f"fastnet: CUDA graph capture failed, running eagerly ({exc})", RuntimeWarning, stacklevel=3)
+            else:
+                self.bound[key] = graph
+                self.bound.move_to_end(key)
+                graph.launch()
+                return
+        if key not in self.bound:
+            self.bound_misses += 1
+            self.bound[key] = None
+            while len(self.bound) > BOUND_GRAPHS:
+                self.bound.popitem(last=False)
+        run_ops()
 
     def load(self, x: Any, t: Any | None) -> None:
         """Copy a batch into the static input buffers the launches read."""

@@ -351,6 +351,28 @@ _COEFS = {
 }
 
 
+def _update_setup(kind: str, body: str) -> list[str]:
+    """Declarations an update body needs: hyper-parameters and its coefficients."""
+    lines = ["const double lr = hyper[0], ha = hyper[1], hb = hyper[2];",
+             "(void)lr; (void)ha; (void)hb;"]
+    if kind == "adam":
+        lines.append(f"const double t = (double)clock[{CLOCK_ADAM_T}];")
+    lines += [f"const real {c} = {expr};" for c, expr in _COEFS.items() if c in body]
+    return lines
+
+
+def update_body(kind: str) -> tuple[str, str]:
+    """(setup, body) of one element's update for kernels that compute the gradient
+    themselves: the gradient is the local ``gv``; ``ti`` (tensor) and ``i``
+    (element) index the P/S1/S2 pointer tables."""
+    if kind not in _UPDATES:
+        raise ValueError(f"no fused update for optimizer kind {kind!r}")
+    body = _UPDATES[kind]
+    ptrs = ["real* __restrict__ p = (real*)P[ti];"]
+    ptrs += [f"real* __restrict__ s{i} = (real*)S{i}[ti];" for i in (1, 2) if f"s{i}[" in body]
+    return " ".join(_update_setup(kind, body)), "{ " + " ".join(ptrs) + " " + body.replace("g[i]", "gv") + " }"
+
+
 def update_source(name: str, kind: str) -> str:
     """One launch updating every parameter: a chunk table maps blocks to tensors.
 
@@ -361,11 +383,7 @@ def update_source(name: str, kind: str) -> str:
     if kind not in _UPDATES:
         raise ValueError(f"no fused update for optimizer kind {kind!r}")
     body = _UPDATES[kind]
-    lines = ["const double lr = hyper[0], ha = hyper[1], hb = hyper[2];",
-             "(void)lr; (void)ha; (void)hb;"]
-    if kind == "adam":
-        lines.append(f"const double t = (double)clock[{CLOCK_ADAM_T}];")
-    lines += [f"const real {c} = {expr};" for c, expr in _COEFS.items() if c in body]
+    lines = _update_setup(kind, body)
     for i in (1, 2):
         if f"s{i}[" in body:
             lines.append(f"real* __restrict__ s{i} = (real*)S{i}[ti];")
