@@ -640,6 +640,28 @@ def test_gpu_graph_step_equals_eager_step(cupy_bk, kind):
 
 @gpu
 @pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_gpu_epoch_graph_equals_step_by_step(cupy_bk, kind):
+    """Three epochs (run eagerly, captured as one graph, replayed) against the same batches one step at a time."""
+    sizes = (784, 50, 10)
+    x_host, labels = make_batch(400, sizes, onehot=False, dtype=np.float32, seed=3)
+    x, t = cupy_bk.asarray(x_host), cupy_bk.asarray(labels)
+    epoch_net = fastnet.TwoLayerNet(*sizes, seed=0, backend="cupy")
+    step_net = fastnet.TwoLayerNet(*sizes, seed=0, backend="cupy")
+    o_epoch, o_step = opt.OPTIMIZERS[kind](lr=0.05), opt.OPTIMIZERS[kind](lr=0.05)
+    tables = [np.random.default_rng(e).permutation(400).reshape(20, 20) for e in range(3)]
+    losses = [epoch_net.train_batches(x, t, cupy_bk.asarray(tab), o_epoch) for tab in tables]
+    assert any(p.epoch_graphs for p in cupy_bk.engine.plans.values()), "no epoch was captured"
+    step_losses = [[step_net.train_step(x[cupy_bk.asarray(row)], t[cupy_bk.asarray(row)], o_step) for row in tab]
+                   for tab in tables]
+    for k in epoch_net.params:  # the same kernels on the same batches: bitwise equal
+        np.testing.assert_array_equal(fastnet.to_numpy(epoch_net.params[k]), fastnet.to_numpy(step_net.params[k]))
+    np.testing.assert_array_equal(fastnet.to_numpy(losses[-1]), np.array([float(v) for v in step_losses[-1]]))
+    assert getattr(o_epoch, "iter", 0) == getattr(o_step, "iter", 0)
+
+
+@gpu
+@pytest.mark.gpu
 @pytest.mark.mnist
 def test_gpu_one_mnist_epoch_matches_numpy_accuracy(cupy_bk, mnist_dir, monkeypatch):
     from fastnet.datasets import load_mnist

@@ -316,9 +316,10 @@ class FusedEngine:
             plan = self._plan(layout, [spec.params[k] for k in spec.names()], state, (X, T), steps)
             plan.start_batches(xp.ascontiguousarray(idx, dtype=numpy.int64))
             first = plan.reserve(steps)
-            for _ in range(steps):
-                plan.before_step(optimizer)
-                plan.launch()
+            plan.before_step(optimizer)  # uploads what changed, once: every later step sees the same
+            for _ in range(steps - 1):
+                plan.host_step(optimizer)
+            plan.launch_steps(steps)
             return plan.ring[first : first + steps]  # a view: a full ring is replaced, never reused
         except Exception as exc:
             _step_count(optimizer, saved)

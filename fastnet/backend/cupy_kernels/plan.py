@@ -106,6 +106,7 @@ class Plan:
         self.steps = steps
         self.bound: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (x ptr, t ptr) -> graph or None
         self.bound_misses = 0
+        self.epoch_graphs: dict[int, Any] = {}  # steps -> graph of that many steps
         self._alloc()
         self.ops: list[Callable[[], None]] = []
         self.names: list[str] = []  # launch names, in order (for tests and docs)
@@ -401,6 +402,51 @@ class Plan:
                 c = src.CLOCK_ADAM_T
                 self.device.upload(self.clock[c : c + 1], numpy.array([before], numpy.int64))
             self._adam_t = before + 1
+
+    def host_step(self, optimizer: Any) -> None:
+        """An optimizer step's host bookkeeping alone, for steps already on the device.
+
+        Valid after one ``before_step`` in the same run of steps: nothing the
+        kernels read can change in between (same optimizer, same values).
+        """
+        begin = getattr(optimizer, "_begin_step", None)
+        if begin is not None:
+            begin()
+        if self.layout.kind == "adam":
+            self._adam_t = int(optimizer.iter)
+
+    def launch_steps(self, steps: int) -> None:
+        """`steps` runs in a row: one graph of every step once a run has gone eagerly.
+
+        One graph per epoch spares a graph launch per step (and its gap on
+        the device); every step still reads its batch and counters from
+        device memory, so the same graph serves every epoch of that length.
+        """
+        graph = self.epoch_graphs.get(steps)
+        if graph is not None:
+            graph.launch()
+            return
+        dev = self.device
+        if (self.use_graph and self.capturable and dev.can_capture and self.runs > 0
+                and not self.capture_failed and steps > 1):
+            def run_all() -> None:
+                for _ in range(steps):
+                    self._run_ops()
+
+            try:
+                graph = dev.capture(run_all)
+            except Exception as exc:
+                self.capture_failed = True
+                warnings.warn(f"fastnet: CUDA graph capture failed, running eagerly ({exc})", RuntimeWarning, stacklevel=3)
+            else:
+                while len(self.epoch_graphs) >= 2:
+                    self.epoch_graphs.pop(next(iter(self.epoch_graphs)))
+                self.epoch_graphs[steps] = graph
+                graph.launch()
+                return
+        for _ in range(steps):
+            self._run_ops()
+        self.runs += 1
 
     def start_batches(self, idx: Any) -> None:
         """Load an epoch's index table (steps, rows) and rewind the mini-batch counter."""

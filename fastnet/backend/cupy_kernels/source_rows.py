@@ -44,14 +44,14 @@ class RowsShape:
     def splits(self, i: int) -> int:
         """K-splits of layer i's forward product, so about ROW_THREADS threads work."""
         K, N = self.sizes[i], self.sizes[i + 1]
-        return max(1, min(ROW_THREADS // N, K // 16))
+        return max(1, min(ROW_THREADS // N, K // 8))
 
     def shared_bytes(self) -> int:
         R, n = self.per_block, self.sizes
         part = max(self.splits(i) * R * n[i + 1] for i in range(self.depth))
         acts = R * sum(n[1:])
         deltas = 2 * R * max(n[1:])
-        return (part + acts + deltas) * self.itemsize + 8 * (ROW_THREADS + R)
+        return (part + acts + deltas + R * n[0]) * self.itemsize + 8 * (ROW_THREADS + R)
 
     # offsets (in elements) of each layer in the flat global buffers
     def h_offset(self, i: int) -> int:
@@ -102,6 +102,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         f"  __shared__ real part[{part_size}];",
         f"  __shared__ real act[{max(R * sum(n[1:]), 1)}];",
         f"  __shared__ long long rix[{R}];",
+        f"  __shared__ real xs[{R * n[0]}];  // the block's input rows (zeros past the batch)",
         "  const int tid = threadIdx.x;",
         f"  const int r0 = blockIdx.x * {R};",
         f"  const int nr = imin({R}, {B} - r0);",
@@ -123,13 +124,18 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         f"    if (tid < nr) rowix[r0 + tid] = i;",
         "  }",
         "  __syncthreads();",
+        f"  for (int e = tid; e < {R * n[0]}; e += {TH}) {{",
+        f"    const int r = e / {n[0]}, k = e % {n[0]};",
+        f"    xs[e] = r < nr ? X[rix[r] * {n[0]} + k] : R(0);",
+        "  }",
+        "  __syncthreads();",
     ]
     for i in range(L):
         K, N, Sp = n[i], n[i + 1], shape.splits(i)
         KS = -(-K // Sp)
         last = i == L - 1
         if i == 0:
-            inp = f"X[rix[r] * {K} + k]"
+            inp = f"xs[r * {K} + k]"
         else:
             inp = f"act[{acts[i]} + r * {K} + k]"
         store = f"act[{acts[i + 1]} + r * {N} + j] = v;"
@@ -147,10 +153,10 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
             f"      const int kb = s * {KS}, ke = imin({K}, kb + {KS});",
             f"      real acc[{R}];",
             f"      for (int r = 0; r < {R}; ++r) acc[r] = R(0);",
-            "#pragma unroll 8",
+            "#pragma unroll 16",
             "      for (int k = kb; k < ke; ++k) {",
             f"        const real w = W[(long long)k * {N} + j];",
-            f"        for (int r = 0; r < {R}; ++r) if (r < nr) acc[r] += {inp} * w;",
+            f"        for (int r = 0; r < {R}; ++r) acc[r] += {inp} * w;  // rows past nr: unused",
             "      }",
             f"      for (int r = 0; r < {R}; ++r) part[(s * {R} + r) * {N} + j] = acc[r];",
             "    }",
@@ -250,13 +256,17 @@ ROWS_B_ARGS = (
 def row_split(rows: int) -> int:
     """Threads sharing one parameter's sum over the batch in kernel B (a power of two).
 
-    About 128 rows per thread keeps each thread's chain of loads short;
-    the partial sums meet in shared memory in a fixed order.
+    About 16 rows per thread keeps each thread's chain of dependent loads
+    short and gives the SMs enough warps to hide their latency; the partial
+    sums meet in shared memory in a fixed order.
     """
     split = 1
-    while split < 8 and rows > 192 * split:
+    while split < 16 and rows > 16 * split:
         split *= 2
     return split
+
+
+STAGED_ROWS = 4096  # kernel B keeps a gathered batch's row numbers in shared memory up to this
 
 
 def rows_b_blocks(shape: RowsShape, stage: str) -> int:
@@ -269,7 +279,9 @@ def rows_b_blocks(shape: RowsShape, stage: str) -> int:
     return -(-total // per_block) + 1
 
 
-def rows_b_source(name: str, shape: RowsShape, stage: str, kind: str | None, decay: bool) -> str:
+def rows_b_source(
+    name: str, shape: RowsShape, stage: str, kind: str | None, decay: bool, gather: bool = True
+) -> str:
     """Kernel B: each parameter's gradient summed over the batch (+ its update); the loss."""
     n, L, B, TH = shape.sizes, shape.depth, shape.rows, B_THREADS
     nb = rows_b_blocks(shape, stage) - 1  # parameter blocks; block nb sums the loss
@@ -298,6 +310,13 @@ def rows_b_source(name: str, shape: RowsShape, stage: str, kind: str | None, dec
     if stage not in ("grad", "train"):
         lines.append("}")
         return "\n".join(lines) + "\n"
+    staged = gather and B <= STAGED_ROWS
+    if staged:
+        lines += [
+            f"  __shared__ long long srow[{B}];",
+            f"  for (int r = tid; r < {B}; r += {TH}) srow[r] = rowix[r];",
+            "  __syncthreads();",
+        ]
     lines += [
         f"  const int pl = tid % {PB}, rs = tid / {PB};",
         f"  const long long e = (long long)blockIdx.x * {PB} + pl;",
@@ -310,7 +329,8 @@ def rows_b_source(name: str, shape: RowsShape, stage: str, kind: str | None, dec
     for li in range(L):
         K, N = n[li], n[li + 1]
         if li == 0:
-            inp = f"X[rowix[r] * {K} + k]"
+            row = "srow[r]" if staged else ("rowix[r]" if gather else "(long long)r")
+            inp = f"X[{row} * {K} + k]"
         else:
             inp = f"H[{shape.h_offset(li)} + (long long)r * {K} + k]"
         dlt = f"D[{shape.d_offset(li)} + (long long)r * {N} + j]"
