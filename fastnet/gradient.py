@@ -66,7 +66,7 @@ def numerical_gradient_loop(f: Callable[[Array], Any], x: Array, h: float = 1e-4
     grad = x.copy()  # same shape, dtype and array module as x, whatever the backend
     grad.fill(0)
     for idx in numpy.ndindex(*x.shape):
-        tmp_val = x[idx]
+        tmp_val = x[idx].copy()  # CuPy's x[idx] is a 0-d view: it would follow the writes below
         x[idx] = float(tmp_val) + h
         fxh1 = f(x)
         x[idx] = tmp_val - h

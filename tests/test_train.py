@@ -79,7 +79,8 @@ def test_replacement_sampling_like_the_book(spiral):
 def test_layer_path_nets_train(backend, spiral):
     net = MultiLayerNet(2, [32, 32], 3, use_dropout=True, dropout_ration=0.1, use_batchnorm=True,
                         seed=0, dtype=np.float64)
-    history = make_trainer(spiral, net=net, epochs=10).train()
+    # 40 epochs: over 0.55 for every seed tried on NumPy (dropout masks differ per backend)
+    history = make_trainer(spiral, net=net, epochs=40).train()
     assert history.train_acc[-1] > 0.5
 
 
@@ -134,7 +135,8 @@ def test_evaluate_sample_num_and_one_hot(spiral):
     trainer = Trainer(TwoLayerNet(2, 8, 3, seed=0), x, eye[t], xt, eye[tt], epochs=1,
                       evaluate_sample_num_per_epoch=50, progress=False)
     history = trainer.train()
-    assert history.train_acc[0] * 50 == round(history.train_acc[0] * 50)
+    hits = history.train_acc[0] * 50  # accuracy over exactly 50 samples: a whole number of hits
+    assert abs(hits - round(hits)) < 1e-9
 
 
 def test_progress_and_verbose_output(spiral, capsys):
