@@ -277,7 +277,7 @@ def test_gpu_numgrad(benchmark: Any, gpu: Any, impl: str) -> None:
         assert diff < 1e-6, f"numerical vs backprop gradient differ by {diff:.3g}"  # the book's +1e-7
         return
     picks = pick_parameters(net.params, SUBSET)
-    info.update(scale=total / len(picks), timed_params=len(picks))
+    info.update(scale=total / len(picks), params_timed=len(picks))
     measure(benchmark, lambda: loop_subset(lambda: net.loss(x, t), net.params, picks, bk.xp),
             group="gpu-numgrad-B100-float64", name=impl, info=info, sync=bk.synchronize, rounds=3)
 

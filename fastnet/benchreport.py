@@ -220,12 +220,18 @@ def summary_section(rows: list[Case], stat: str) -> list[str]:
 
 def _footnote(rows: list[Case]) -> list[str]:
     scaled = [r for r in rows if r.scale != 1.0]
-    if not scaled:
-        return []
-    timed = scaled[0].info.get("params_timed", "?")
-    note = (f"* the book's loop timed on {timed} parameters and scaled to the whole net "
-            f"({len(scaled)} cases): every parameter costs the same two forward passes in that loop.")
-    return ["", note]
+    loops = [r for r in scaled if "params_timed" in r.info]
+    chunks = [r for r in scaled if "steps_per_call" in r.info]
+    notes = []
+    if loops:
+        timed = loops[0].info["params_timed"]
+        notes.append(f"* the book's loop timed on {timed} parameters and scaled to the whole net "
+                     f"({len(loops)} cases): every parameter costs the same two forward passes in that loop.")
+    if chunks:
+        per = chunks[0].info["steps_per_call"]
+        notes.append(f"* one timed call ran {per} steps with one device sync ({len(chunks)} cases): "
+                     "the time shown is per step (throughput).")
+    return [""] + notes if notes else []
 
 
 def numgrad_section(rows: list[Case]) -> list[str]:
@@ -262,7 +268,50 @@ def speedup_section(rows: list[Case]) -> list[str]:
                 other = index.get((group, b + name[len("numpy"):]))
                 cells.append(fmt_ratio(ref.seconds / other.seconds) if other else "–")
             body.append(cells)
+    if not body:
+        return []
     return ["## Speed-up over the numpy backend", ""] + _table(["group", "case"] + present, body)
+
+
+# (group, case, limit in seconds) from the CuPy issue; times per step where a call ran several
+GPU_LIMITS = (
+    ("gpu-step-B100-float32", "cupy", 30e-6),
+    ("gpu-step-B1000-float32", "cupy", 60e-6),
+    ("gpu-step-B100-float64", "cupy", 40e-6),
+    ("gpu-numgrad-B100-float64", "cupy", 3e-3),
+    ("gpu-epoch-600x100-float32", "cupy", 10e-3),
+)
+# (label, slower case, faster case, at least this ratio)
+GPU_RATIOS = (
+    ("book-style loop vs the book's algorithm, B100 fp32", ("gpu-step-B100-float32", "cupy-book"),
+     ("gpu-step-B100-float32", "cupy-bookstyle"), 5.0),
+    ("numerical gradient: book's loop vs fused", ("gpu-numgrad-B100-float64", "cupy-book-loop"),
+     ("gpu-numgrad-B100-float64", "cupy"), 10_000.0),
+)
+
+
+def gpu_section(rows: list[Case]) -> list[str]:
+    """The CuPy issue's targets: absolute times, and the best PyTorch mode beside each."""
+    index = _index(rows)
+    body = []
+    for group, case, limit in GPU_LIMITS:
+        row = index.get((group, case))
+        if row is None:
+            continue
+        peer = index.get((group, "torch-cuda-graph"))
+        vs = fmt_ratio(peer.seconds / row.seconds) if peer else "–"
+        body.append([f"{group} · {case}", fmt_time(row.seconds), f"<= {fmt_time(limit)}", vs,
+                     "yes" if row.seconds <= limit else "no"])
+    for label, slow, fast, bound in GPU_RATIOS:
+        a, b = index.get(slow), index.get(fast)
+        if a is None or b is None:
+            continue
+        ratio = a.seconds / b.seconds
+        body.append([label, f"{ratio:,.3g}x", f">= {bound:,g}x", "–", "yes" if ratio >= bound else "no"])
+    if not body:
+        return []
+    header = ["case", "time or ratio", "target", "torch-cuda-graph / this", "met"]
+    return ["## GPU targets (CuPy issue)", ""] + _table(header, body)
 
 
 def targets_section(rows: list[Case]) -> list[str]:
@@ -285,7 +334,7 @@ def report(data: dict[str, Any], stat: str = "median") -> str:
     rows = cases(data, stat)
     parts = [["# fastnet benchmarks", "", *machine_lines(data)]]
     sections = (summary_section(rows, stat), numgrad_section(rows), speedup_section(rows),
-                targets_section(rows), times_section(rows, stat))
+                targets_section(rows), gpu_section(rows), times_section(rows, stat))
     for section in sections:
         if section:
             parts.append(section)

@@ -182,3 +182,29 @@ def test_best_of_keeps_each_cases_least_disturbed_run(data):
     assert all(b["extra_info"]["repeats"]["chosen_run"] == 0 for b in best["benchmarks"][1:])
     assert data == before  # inputs left alone
     assert any("Best of 2 runs" in line for line in benchreport.machine_lines(best))
+
+
+def _gpu_case(group, name, seconds, **info):
+    return {"group": group, "name": name, "stats": {"median": seconds, "min": seconds, "rounds": 5},
+            "extra_info": info}
+
+
+def test_gpu_targets_section_scales_chunks_and_judges_each_target():
+    per_call = 50  # steps per timed call: the report shows one step
+    data = {"benchmarks": [
+        _gpu_case("gpu-step-B100-float32", "cupy", 20e-6 * per_call, steps_per_call=per_call, scale=1 / per_call),
+        _gpu_case("gpu-step-B100-float32", "torch-cuda-graph", 60e-6 * per_call, steps_per_call=per_call,
+                  scale=1 / per_call),
+        _gpu_case("gpu-step-B100-float32", "cupy-book", 1e-3 * per_call, steps_per_call=per_call, scale=1 / per_call),
+        _gpu_case("gpu-step-B100-float32", "cupy-bookstyle", 250e-6 * per_call, steps_per_call=per_call,
+                  scale=1 / per_call),
+        _gpu_case("gpu-epoch-600x100-float32", "cupy", 12e-3),
+    ]}
+    lines = benchreport.gpu_section(benchreport.cases(data))
+    text = "\n".join(lines)
+    step = next(line for line in lines if "gpu-step-B100-float32 · cupy" in line)
+    assert "20 µs" in step and "3×" in step and step.rstrip("| ").endswith("yes")
+    epoch = next(line for line in lines if "gpu-epoch" in line)
+    assert epoch.rstrip("| ").endswith("no")  # 12 ms against 10 ms
+    assert "4x" in text  # the book's algorithm over the book-style loop: 1 ms / 250 µs
+    assert "per step" in benchreport.report(data)
