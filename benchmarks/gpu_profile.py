@@ -71,22 +71,29 @@ def main(rows: int = 100, dtype: str = "float32") -> None:
         print(f"graph.launch() host side  {host:8.1f} µs/call")
     for name, op in zip(plan.names, plan.ops):
         print(f"  op {name:14s} eager    {per_call(op, sync, n=500):8.1f} µs")
-    # the two-kernel step with each number of rows per block (graph replays only)
+    # the two-kernel step for each block shape: graph replays of one step, and a whole epoch
     from fastnet.backend.cupy_kernels.device import CupyDevice
     from fastnet.backend.cupy_kernels.engine import FusedEngine
 
-    for per in (1, 2, 4, 8):
-        e2 = FusedEngine(CupyDevice(), strict=True)
-        e2.rows_per_block = per
-        n2 = fastnet.TwoLayerNet(784, 50, 10, seed=0, dtype=np.dtype(dtype), backend=bk)
-        try:
-            for _ in range(3):
-                e2.train_step(n2.spec(), x, t, opt)
-            p2 = next(iter(e2.plans.values()))
-            g2 = next(g for g in p2.bound.values() if g is not None)
-            print(f"rows per block {per}: graph replay {per_call(g2.launch, sync):8.1f} µs/step")
-        except Exception as exc:
-            print(f"rows per block {per}: {exc!r}")
+    for threads in (256, 512, 1024):
+        for per in (1, 2, 4, 8):
+            if rows // per < 8:
+                continue
+            e2 = FusedEngine(CupyDevice(), strict=True)
+            e2.rows_per_block, e2.rows_threads = per, threads
+            n2 = fastnet.TwoLayerNet(784, 50, 10, seed=0, dtype=np.dtype(dtype), backend=bk)
+            try:
+                for _ in range(3):
+                    e2.train_step(n2.spec(), x, t, opt)
+                p2 = next(iter(e2.plans.values()))
+                g2 = next(g for g in p2.bound.values() if g is not None)
+                step = per_call(g2.launch, sync)
+                e2.train_batches(n2.spec(), X, T, idx, opt)
+                epoch = per_call(lambda: e2.train_batches(n2.spec(), X, T, idx, opt), sync, n=3)
+                print(f"threads {threads:4d}, rows per block {per}: step replay {step:6.1f} µs,"
+                      f" epoch {epoch / 1000:6.2f} ms")
+            except Exception as exc:
+                print(f"threads {threads:4d}, rows per block {per}: {exc!r}")
     # primitive host costs
     a = cupy.zeros(100 * 784, np.float32)
     b = cupy.zeros(100 * 784, np.float32)

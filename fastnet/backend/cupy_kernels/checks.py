@@ -126,11 +126,17 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
             f"-{kind}" if kind else "") + ("-decay" if dec else "") + ("-gather" if gather else "") + (
             "-blas" if any(blas) else "")
         yield label, plan_source(layout)
-    for sizes, rows, dt, act, oh, dec, stage, kind, gather, _ in rows_cases:
-        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize)
+    for sizes, rows, dt, act, oh, dec, stage, kind, gather, extra in rows_cases + [
+        ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", True, (1024,)),
+        ((784, 50, 10), 1000, "float64", "sigmoid", False, 0.0, "train", "adam", True, (1024,)),
+    ]:
+        threads = extra[0] if extra else 512  # the last field: threads per row block, if not the default
+        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize, threads=threads)
         assert shape is not None
-        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, rows_per_block=shape.per_block)
-        yield f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}", plan_source(layout)
+        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, rows_per_block=shape.per_block,
+                        rows_threads=shape.threads)
+        yield (f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}-t{shape.threads}",
+               plan_source(layout))
     for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
                        ((9, 7, 5, 3), "sigmoid")):
         yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", numgrad_source("ng", 100, sizes, act)

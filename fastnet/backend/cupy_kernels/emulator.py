@@ -62,6 +62,7 @@ static inline void __syncthreads() { emu_barrier->wait(); }
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __launch_bounds__(n)
 #define __shared__ static
 #define __restrict__ __restrict
 
@@ -87,7 +88,7 @@ static void emu_launch(dim3 g, dim3 b, const std::function<void()>& body) {
 }
 """
 
-_KERNEL = re.compile(r'extern "C" __global__ void (\w+)\s*\(([^)]*)\)')
+_KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\s*\(([^)]*)\)')
 
 _SCALARS = {
     "int": (ctypes.c_int, numpy.int32),

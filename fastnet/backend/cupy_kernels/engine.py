@@ -70,6 +70,7 @@ class FusedEngine:
         # this many bytes of such reads the tiled kernels (or cuBLAS) win
         self.rows_max_traffic = rows_max_traffic
         self.rows_per_block: int | None = None  # None: rows_shape's rule
+        self.rows_threads = 512  # threads per block of the row kernel
         self.strict = strict
         self.tuning: dict[str, int] = {}  # Layout overrides: target_blocks, min_split_k
         self.plans: OrderedDict[tuple, Plan] = OrderedDict()
@@ -107,12 +108,12 @@ class FusedEngine:
         decay = float(spec.weight_decay or 0.0)
         blas = tuple(2.0 * rows * a * b >= self.blas_min_flops for a, b in zip(sizes, sizes[1:]))
         shape = None if any(blas) else rows_shape(tuple(sizes), rows, numpy.dtype(dtype).itemsize,
-                                                  self.rows_per_block)
+                                                  self.rows_per_block, self.rows_threads)
         if shape is not None:
             weights = sum(a * b + b for a, b in zip(sizes, sizes[1:])) * shape.itemsize
             if weights * shape.blocks <= self.rows_max_traffic:
                 return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay, stage, kind, gather,
-                              rows_per_block=shape.per_block, **self.tuning)
+                              rows_per_block=shape.per_block, rows_threads=shape.threads, **self.tuning)
         return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay,
                       stage, kind, gather, blas, **self.tuning)
 

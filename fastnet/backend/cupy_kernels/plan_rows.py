@@ -19,7 +19,7 @@ class RowsPlan(Plan):
         super()._alloc()
         L, xp = self.layout, self.device.xp
         dt, B, n = numpy.dtype(L.dtype), L.rows, L.sizes
-        shape = rs.rows_shape(n, B, dt.itemsize, L.rows_per_block)
+        shape = rs.rows_shape(n, B, dt.itemsize, L.rows_per_block, L.rows_threads)
         if shape is None or shape.per_block != L.rows_per_block:
             raise ValueError(f"layout {L} does not fit the two-kernel step")
         self.shape = shape
@@ -48,7 +48,7 @@ class RowsPlan(Plan):
         shape = self.shape
         self._kernel(
             "rows_a", rs.rows_a_source("rows_a", shape, L.stage, L.onehot, L.gather, decay),
-            (shape.blocks, 1, 1), (rs.ROW_THREADS, 1, 1),
+            (shape.blocks, 1, 1), (shape.threads, 1, 1),
             (X, Tl, Tm, idx, self.clock, self.wptrs, self.bptrs, self.H, self.D, self.scores,
              self.rowloss, self.rowix, self.sq, nrows, lam),
         )

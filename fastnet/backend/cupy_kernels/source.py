@@ -7,7 +7,8 @@ can unroll the small loops; values that may change between steps (learning
 rate, Adam's step count) are read from device memory, never baked in.
 
 Conventions every kernel follows (the emulator relies on them too):
-* every kernel is ``extern "C" __global__ void name(...)`` on one line;
+* every kernel is ``extern "C" __global__ void name(...)`` on one line
+  (``__launch_bounds__(n)`` may stand before the name);
 * scalar arguments are ``int``, ``long long`` or ``double`` only;
 * no warp shuffles or atomics: block reductions go through shared memory and
   ``__syncthreads()``, and no thread returns before a ``__syncthreads()``.

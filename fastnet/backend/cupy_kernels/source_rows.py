@@ -32,6 +32,7 @@ class RowsShape:
     rows: int  # batch size B
     per_block: int  # rows per block of kernel A (R)
     itemsize: int
+    threads: int = ROW_THREADS  # threads per block of kernel A
 
     @property
     def depth(self) -> int:
@@ -42,16 +43,16 @@ class RowsShape:
         return -(-self.rows // self.per_block)
 
     def splits(self, i: int) -> int:
-        """K-splits of layer i's forward product, so about ROW_THREADS threads work."""
+        """K-splits of layer i's forward product, so about `threads` threads work."""
         K, N = self.sizes[i], self.sizes[i + 1]
-        return max(1, min(ROW_THREADS // N, K // 8))
+        return max(1, min(self.threads // N, K // 8))
 
     def shared_bytes(self) -> int:
         R, n = self.per_block, self.sizes
         part = max(self.splits(i) * R * n[i + 1] for i in range(self.depth))
         acts = R * sum(n[1:])
         deltas = 2 * R * max(n[1:])
-        return (part + acts + deltas + R * n[0]) * self.itemsize + 8 * (ROW_THREADS + R)
+        return (part + acts + deltas + R * n[0]) * self.itemsize + 8 * (self.threads + R)
 
     # offsets (in elements) of each layer in the flat global buffers
     def h_offset(self, i: int) -> int:
@@ -63,7 +64,9 @@ class RowsShape:
         return self.rows * sum(self.sizes[1 : i + 1])
 
 
-def rows_shape(sizes: tuple[int, ...], rows: int, itemsize: int, per_block: int | None = None) -> RowsShape | None:
+def rows_shape(
+    sizes: tuple[int, ...], rows: int, itemsize: int, per_block: int | None = None, threads: int = ROW_THREADS
+) -> RowsShape | None:
     """The kernel-A shape for a net, or None when its activations do not fit a block.
 
     Rows per block: the fewest (of 1, 2, 4, 8) that keep the blocks within
@@ -75,7 +78,7 @@ def rows_shape(sizes: tuple[int, ...], rows: int, itemsize: int, per_block: int 
     if per_block is not None:
         per = per_block
     while per >= 1:
-        shape = RowsShape(tuple(sizes), rows, per, itemsize)
+        shape = RowsShape(tuple(sizes), rows, per, itemsize, threads)
         if shape.shared_bytes() <= SHARED_LIMIT:
             return shape
         per //= 2
@@ -93,12 +96,12 @@ ROWS_A_ARGS = (
 
 def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather: bool, decay: bool) -> str:
     """Kernel A: forward (+ loss and backward of the data) for `per_block` rows per block."""
-    n, L, R, B, TH = shape.sizes, shape.depth, shape.per_block, shape.rows, ROW_THREADS
+    n, L, R, B, TH = shape.sizes, shape.depth, shape.per_block, shape.rows, shape.threads
     acts = [R * sum(n[1:i]) for i in range(L + 1)]  # shared offset of layer i's output (i >= 1)
     part_size = max(shape.splits(i) * R * n[i + 1] for i in range(L))
     dmax = R * max(n[1:])
     lines = [
-        f'extern "C" __global__ void {name}{ROWS_A_ARGS} {{',
+        f'extern "C" __global__ void __launch_bounds__({TH}) {name}{ROWS_A_ARGS} {{',
         f"  __shared__ real part[{part_size}];",
         f"  __shared__ real act[{max(R * sum(n[1:]), 1)}];",
         f"  __shared__ long long rix[{R}];",
