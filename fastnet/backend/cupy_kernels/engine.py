@@ -70,7 +70,7 @@ class FusedEngine:
         # this many bytes of such reads the tiled kernels (or cuBLAS) win
         self.rows_max_traffic = rows_max_traffic
         self.rows_per_block: int | None = None  # None: rows_shape's rule
-        self.rows_threads = 512  # threads per block of the row kernel
+        self.rows_threads = 1024  # threads per block of the row kernel
         self.strict = strict
         self.tuning: dict[str, int] = {}  # Layout overrides: target_blocks, min_split_k
         self.plans: OrderedDict[tuple, Plan] = OrderedDict()

@@ -55,7 +55,7 @@ class Layout:
     target_blocks: int = 264  # split-K until about this many blocks (2 per H100 SM)
     min_split_k: int = 64  # ... keeping at least this much K per split
     rows_per_block: int = 0  # > 0: the two-kernel step of plan_rows (small nets)
-    rows_threads: int = 512  # threads per block of that step's row kernel
+    rows_threads: int = 1024  # threads per block of that step's row kernel
 
     @property
     def depth(self) -> int:
