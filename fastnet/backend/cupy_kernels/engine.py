@@ -20,8 +20,8 @@ import numpy
 from . import numgrad
 from .plan import Layout, Plan
 from .plan_rows import RowsPlan
-from .source_rows import rows_shape
 from .source import OPTIMIZER_KINDS
+from .source_rows import rows_shape
 
 Array = Any
 FLOAT_DTYPES = ("float32", "float64")
@@ -112,7 +112,7 @@ class FusedEngine:
         if shape is not None:
             weights = sum(a * b + b for a, b in zip(sizes, sizes[1:])) * shape.itemsize
             if weights * shape.blocks <= self.rows_max_traffic:
-                return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay, stage, kind, gather,
+                return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay, stage, kind, gather, (),
                               rows_per_block=shape.per_block, rows_threads=shape.threads, **self.tuning)
         return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay,
                       stage, kind, gather, blas, **self.tuning)

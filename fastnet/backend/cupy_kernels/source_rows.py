@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .source import CE_DELTA, CLOCK_ADAM_T, CLOCK_BATCH, CLOCK_RING, _block_sum, _lit, update_body
+from .source import (
+    CE_DELTA,
+    CLOCK_ADAM_T,
+    CLOCK_BATCH,
+    CLOCK_RING,
+    _block_sum,
+    _lit,
+    update_body,
+)
 
 ROW_THREADS = 1024  # kernel A: enough threads that each one's chain of loads is short (measured best of 256-1024)
 B_THREADS = 256  # kernel B
@@ -124,7 +132,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         lines.insert(3, f"  __shared__ double red[{TH}];")
     lines += [
         "    rix[tid] = i;",
-        f"    if (tid < nr) rowix[r0 + tid] = i;",
+        "    if (tid < nr) rowix[r0 + tid] = i;",
         "  }",
         "  __syncthreads();",
         f"  for (int e = tid; e < {R * n[0]}; e += {TH}) {{",
