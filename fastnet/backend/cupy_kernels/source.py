@@ -242,6 +242,23 @@ def _block_sum(var: str, threads: int) -> str:
   __syncthreads();"""
 
 
+def label_code(classes: int, onehot: bool, row: str) -> tuple[str, str]:
+    """C code setting ``label`` for data row `row`, and the expression of target ``c``.
+
+    One-hot rows: the label is the first largest entry (``t`` points at the
+    row); class indices wrap like CuPy's indexing instead of reading out of
+    bounds.
+    """
+    C = classes
+    if onehot:
+        code = (
+            f"const real* t = T + {row} * {C}; int label = 0; real best = t[0];"
+            f" for (int c = 1; c < {C}; ++c) if (t[c] > best) {{ best = t[c]; label = c; }}"
+        )
+        return code, "t[c]"
+    return f"int label = (int)(lab[{row}] % {C}); if (label < 0) label += {C};", "(c == label ? R(1) : R(0))"
+
+
 def loss_source(
     name: str, rows: int, classes: int, onehot: bool, weight_sizes: tuple[int, ...], decay: bool
 ) -> str:
@@ -253,16 +270,7 @@ def loss_source(
     mini-batch index). One block keeps the loss sum in a fixed order.
     """
     C = classes
-    if onehot:
-        label = (
-            "const real* t = T + (long long)m * " + str(C) + ";"
-            " int label = 0; real best = t[0];"
-            f" for (int c = 1; c < {C}; ++c) if (t[c] > best) {{ best = t[c]; label = c; }}"
-        )
-        target = "t[c]"
-    else:  # class indices; wrap like CuPy's indexing instead of reading out of bounds
-        label = f"int label = (int)(lab[m] % {C}); if (label < 0) label += {C};"
-        target = "(c == label ? R(1) : R(0))"
+    label, target = label_code(C, onehot, "(long long)m")
     decay_code = ""
     if decay:
         parts = []

@@ -23,6 +23,7 @@ from .source import (
     CLOCK_RING,
     _block_sum,
     _lit,
+    label_code,
     update_body,
 )
 
@@ -188,16 +189,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         lines.append("}")
         return "\n".join(lines) + "\n"
     C = n[-1]
-    if onehot:
-        label = (
-            f"const real* t = T + rix[r] * {C};"
-            " int label = 0; real best = t[0];"
-            f" for (int c = 1; c < {C}; ++c) if (t[c] > best) {{ best = t[c]; label = c; }}"
-        )
-        target = "t[c]"
-    else:  # class indices; wrap like CuPy's indexing instead of reading out of bounds
-        label = f"int label = (int)(lab[rix[r]] % {C}); if (label < 0) label += {C};"
-        target = "(c == label ? R(1) : R(0))"
+    label, target = label_code(C, onehot, "rix[r]")
     lines += [
         "  if (tid < nr) {  // softmax + cross-entropy of one row per thread",
         "    const int r = tid;",
