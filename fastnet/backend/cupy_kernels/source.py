@@ -242,8 +242,9 @@ def _block_sum(var: str, threads: int) -> str:
   __syncthreads();"""
 
 
-def label_code(classes: int, onehot: bool, row: str) -> tuple[str, str]:
-    """C code setting ``label`` for data row `row`, and the expression of target ``c``.
+def label_code(classes: int, onehot: bool, row: str, lab_row: str | None = None) -> tuple[str, str]:
+    """C code setting ``label`` for data row `row` (`lab_row` when indexing labels), and the
+    expression of target ``c``.
 
     One-hot rows: the label is the first largest entry (``t`` points at the
     row); class indices wrap like CuPy's indexing instead of reading out of
@@ -256,7 +257,8 @@ def label_code(classes: int, onehot: bool, row: str) -> tuple[str, str]:
             f" for (int c = 1; c < {C}; ++c) if (t[c] > best) {{ best = t[c]; label = c; }}"
         )
         return code, "t[c]"
-    return f"int label = (int)(lab[{row}] % {C}); if (label < 0) label += {C};", "(c == label ? R(1) : R(0))"
+    index = row if lab_row is None else lab_row
+    return f"int label = (int)(lab[{index}] % {C}); if (label < 0) label += {C};", "(c == label ? R(1) : R(0))"
 
 
 def loss_source(
@@ -270,7 +272,7 @@ def loss_source(
     mini-batch index). One block keeps the loss sum in a fixed order.
     """
     C = classes
-    label, target = label_code(C, onehot, "(long long)m")
+    label, target = label_code(C, onehot, "(long long)m", "m")
     decay_code = ""
     if decay:
         parts = []
