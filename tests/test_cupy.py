@@ -315,6 +315,57 @@ def test_emulated_cublas_path_matches(engine):
     assert worst(ours, ref) < 1e-13
 
 
+class DecayingSGD(opt.SGD):
+    """A rate that changes every step (in the per-step hook): an epoch cannot bake one rate in."""
+
+    def _begin_step(self) -> None:
+        self.lr *= 0.8
+
+
+@needs_cxx
+def test_emulated_epoch_with_a_rate_changing_every_step(engine):
+    sizes = (12, 6, 4)
+    rng = np.random.default_rng(4)
+    X, T = rng.random((40, 12)), rng.integers(0, 4, 40)
+    batches = np.stack([rng.choice(40, 5, replace=False) for _ in range(4)])
+    ours, ref = make_params(sizes), make_params(sizes)
+    o1, o2 = DecayingSGD(lr=0.5), DecayingSGD(lr=0.5)
+    o1.backend = o2.backend = REF
+    for _ in range(2):
+        losses = engine.train_batches(MLPSpec(ours, 2, "relu", 0.0), X, T, batches, o1)
+        ref_losses = REF.mlp_train_batches(MLPSpec(ref, 2, "relu", 0.0), X, T, batches, o2)
+        np.testing.assert_allclose(losses, [float(v) for v in ref_losses], atol=1e-13)
+    assert worst(ours, ref) < 1e-13 and o1.lr == o2.lr
+
+
+@needs_cxx
+def test_emulated_settings_and_clear_reach_the_memoised_step(emu):
+    engine = FusedEngine(emu, strict=True)
+    sizes = (12, 7, 4)
+    params = make_params(sizes)
+    x, t = make_batch(6, sizes, onehot=False)
+    sgd = opt.SGD(lr=0.1)
+    sgd.backend = REF
+    engine.train_step(MLPSpec(params, 2, "relu", 0.0), x, t, sgd)
+    assert plan_kinds(engine) == {"RowsPlan"}
+    engine.rows_max_traffic = 0.0  # a setting: the next step must see it
+    engine.train_step(MLPSpec(params, 2, "relu", 0.0), x, t, sgd)
+    assert "Plan" in plan_kinds(engine)
+    engine.clear()
+    assert not engine.plans
+    engine.train_step(MLPSpec(params, 2, "relu", 0.0), x, t, sgd)
+    assert plan_kinds(engine) == {"Plan"}  # rebuilt, not a memo of a dropped plan
+
+
+def test_engine_settings_are_checked():
+    engine = FusedEngine(checks.DryDevice())
+    with pytest.raises(ValueError, match="rows_threads must be a power of two"):
+        engine.rows_threads = 96
+    with pytest.raises(ValueError, match="rows_per_block must be 1, 2, 4, 8"):
+        engine.rows_per_block = 3
+    engine.rows_threads, engine.rows_per_block = 256, None
+
+
 @needs_cxx
 def test_emulated_epoch_gathers_on_the_device(engine):
     sizes = (12, 6, 4)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy
 
 from . import numgrad
-from .plan import Layout, Plan
+from .plan import Layout, Plan, hyper_values
 from .plan_rows import RowsPlan
 from .source import OPTIMIZER_KINDS
 from .source_rows import rows_shape
@@ -47,8 +47,38 @@ def _locked(method: Any) -> Any:
     return wrapper
 
 
+class _Plans(OrderedDict):
+    """The plan cache; counts removals, so a memo of a plan can tell it was dropped."""
+
+    removals = 0
+
+    def clear(self) -> None:
+        self.removals += 1
+        super().clear()
+
+    def popitem(self, last: bool = True) -> Any:
+        self.removals += 1
+        return super().popitem(last)
+
+    def __delitem__(self, key: Any) -> None:
+        self.removals += 1
+        super().__delitem__(key)
+
+
+# settings that change which plan a call gets: setting one forgets train_step's memo
+_SETTINGS = ("use_graphs", "blas_min_flops", "rows_max_traffic", "rows_per_block", "rows_threads", "tuning",
+             "max_plans")
+
+
 class FusedEngine:
-    """Fused kernels and CUDA graphs for MLPSpec nets on one device."""
+    """Fused kernels and CUDA graphs for MLPSpec nets on one device.
+
+    Settings (attributes): ``use_graphs``, ``blas_min_flops`` (cuBLAS from
+    this many flops per layer), ``rows_max_traffic`` (the two-kernel step's
+    limit), ``rows_threads`` and ``rows_per_block`` (its block shape),
+    ``tuning`` (tiled-kernel overrides; after changing it in place, call
+    ``clear()``), ``max_plans``. ``clear()`` drops every plan.
+    """
 
     def __init__(
         self,
@@ -73,18 +103,33 @@ class FusedEngine:
         self.rows_threads = 1024  # threads per block of the row kernel
         self.strict = strict
         self.tuning: dict[str, int] = {}  # Layout overrides: target_blocks, min_split_k
-        self.plans: OrderedDict[tuple, Plan] = OrderedDict()
+        self.plans: _Plans = _Plans()
         self._warned: set[str] = set()
         self._datasets: OrderedDict[tuple, Array] = OrderedDict()
         self._lock = threading.RLock()
         # train_step's memo: what the slow checks found, valid while the same
         # arrays are bound (see _fast_plan)
-        self._fast: dict[tuple, tuple[Plan, tuple, tuple]] = {}
+        self._fast: dict[tuple, tuple[Plan, tuple, tuple, int, Any]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "rows_threads" and (not isinstance(value, int) or value not in (32, 64, 128, 256, 512, 1024)):
+            raise ValueError(f"rows_threads must be a power of two from 32 to 1024, got {value!r}")
+        if name == "rows_per_block" and value is not None and value not in (1, 2, 4, 8):
+            raise ValueError(f"rows_per_block must be 1, 2, 4, 8 or None (the size rule), got {value!r}")
+        super().__setattr__(name, value)
+        if name in _SETTINGS and "_fast" in self.__dict__:
+            self._fast.clear()
+
+    def clear(self) -> None:
+        """Drop every plan (and the device memory they hold) and the converted data sets."""
+        with self._lock:
+            self.plans.clear()
+            self._fast.clear()
+            self._datasets.clear()
 
     # ------------------------------------------------------------- helpers
     def _fallback(self, what: str, exc: BaseException) -> None:
-        self.plans.clear()
-        self._fast.clear()  # a run that broke off may have left a plan's counters out of step
+        self.plans.clear()  # a run that broke off may have left a plan's counters out of step
         if self.strict:
             raise exc
         if what not in self._warned:
@@ -229,13 +274,15 @@ class FusedEngine:
         hit = self._fast.get(key)
         if hit is None:
             return key, None
-        plan, arrays, shapes = hit
+        plan, arrays, shapes, removals, owner = hit
+        if removals != self.plans.removals or owner is not optimizer:  # a plan dropped since; an id reused
+            return key, None
         params = spec.params
         state = getattr(optimizer, "state", None)
         current = tuple(params[k] for k in spec.names())
         if state:
             try:
-                current += tuple(state[s][k] for s in optimizer.state_names for k in spec.names())
+                current += tuple(state[s][k] for s in getattr(optimizer, "state_names", ()) for k in spec.names())
             except KeyError:  # the state was reset: rebuild through the slow path
                 return key, None
         if len(current) != len(arrays) or any(a is not b for a, b in zip(current, arrays)):
@@ -277,7 +324,7 @@ class FusedEngine:
         arrays = tuple(params) + tuple(s for row in state for s in row)
         if len(self._fast) >= self.max_plans:
             self._fast.clear()
-        self._fast[key] = (plan, arrays, tuple(a.shape for a in arrays))
+        self._fast[key] = (plan, arrays, tuple(a.shape for a in arrays), self.plans.removals, optimizer)
         return loss
 
     @_locked
@@ -317,10 +364,17 @@ class FusedEngine:
             plan = self._plan(layout, [spec.params[k] for k in spec.names()], state, (X, T), steps)
             plan.start_batches(xp.ascontiguousarray(idx, dtype=numpy.int64))
             first = plan.reserve(steps)
-            plan.before_step(optimizer)  # uploads what changed, once: every later step sees the same
+            plan.before_step(optimizer)  # uploads what changed for the first step
+            hypers = [plan.hyper_now]
             for _ in range(steps - 1):
                 plan.host_step(optimizer)
-            plan.launch_steps(steps)
+                hypers.append(hyper_values(kind, optimizer))
+            if all(h == hypers[0] for h in hypers):
+                plan.launch_steps(steps)  # one graph of the whole epoch
+            else:  # an optimizer that changes its rate step by step: upload before each step
+                for h in hypers:
+                    plan.set_hyper(h)
+                    plan.launch()
             return plan.ring[first : first + steps]  # a view: a full ring is replaced, never reused
         except Exception as exc:
             _step_count(optimizer, saved)

@@ -340,6 +340,8 @@ class Plan:
         graph = self.bound.get(key)
         if graph is not None:
             graph.launch()
+            if len(self.bound) > 1:
+                self.bound.move_to_end(key)  # least recently used goes first
             return
         swap = {id(self.x): x, id(t_static): t}
         ops = [
@@ -393,10 +395,7 @@ class Plan:
         begin = getattr(optimizer, "_begin_step", None)
         if begin is not None:
             begin()  # Adam's host-side step count and lr_t stay what the book's loop gives
-        hyper = hyper_values(kind, optimizer)  # type: ignore[arg-type]
-        if hyper != self._hyper:
-            self.device.upload(self.hyper, numpy.array([*hyper, 0.0], numpy.float64))
-            self._hyper = hyper
+        self.set_hyper(hyper_values(kind, optimizer))  # type: ignore[arg-type]
         if kind == "adam":
             before = int(optimizer.iter) - 1  # the loss kernel bumps the device count first
             if self._adam_t != before:
@@ -404,11 +403,22 @@ class Plan:
                 self.device.upload(self.clock[c : c + 1], numpy.array([before], numpy.int64))
             self._adam_t = before + 1
 
+    @property
+    def hyper_now(self) -> tuple[float, ...] | None:
+        """The hyper-parameters the kernels will read next (as last uploaded)."""
+        return self._hyper
+
+    def set_hyper(self, hyper: tuple[float, ...]) -> None:
+        """Upload [lr, a, b] for the next launches, only when they changed (stream-ordered)."""
+        if hyper != self._hyper:
+            self.device.upload(self.hyper, numpy.array([*hyper, 0.0], numpy.float64))
+            self._hyper = hyper
+
     def host_step(self, optimizer: Any) -> None:
         """An optimizer step's host bookkeeping alone, for steps already on the device.
 
-        Valid after one ``before_step`` in the same run of steps: nothing the
-        kernels read can change in between (same optimizer, same values).
+        Valid after one ``before_step`` in the same run of steps; the caller
+        uploads hyper-parameters that change on the way (``set_hyper``).
         """
         begin = getattr(optimizer, "_begin_step", None)
         if begin is not None:

@@ -44,7 +44,6 @@ class RowsPlan(Plan):
             nrows, idx = numpy.int64(L.rows), self.dummy_i
         Tl = self.dummy_i if L.onehot else T
         Tm = T if L.onehot else self.dummy
-        self.inputs = (X, T)  # what a bound run replaces (engine: pointer-bound graphs)
         shape = self.shape
         self._kernel(
             "rows_a", rs.rows_a_source("rows_a", shape, L.stage, L.onehot, L.gather, decay),
