@@ -24,14 +24,12 @@ def numeric(backend: Any, x: Any, name: str) -> Array:
     return x
 
 
-def floating(backend: Any, x: Any, name: str) -> Array:
-    """`x` as `backend`'s array of a floating-point dtype."""
+def floating(backend: Any, x: Any, name: str, why: str = "") -> Array:
+    """`x` as `backend`'s array of a floating-point dtype; `why` says what an integer array would break."""
     x = backend.check(x, name)
     if x.dtype.kind != "f":
-        raise TypeError(
-            f"{name} must be a floating-point array, got dtype {x.dtype}; "
-            f"convert it once with {name}.astype(numpy.float64)"
-        )
+        hint = why or f"convert it once with {name}.astype(numpy.float64)"
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}; {hint}")
     return x
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy
 
-from ._checks import real
+from ._checks import floating, real
 from .backend import get_backend
 
 __all__ = ["numerical_diff", "numerical_gradient", "numerical_gradient_loop", "gradient_descent"]
@@ -25,14 +25,8 @@ def numerical_diff(f: Callable[[Any], Any], x: Any, h: float = 1e-4) -> Any:
 
 
 def _check_float_array(x: Any, name: str) -> Array:
-    backend = get_backend()
-    x = backend.check(x, name)
-    if x.dtype.kind != "f":
-        raise TypeError(
-            f"{name} must be a floating-point array, got dtype {x.dtype}: a perturbation "
-            f"of 1e-4 would be rounded away (write e.g. np.array([3.0, 4.0]))"
-        )
-    return x
+    why = "a perturbation of 1e-4 would be rounded away (write e.g. np.array([3.0, 4.0]))"
+    return floating(get_backend(), x, name, why)
 
 
 def numerical_gradient(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> Array:

@@ -63,3 +63,15 @@ def mnist_dir() -> str:
 def host(x) -> np.ndarray:
     """Any backend's array as NumPy, for assertions."""
     return fastnet.to_numpy(x)
+
+
+@pytest.fixture
+def cli_env(tmp_path, monkeypatch):
+    """No MNIST anywhere, no network and no scheduler: `auto` falls back to spiral, nothing slow starts."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("FASTNET_DATA", str(empty))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("FASTNET_OFFLINE", "1")
+    monkeypatch.delenv("FASTNET_BACKEND", raising=False)
+    monkeypatch.delenv("FASTNET_SCHEDULER", raising=False)

@@ -15,15 +15,7 @@ from fastnet.cli import main
 REAL_MNIST = os.environ.get("FASTNET_DATA", "")  # read before the fixture below hides it
 
 
-@pytest.fixture(autouse=True)
-def no_mnist(tmp_path, monkeypatch):
-    """By default, no MNIST anywhere and no network: `auto` must fall back to spiral."""
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setenv("FASTNET_DATA", str(empty))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("FASTNET_OFFLINE", "1")
-    monkeypatch.delenv("FASTNET_BACKEND", raising=False)
+pytestmark = pytest.mark.usefixtures("cli_env")  # by default no MNIST, no network (conftest)
 
 
 def run(capsys, *argv):

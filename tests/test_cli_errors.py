@@ -13,16 +13,7 @@ import fastnet
 from fastnet.cli import main
 
 
-@pytest.fixture(autouse=True)
-def no_mnist(tmp_path, monkeypatch):
-    """No MNIST anywhere and no network, so nothing slow can start by accident."""
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setenv("FASTNET_DATA", str(empty))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("FASTNET_OFFLINE", "1")
-    monkeypatch.delenv("FASTNET_BACKEND", raising=False)
-    monkeypatch.delenv("FASTNET_SCHEDULER", raising=False)
+pytestmark = pytest.mark.usefixtures("cli_env")  # no MNIST, no network, no scheduler (conftest)
 
 
 def check_error(code: int, err: str, names: str) -> None:
