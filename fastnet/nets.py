@@ -94,6 +94,10 @@ class Net:
 
     # -- checks at the boundary (once per call, never inside kernels)
     def _x(self, x: Array, name: str = "x") -> Array:
+        # the common case in a training loop, decided on metadata alone
+        if (type(x) is self.backend.xp.ndarray and x.dtype == self.dtype and x.ndim == 2 and x.shape[0]
+                and x.shape[1] == self.params["W1"].shape[0]):
+            return x
         x = self.backend.check(x, name)
         if x.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
@@ -118,8 +122,8 @@ class Net:
     ) -> tuple[Array, Array]:
         x = self._x(x, x_name)
         t = targets(self.backend, t, x.shape[0], self.output_size, t_name, x_name, once=once)
-        if t.ndim == 2:
-            t = t.astype(self.dtype, copy=False)
+        if t.ndim == 2 and t.dtype != self.dtype:
+            t = t.astype(self.dtype)
         return x, t
 
     def _optimizer(self, optimizer: Any) -> None:

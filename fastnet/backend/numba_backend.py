@@ -48,10 +48,17 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _kernels() -> Any:
-    from .numba_kernels import step
+_STEP: Any = None
 
-    return step
+
+def _kernels() -> Any:
+    """numba_kernels.step, imported on first use (importing it imports Numba)."""
+    global _STEP
+    if _STEP is None:
+        from .numba_kernels import step
+
+        _STEP = step
+    return _STEP
 
 
 _NAMES: dict[int, tuple[str, ...]] = {}

@@ -106,3 +106,54 @@ def flush_line(typingctx, arr, idx):  # type: ignore[no-untyped-def]
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_ROW_MAJOR = 101  # CBLAS_ORDER; CblasNoTrans is 111, CblasTrans 112
+
+
+@intrinsic
+def gemm(typingctx, addr, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):  # type: ignore[no-untyped-def]
+    """c = op(a) @ op(b) by the ILP64 ``cblas_?gemm`` at address `addr` (row-major, alpha 1, beta 0).
+
+    The address is an argument, not a global, so kernels that call it stay
+    cacheable. float32 arrays call an sgemm, float64 a dgemm: the caller
+    passes the matching address.
+    """
+    arrays = (a, b, c)
+    if not all(isinstance(arr, types.Array) for arr in arrays):
+        return None
+    dtype = a.dtype
+    if dtype not in (types.float32, types.float64) or b.dtype != dtype or c.dtype != dtype:
+        return None
+    ints = (addr, trans_a, trans_b, m, n, k, lda, ldb, ldc)
+    if not all(isinstance(v, types.Integer) for v in ints):
+        return None
+    sig = types.void(addr, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+    real = _F64 if dtype == types.float64 else ir.FloatType()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, _I64, _I64, _I64, real, real.as_pointer(),
+                                           _I64, real.as_pointer(), _I64, real, real.as_pointer(), _I64])
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        addr_v, ta, tb, m_v, n_v, k_v, a_v, lda_v, b_v, ldb_v, c_v, ldc_v = args
+        tys = signature.args
+
+        def i64(value, ty):  # type: ignore[no-untyped-def]
+            return context.cast(builder, value, ty, types.int64)
+
+        def data(value, ty):  # type: ignore[no-untyped-def]
+            return context.make_array(ty)(context, builder, value).data
+
+        fn = builder.inttoptr(i64(addr_v, tys[0]), fnty.as_pointer())
+        builder.call(fn, [
+            ir.Constant(i32, _ROW_MAJOR),
+            builder.trunc(i64(ta, tys[1]), i32),
+            builder.trunc(i64(tb, tys[2]), i32),
+            i64(m_v, tys[3]), i64(n_v, tys[4]), i64(k_v, tys[5]),
+            ir.Constant(real, 1.0), data(a_v, tys[6]), i64(lda_v, tys[7]),
+            data(b_v, tys[8]), i64(ldb_v, tys[9]),
+            ir.Constant(real, 0.0), data(c_v, tys[10]), i64(ldc_v, tys[11]),
+        ])
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import step as k
 from ._intrinsics import has_clflushopt
+from .blas import gemm_address, matches_dot
 
 # Weights at least this large get the self-tuning SGD update (``step.sgd_layer_tuned``).
 TUNED_UPDATE_BYTES = 64 * 1024
@@ -78,8 +79,37 @@ class StepPlan:
         # per layer: the tuned SGD update's state (None: the plain update)
         self.sgd_state = [np.zeros(4) if _CLFLUSHOPT and W.nbytes >= TUNED_UPDATE_BYTES else None
                           for W in Ws]
+        self.flush_hidden = False
         self.xb: Array = None  # a gathered batch (train_batches)
         self.tb: Array = None
+        self.gemm = self._fused_gemm(sizes, batch, dtype)
+        if self.gemm:  # the compiled forward/backward (fused.py) take tuples
+            from . import fused
+
+            self.fused = fused
+            self.layers = (tuple(Ws), tuple(bs), tuple(self.hidden))
+            self.dhidden_t = tuple(self.dhidden)
+            self.grads = (tuple(self.gW), tuple(self.gb))
+            self.keep = np.full(self.depth, fused.KEEP, np.int64)
+            # SGD in the kernel, except the tuned updates, which run after it
+            self.sgd_ways = np.array([fused.LATER if s is not None else fused.SGD for s in self.sgd_state],
+                                     np.int64)
+
+    def _fused_gemm(self, sizes: tuple[int, ...], batch: int, dtype: Any) -> int:
+        """NumPy's gemm for the compiled passes, or 0 to call ``numpy.dot`` from Python.
+
+        Relu nets with a hidden layer, when every product of the step gives
+        ``numpy.dot``'s bits through it (checked once per shape).
+        """
+        if not self.relu or self.depth < 2 or not gemm_address(dtype.char):
+            return 0
+        products = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            products += [(False, False, batch, n_out, n_in), (True, False, n_in, n_out, batch)]
+        products += [(False, True, batch, n_in, n_out) for n_in, n_out in zip(sizes[1:-1], sizes[2:])]
+        if all(matches_dot(dtype.char, *shape) for shape in products):
+            return gemm_address(dtype.char)
+        return 0
 
     # ------------------------------------------------------------ forward
     def last_input(self, x: Array) -> Array:
@@ -108,8 +138,12 @@ class StepPlan:
     def loss(self, x: Array, t: Array, lam: float, backward: bool) -> Any:
         """The loss (+ weight decay); with `backward`, dL/dscores and the last db too."""
         z = self.scores
-        np.dot(self.last_input(x), self.Ws[-1], out=z)
-        k.bias_shift_rows(z, self.bs[-1])
+        if self.gemm and x.flags.c_contiguous:
+            Ws, bs, hidden = self.layers
+            self.fused.forward_relu(self.gemm, x, Ws, bs, hidden, z)
+        else:
+            np.dot(self.last_input(x), self.Ws[-1], out=z)
+            k.bias_shift_rows(z, self.bs[-1])
         np.exp(z, out=z)
         kernel = k.softmax_ce_labels if t.ndim == 1 else k.softmax_ce_onehot
         picked = self.picked
@@ -138,12 +172,43 @@ class StepPlan:
         (gradients stay in the plan's buffers). Neither: gradients, decay
         included, are left in ``gW``/``gb`` for an optimizer.
         """
-        dot = np.dot
         gWs = [np.empty_like(g) for g in self.gW] if fresh else self.gW
         gbs = [np.empty_like(g) for g in self.gb] if fresh else self.gb
         if fresh:
             gbs[-1][:] = self.gb[-1]  # the softmax kernel put it in the buffer
         lam_t = self.scalar(lam)
+        if self.gemm and x.flags.c_contiguous:
+            self._backward_fused(x, lam_t, sgd_lr, gWs, gbs)
+        else:
+            self._backward_calls(x, lam, lam_t, sgd_lr, gWs, gbs)
+        if sgd_lr is not None and _CLFLUSHOPT:
+            self.flush_hidden = self.cross_core_slow()
+        if not fresh:
+            return None
+        grads: dict[str, Array] = {}
+        for i in range(self.depth):
+            grads[f"W{i + 1}"], grads[f"b{i + 1}"] = gWs[i], gbs[i]
+        return grads
+
+    def _backward_fused(self, x: Array, lam_t: Any, sgd_lr: float | None, gWs: list[Array],
+                        gbs: list[Array]) -> None:
+        if self.flush_hidden:  # see cross_core_slow
+            for dh in self.dhidden:
+                k.flush_lines(dh)
+        Ws, bs, hidden = self.layers
+        lr = self.scalar(0 if sgd_lr is None else sgd_lr)
+        update = self.keep if sgd_lr is None else self.sgd_ways
+        grads = self.grads if gWs is self.gW else (tuple(gWs), tuple(gbs))
+        self.fused.backward_relu(self.gemm, x, Ws, bs, hidden, self.dhidden_t, self.dscores, *grads,
+                                 update, lr, lam_t)
+        if sgd_lr is not None:
+            for i, state in enumerate(self.sgd_state):
+                if state is not None:
+                    k.sgd_layer_tuned(Ws[i], gWs[i], bs[i], gbs[i], lr, lam_t, state)
+
+    def _backward_calls(self, x: Array, lam: float, lam_t: Any, sgd_lr: float | None,
+                        gWs: list[Array], gbs: list[Array]) -> None:
+        dot = np.dot
         d = self.dscores
         for i in range(self.depth - 1, -1, -1):
             W, gW = self.Ws[i], gWs[i]
@@ -151,6 +216,8 @@ class StepPlan:
             dot(inputs.T, d, out=gW)
             if i > 0:
                 dh = self.dhidden[i - 1]
+                if self.flush_hidden:  # see cross_core_slow
+                    k.flush_lines(dh)
                 dot(d, W.T, out=dh)  # W's old value: the update comes below
                 if self.relu:
                     k.relu_backward_sums(dh, self.hidden[i - 1], gbs[i - 1])
@@ -165,12 +232,17 @@ class StepPlan:
                     k.sgd_layer_tuned(W, gW, self.bs[i], gbs[i], self.scalar(sgd_lr), lam_t, state)
             elif lam:
                 k.add_decay(gW.reshape(-1), W.reshape(-1), lam_t)
-        if not fresh:
-            return None
-        grads: dict[str, Array] = {}
-        for i in range(self.depth):
-            grads[f"W{i + 1}"], grads[f"b{i + 1}"] = gWs[i], gbs[i]
-        return grads
+
+    def cross_core_slow(self) -> bool:
+        """Whether a tuned SGD update found flushing its weights first faster.
+
+        That happens when the host makes cache lines slow to move between the
+        two cores (docs/numba.md). The gradient of a hidden layer then pays the
+        same: the other BLAS thread read it in the last weight product, so
+        writing it again waits for each line in turn; flushing it first takes
+        ~13 µs off a 784-50-10 step in that state and costs ~1 µs otherwise.
+        """
+        return any(s is not None and s[0] != 0 for s in self.sgd_state)
 
     def gather(self, x: Array, t: Array, idx: Array) -> tuple[Array, Array]:
         """(x[idx], t[idx]) into reused buffers, for a batch of row indices."""

@@ -117,6 +117,23 @@ def softmax_ce_labels(e, t, picked, dz, db):  # type: ignore[no-untyped-def]
         column_sums(dz, db)
 
 
+@numba.njit(cache=True, inline="always")
+def _argmax_row(t, i):  # type: ignore[no-untyped-def]
+    """NumPy's argmax of row i: the first nan if there is one, else the first maximum."""
+    m = t.shape[1]
+    nan = False
+    top = t[i, 0]
+    for k in range(m):  # branch-free passes (they vectorise); the last one is short
+        v = t[i, k]
+        nan |= v != v
+        top = max(top, v)
+    for k in range(m):
+        v = t[i, k]
+        if (v != v) if nan else (v == top):
+            return k
+    return 0
+
+
 @_jit
 def softmax_ce_onehot(e, t, picked, dz, db):  # type: ignore[no-untyped-def]
     """As ``softmax_ce_labels`` for one-hot rows t: the loss picks argmax(t[n]),
@@ -129,15 +146,7 @@ def softmax_ce_onehot(e, t, picked, dz, db):  # type: ignore[no-untyped-def]
         for k in range(m):
             db[k] = 0
     for i in range(n):
-        label = 0
-        best = t[i, 0]
-        for k in range(1, m):  # NumPy's argmax: first maximum, first nan wins
-            if best != best:
-                break
-            v = t[i, k]
-            if v > best or v != v:
-                best = v
-                label = k
+        label = _argmax_row(t, i)
         total = _row_total(e, i)
         picked[i] = e[i, label] / total + delta
         if backward:
@@ -227,6 +236,17 @@ PROBE_EVERY = 256
 
 
 @_jit
+def flush_lines(a):  # type: ignore[no-untyped-def]
+    """clflushopt over every cache line of a C-contiguous array; changes no value."""
+    flat = a.reshape(-1)
+    n = flat.size
+    for i in range(0, n, 8):  # 8 float64 or 16 float32 per 64-byte line, at least
+        flush_line(flat, i)
+    if n:
+        flush_line(flat, n - 1)
+
+
+@_jit
 def sgd_layer_tuned(W, gW, b, gb, lr, lam, state):  # type: ignore[no-untyped-def]
     """``sgd_layer``, flushing W's cache lines first when that measured faster.
 
@@ -242,12 +262,7 @@ def sgd_layer_tuned(W, gW, b, gb, lr, lam, state):  # type: ignore[no-untyped-de
         way = 1 - way
     start = cycles()
     if way == 1:
-        flat = W.reshape(-1)
-        n = flat.size
-        for i in range(0, n, 8):  # 8 float64 or 16 float32 per 64-byte line, at least
-            flush_line(flat, i)
-        if n:
-            flush_line(flat, n - 1)
+        flush_lines(W)
     sgd_layer(W, gW, b, gb, lr, lam)
     took = float(cycles() - start)
     seen = state[2 + way]
@@ -371,12 +386,11 @@ def rows_one_hot(t):  # type: ignore[no-untyped-def]
     n, m = t.shape
     for i in range(n):
         ones = 0
-        for k in range(m):
+        other = False
+        for k in range(m):  # branch-free, so it vectorises
             v = t[i, k]
-            if v == 1:
-                ones += 1
-            elif v != 0:
-                return False
-        if ones != 1:
+            ones += v == 1
+            other |= (v != 0) & (v != 1)
+        if other or ones != 1:
             return False
     return True

@@ -1,0 +1,69 @@
+"""A relu MLP's forward and backward pass, each one compiled call.
+
+The same products, kernels and order as ``StepPlan``'s call-by-call path,
+with NumPy's ``gemm`` called from inside the kernel (``blas.py``) instead of
+``numpy.dot`` from Python: a small step spends ~10 µs in Python between its
+products otherwise. exp and log stay NumPy's ufuncs (their bits differ from
+any compiled exp on some CPUs), so a step is forward, ``numpy.exp``, the
+softmax kernel, ``numpy.log`` and backward.
+
+Layers travel as tuples of arrays: ``Ws``, ``bs``, the hidden activations and
+their gradients. ``addr`` is the gemm of the arrays' dtype.
+"""
+
+from __future__ import annotations
+
+import numba
+
+from ._intrinsics import gemm
+from .blas import NO_TRANS, TRANS
+from .step import add_decay, bias_relu, bias_shift_rows, relu_backward_sums, sgd_layer
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+# what backward does with a layer's gradient (``update`` entries)
+KEEP, SGD, LATER = 0, 1, 2
+
+
+@_jit
+def forward_relu(addr, x, Ws, bs, hidden, z):  # type: ignore[no-untyped-def]
+    """z = shifted scores of x (bias added, row maximum subtracted); hidden = relu activations."""
+    depth = len(Ws)
+    h = x
+    for i in range(depth - 1):
+        a, W = hidden[i], Ws[i]
+        gemm(addr, NO_TRANS, NO_TRANS, a.shape[0], a.shape[1], W.shape[0], h, h.shape[1], W, W.shape[1],
+             a, a.shape[1])
+        bias_relu(a, bs[i])
+        h = a
+    W = Ws[depth - 1]
+    gemm(addr, NO_TRANS, NO_TRANS, z.shape[0], z.shape[1], W.shape[0], h, h.shape[1], W, W.shape[1],
+         z, z.shape[1])
+    bias_shift_rows(z, bs[depth - 1])
+
+
+@_jit
+def backward_relu(addr, x, Ws, bs, hidden, dhidden, d, gWs, gbs, update, lr, lam):  # type: ignore[no-untyped-def]
+    """Backprop from d = dL/dscores (the last gb already summed by the softmax kernel).
+
+    Per layer, ``update[i]``: KEEP leaves the gradient in gWs/gbs, weight
+    decay added when lam != 0; SGD applies SGD(lr) in place once the layer's
+    old weights are no longer needed; LATER leaves the raw gradient for the
+    caller's own update.
+    """
+    depth = len(Ws)
+    for i in range(depth - 1, -1, -1):
+        W, gW = Ws[i], gWs[i]
+        inputs = x if i == 0 else hidden[i - 1]
+        gemm(addr, TRANS, NO_TRANS, gW.shape[0], gW.shape[1], d.shape[0], inputs, inputs.shape[1],
+             d, d.shape[1], gW, gW.shape[1])
+        if i > 0:
+            dh = dhidden[i - 1]
+            gemm(addr, NO_TRANS, TRANS, dh.shape[0], dh.shape[1], d.shape[1], d, d.shape[1],
+                 W, W.shape[1], dh, dh.shape[1])
+            relu_backward_sums(dh, hidden[i - 1], gbs[i - 1])
+            d = dh
+        if update[i] == SGD:
+            sgd_layer(W, gW, bs[i], gbs[i], lr, lam)
+        elif update[i] == KEEP and lam != 0:
+            add_decay(gW.reshape(-1), W.reshape(-1), lam)
