@@ -15,11 +15,14 @@ step and must land on the same parameters (the correctness check that
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
+import fastnet
 from fastnet import TwoLayerNet
 from fastnet.optimizers import SGD
 
@@ -110,3 +113,56 @@ def test_matmul_floor(benchmark: Any, batch: int, dtype: Any) -> None:
     info["what"] = "x@W1, h@W2, h.T@dy, dy@W2.T, x.T@dh into preallocated outputs (NumPy)"
     measure(benchmark, products, group=step_group(batch, dtype), name="matmul-floor", info=info)
     np.testing.assert_allclose(products.dW1, x.T @ products.dh, rtol=1e-4)
+
+
+ROUND_REPEATS = 20  # steps of each kind per round: long enough to warm caches, short next to a state flip
+ROUNDS = 40
+
+
+@dtypes
+@batches
+def test_step_rounds(benchmark: Any, batch: int, dtype: Any) -> None:
+    """numba's ``train_step``, the matmul floor and the book's step, in turn within every round.
+
+    This host's two vCPUs switch every few seconds or minutes between states
+    with different costs for cache traffic between the cores, and separate
+    cases run seconds apart can land in different states. Here each round
+    times ROUND_REPEATS of each, one after another, and the ratios are taken
+    round by round (medians in ``extra_info``), so both sides of a ratio see
+    the same state. The benchmark's own time is one whole round.
+    """
+    status = fastnet.available_backends()["numba"]
+    if not status.available:
+        pytest.skip(f"backend 'numba' unavailable: {status.reason}")
+    x, t = dense_batch(batch, dtype)
+    net = TwoLayerNet(784, 50, 10, seed=0, dtype=dtype, backend="numba")
+    optimizer = SGD(LR)
+    book_params = start_params(dtype)
+    floor_params = start_params(dtype)
+    products = StepMatmuls(x, floor_params["W1"], floor_params["W2"])
+    kinds: dict[str, Callable[[], Any]] = {
+        "numba": lambda: net.train_step(x, t, optimizer),
+        "matmul-floor": products,
+        "book": lambda: book_step(book_params, x, t),
+    }
+    times: dict[str, list[float]] = {name: [] for name in kinds}
+
+    def one_round() -> None:
+        for name, fn in kinds.items():
+            fn()  # the first call after another kind's work pays for cold caches
+            start = time.perf_counter()
+            for _ in range(ROUND_REPEATS):
+                fn()
+            times[name].append((time.perf_counter() - start) / ROUND_REPEATS)
+
+    info = step_info(batch, dtype, "rounds")
+    info["what"] = f"{ROUND_REPEATS} steps each of numba, matmul-floor and book per round, in turn"
+    measure(benchmark, one_round, group=f"{step_group(batch, dtype)}-rounds", name="rounds", info=info,
+            rounds=ROUNDS)
+    assert max_abs_diff(net.params, book_params) < 1e-3  # the same steps from the same start
+    per_round = {name: np.array(v) for name, v in times.items()}
+    benchmark.extra_info["medians"] = {name: float(np.median(v)) for name, v in per_round.items()}
+    benchmark.extra_info["ratios"] = {
+        "numba/matmul-floor": float(np.median(per_round["numba"] / per_round["matmul-floor"])),
+        "book/numba": float(np.median(per_round["book"] / per_round["numba"])),
+    }

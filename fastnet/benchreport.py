@@ -83,6 +83,15 @@ TARGETS = (
            ("step-B100-float32", "numba"), ">=", 1.0),
 )
 
+# The same two step targets from ``bench_step.test_step_rounds``: ratios taken
+# round by round with the three kinds of step timed in turn (extra_info).
+ROUND_TARGETS = (
+    ("numba step / matmul floor (B100 fp64), in turn per round", "step-B100-float64-rounds",
+     "numba/matmul-floor", "<=", 1.25),
+    ("book step / numba step (B100 fp64), in turn per round", "step-B100-float64-rounds",
+     "book/numba", ">=", 1.5),
+)
+
 
 # ------------------------------------------------------------------ reading
 def cases(data: dict[str, Any], stat: str = "median") -> list[Case]:
@@ -324,6 +333,13 @@ def targets_section(rows: list[Case]) -> list[str]:
         ratio = top.seconds / bottom.seconds
         met = ratio <= t.bound if t.op == "<=" else ratio >= t.bound
         body.append([t.label, f"{ratio:,.3g}", f"{t.op} {t.bound:g}", "yes" if met else "no"])
+    rounds = {r.group: r for r in rows if r.name == "rounds"}
+    for label, group, key, op, bound in ROUND_TARGETS:
+        ratio = (rounds[group].info.get("ratios") or {}).get(key) if group in rounds else None
+        if ratio is None:
+            continue
+        met = ratio <= bound if op == "<=" else ratio >= bound
+        body.append([label, f"{ratio:,.3g}", f"{op} {bound:g}", "yes" if met else "no"])
     if not body:
         return []
     return ["## Ratios with targets (numba issue)", ""] + _table(["ratio", "value", "target", "met"], body)

@@ -208,3 +208,15 @@ def test_gpu_targets_section_scales_chunks_and_judges_each_target():
     assert epoch.rstrip("| ").endswith("no")  # 12 ms against 10 ms
     assert "4x" in text  # the book's algorithm over the book-style loop: 1 ms / 250 µs
     assert "per step" in benchreport.report(data)
+
+
+def test_round_by_round_ratios_are_judged_from_extra_info():
+    rounds = _gpu_case("step-B100-float64-rounds", "rounds", 20e-3,
+                       ratios={"numba/matmul-floor": 1.21, "book/numba": 1.32})
+    lines = benchreport.targets_section(benchreport.cases({"benchmarks": [rounds]}))
+    floor = next(line for line in lines if "matmul floor" in line and "per round" in line)
+    book = next(line for line in lines if "book step / numba" in line and "per round" in line)
+    assert "1.21" in floor and floor.rstrip("| ").endswith("yes")
+    assert "1.32" in book and book.rstrip("| ").endswith("no")  # 1.32 against >= 1.5
+    assert benchreport.targets_section(benchreport.cases({"benchmarks": [_gpu_case(
+        "step-B100-float64-rounds", "rounds", 20e-3)]})) == []  # no ratios recorded: no rows

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from fastnet import TwoLayerNet
 from fastnet.backend import MLPSpec
 from fastnet.backend.numba_kernels import blas
+from fastnet.backend.numba_kernels._intrinsics import has_clflushopt
+from fastnet.backend.numba_kernels.plan import FasterWay
 from fastnet.optimizers import SGD, Adam
 
 NB = fastnet.backend.registry._instance("numba")
@@ -118,13 +120,14 @@ def test_strided_batches_and_flushed_gradients_change_no_bits():
     strided = wide[:, ::2]  # not C-contiguous: the plan calls numpy.dot for this batch
     plan = _plan(fused, x)
     assert plan.gemm and _plan(fused, strided) is plan
-    plan.flush_hidden = True  # as when the tuned update finds flushing faster
+    assert plan.flush_hidden is not None or not has_clflushopt()
     opt_a, opt_b = SGD(0.1), SGD(0.1)
     _plan(calls, x).gemm = 0
     for step in range(6):
         xa = strided if step % 2 else x
+        if plan.flush_hidden is not None:  # flush the hidden gradients first on some steps
+            plan.flush_hidden.cost = [2.0, 1.0] if step % 3 else [1.0, 2.0]
         assert same(fused.train_step(xa, labels, opt_a), calls.train_step(x, labels, opt_b))
-        plan.flush_hidden = True
     for name in fused.params:
         assert same(fused.params[name], calls.params[name]), name
 
@@ -133,3 +136,18 @@ def test_sigmoid_nets_keep_the_call_by_call_path():
     net = TwoLayerNet(20, 8, 3, seed=0, backend="numba", activation="sigmoid")
     x = np.random.default_rng(0).random((5, 20))
     assert _plan(net, x).gemm == 0
+
+
+def test_faster_way_keeps_the_faster_and_probes_the_other():
+    chooser = FasterWay()
+    picks = []
+    for _ in range(2 * FasterWay.PROBE_EVERY):
+        way = chooser.pick()
+        picks.append(way)
+        chooser.took(1e-6 if way else 3e-6)  # the second way is faster
+    assert picks[:2] == [False, True]  # each way tried once first
+    assert picks.count(False) == 3  # then only probes of the slower way
+    assert chooser.cost[1] < chooser.cost[0]
+    for _ in range(FasterWay.PROBE_EVERY):  # the host changes: now the first way is faster
+        chooser.took(9e-6) if chooser.pick() else chooser.took(1e-6)
+    assert chooser.pick() is False

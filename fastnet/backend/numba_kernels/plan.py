@@ -14,6 +14,7 @@ once: the backend keeps one cache of plans per thread.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -58,13 +59,56 @@ def layer_sizes(Ws: Sequence[Any], bs: Sequence[Any], x: Any) -> tuple[int, ...]
     return tuple(sizes)
 
 
+class FasterWay:
+    """Two ways to do the same work, timed as they run: ``pick`` the faster, re-try the other now and then.
+
+    For cache flushes that only pay in some host states. A hidden layer's
+    gradient buffer was read by the other BLAS thread in the last weight
+    product; writing it again waits for that core's copy of each line in turn.
+    On this project's 2-core VM that made the 100x50 float64 ``dh`` product
+    take 21 µs in one host state and 6 µs in another; flushing the buffer first
+    (``clflushopt``, many lines at once) brought the first to ~7 µs and costs
+    ~1 µs in the second. Whether it pays is only known by trying.
+    """
+
+    PROBE_EVERY = 256
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.cost = [0.0, 0.0]  # seconds each way: smoothed for the way in use, the last probe for the other
+        self.way = False
+        self.probing = False
+
+    def pick(self) -> bool:
+        """The way to take now: False the plain one, True the other."""
+        plain, other = self.cost
+        best = other != 0 and plain != 0 and other < plain
+        self.probing = self.steps % self.PROBE_EVERY == self.PROBE_EVERY - 1 or self.steps == 1
+        self.way = best != self.probing
+        return self.way
+
+    def took(self, seconds: float) -> None:
+        """Record how long the picked way took."""
+        self.steps += 1
+        seen = self.cost[self.way]
+        if seen == 0 or self.probing:
+            self.cost[self.way] = seconds
+        else:  # smoothed: one preempted step moves it by at most 1/8
+            self.cost[self.way] = seen + (min(seconds, 2 * seen) - seen) / 8
+
+
 class StepPlan:
     """Forward, loss, backward and SGD of one MLP for one batch size, into reused buffers."""
 
     def __init__(self, Ws: list[Array], bs: list[Array], sizes: tuple[int, ...], batch: int,
-                 relu: bool) -> None:
+                 activation: str) -> None:
         dtype = Ws[0].dtype
-        self.Ws, self.bs, self.relu = Ws, bs, relu
+        self.Ws, self.bs = Ws, bs
+        self.batch, self.dtype, self.activation = batch, dtype, activation
+        self.relu = relu = activation == "relu"
+        # the parameters as (name, array) pairs, for ``holds``
+        self.named = tuple((f"{kind}{i + 1}", arr) for i in range(len(Ws))
+                           for kind, arr in (("W", Ws[i]), ("b", bs[i])))
         self.scalar = dtype.type
         self.depth = len(Ws)
         new = np.empty
@@ -79,7 +123,9 @@ class StepPlan:
         # per layer: the tuned SGD update's state (None: the plain update)
         self.sgd_state = [np.zeros(4) if _CLFLUSHOPT and W.nbytes >= TUNED_UPDATE_BYTES else None
                           for W in Ws]
-        self.flush_hidden = False
+        self.tuned = [state for state in self.sgd_state if state is not None]
+        # flush the hidden gradients before backprop? (see FasterWay; same bits either way)
+        self.flush_hidden = FasterWay() if _CLFLUSHOPT and self.depth > 1 else None
         self.xb: Array = None  # a gathered batch (train_batches)
         self.tb: Array = None
         self.gemm = self._fused_gemm(sizes, batch, dtype)
@@ -177,12 +223,18 @@ class StepPlan:
         if fresh:
             gbs[-1][:] = self.gb[-1]  # the softmax kernel put it in the buffer
         lam_t = self.scalar(lam)
+        chooser = self.flush_hidden
+        if chooser is not None:
+            start = perf_counter()
+            if chooser.pick():
+                for dh in self.dhidden:
+                    k.flush_lines(dh)
         if self.gemm and x.flags.c_contiguous:
             self._backward_fused(x, lam_t, sgd_lr, gWs, gbs)
         else:
             self._backward_calls(x, lam, lam_t, sgd_lr, gWs, gbs)
-        if sgd_lr is not None and _CLFLUSHOPT:
-            self.flush_hidden = self.cross_core_slow()
+        if chooser is not None:
+            chooser.took(perf_counter() - start)
         if not fresh:
             return None
         grads: dict[str, Array] = {}
@@ -192,9 +244,6 @@ class StepPlan:
 
     def _backward_fused(self, x: Array, lam_t: Any, sgd_lr: float | None, gWs: list[Array],
                         gbs: list[Array]) -> None:
-        if self.flush_hidden:  # see cross_core_slow
-            for dh in self.dhidden:
-                k.flush_lines(dh)
         Ws, bs, hidden = self.layers
         lr = self.scalar(0 if sgd_lr is None else sgd_lr)
         update = self.keep if sgd_lr is None else self.sgd_ways
@@ -216,8 +265,6 @@ class StepPlan:
             dot(inputs.T, d, out=gW)
             if i > 0:
                 dh = self.dhidden[i - 1]
-                if self.flush_hidden:  # see cross_core_slow
-                    k.flush_lines(dh)
                 dot(d, W.T, out=dh)  # W's old value: the update comes below
                 if self.relu:
                     k.relu_backward_sums(dh, self.hidden[i - 1], gbs[i - 1])
@@ -233,16 +280,14 @@ class StepPlan:
             elif lam:
                 k.add_decay(gW.reshape(-1), W.reshape(-1), lam_t)
 
-    def cross_core_slow(self) -> bool:
-        """Whether a tuned SGD update found flushing its weights first faster.
-
-        That happens when the host makes cache lines slow to move between the
-        two cores (docs/numba.md). The gradient of a hidden layer then pays the
-        same: the other BLAS thread read it in the last weight product, so
-        writing it again waits for each line in turn; flushing it first takes
-        ~13 µs off a 784-50-10 step in that state and costs ~1 µs otherwise.
-        """
-        return any(s is not None and s[0] != 0 for s in self.sgd_state)
+    def holds(self, params: dict[str, Array], depth: int) -> bool:
+        """Whether `params` (of `depth` layers) are exactly this plan's arrays."""
+        if depth != self.depth:
+            return False
+        for name, arr in self.named:
+            if params.get(name) is not arr:
+                return False
+        return True
 
     def gather(self, x: Array, t: Array, idx: Array) -> tuple[Array, Array]:
         """(x[idx], t[idx]) into reused buffers, for a batch of row indices."""
