@@ -221,6 +221,7 @@ def summary_section(rows: list[Case], stat: str) -> list[str]:
             index.setdefault((r.group, "matmul-floor"), r)
     groups = [g for g in _groups(rows) if g.split("-")[0] in ("step", "predict")]
     columns = [c for c in SUMMARY_COLUMNS if any((g, c) in index for g in groups)]
+    groups = [g for g in groups if any((g, c) in index for c in columns)]  # not the "-rounds" groups
     if not groups or not columns:
         return []
     body = [[g] + [fmt_time(index[g, c].seconds) if (g, c) in index else "–" for c in columns] for g in groups]
@@ -367,7 +368,7 @@ def write_chart(data: dict[str, Any], path: str | os.PathLike, stat: str = "medi
         import matplotlib.pyplot as plt
     except ImportError:
         return "no chart: matplotlib is not installed (pip install 'fastnet[plot]')"
-    rows = cases(data, stat)
+    rows = [r for r in cases(data, stat) if r.name != "rounds"]  # a round is three kinds of step
     if not rows:
         return "no chart: the run holds no benchmarks"
     ordered = [r for g in _groups(rows) for r in sorted((r for r in rows if r.group == g), key=lambda r: r.seconds)]

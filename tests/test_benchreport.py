@@ -220,3 +220,12 @@ def test_round_by_round_ratios_are_judged_from_extra_info():
     assert "1.32" in book and book.rstrip("| ").endswith("no")  # 1.32 against >= 1.5
     assert benchreport.targets_section(benchreport.cases({"benchmarks": [_gpu_case(
         "step-B100-float64-rounds", "rounds", 20e-3)]})) == []  # no ratios recorded: no rows
+
+
+def test_round_groups_stay_out_of_the_summary():
+    data = {"benchmarks": [
+        _gpu_case("step-B100-float64", "numba", 270e-6),
+        _gpu_case("step-B100-float64-rounds", "rounds", 20e-3, ratios={"numba/matmul-floor": 1.2}),
+    ]}
+    summary = "\n".join(benchreport.summary_section(benchreport.cases(data), "median"))
+    assert "step-B100-float64 " in summary and "rounds" not in summary
