@@ -151,3 +151,12 @@ def test_faster_way_keeps_the_faster_and_probes_the_other():
     for _ in range(FasterWay.PROBE_EVERY):  # the host changes: now the first way is faster
         chooser.took(9e-6) if chooser.pick() else chooser.took(1e-6)
     assert chooser.pick() is False
+
+
+def test_a_batch_of_the_wrong_width_gets_numpys_error_not_a_wild_read():
+    net = TwoLayerNet(20, 8, 3, seed=0, backend="numba")
+    x = np.random.default_rng(0).random((5, 20))
+    spec = net.spec()
+    NB.mlp_loss(spec, x, np.zeros(5, np.int64))  # builds the plan for batch 5
+    with pytest.raises(ValueError):
+        NB.mlp_loss(spec, np.random.default_rng(1).random((5, 30)), np.zeros(5, np.int64))

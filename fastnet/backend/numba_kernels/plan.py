@@ -128,6 +128,7 @@ class StepPlan:
         self.flush_hidden = FasterWay() if _CLFLUSHOPT and self.depth > 1 else None
         self.xb: Array = None  # a gathered batch (train_batches)
         self.tb: Array = None
+        self.x_shape = (batch, sizes[0])
         self.gemm = self._fused_gemm(sizes, batch, dtype)
         if self.gemm:  # the compiled forward/backward (fused.py) take tuples
             from . import fused
@@ -140,6 +141,10 @@ class StepPlan:
             # SGD in the kernel, except the tuned updates, which run after it
             self.sgd_ways = np.array([fused.LATER if s is not None else fused.SGD for s in self.sgd_state],
                                      np.int64)
+
+    def fits(self, x: Array) -> bool:
+        """Whether the compiled passes may take `x` (they call gemm on raw pointers: no shape checks)."""
+        return bool(self.gemm) and x.flags.c_contiguous and x.shape == self.x_shape
 
     def _fused_gemm(self, sizes: tuple[int, ...], batch: int, dtype: Any) -> int:
         """NumPy's gemm for the compiled passes, or 0 to call ``numpy.dot`` from Python.
@@ -184,7 +189,7 @@ class StepPlan:
     def loss(self, x: Array, t: Array, lam: float, backward: bool) -> Any:
         """The loss (+ weight decay); with `backward`, dL/dscores and the last db too."""
         z = self.scores
-        if self.gemm and x.flags.c_contiguous:
+        if self.fits(x):
             Ws, bs, hidden = self.layers
             self.fused.forward_relu(self.gemm, x, Ws, bs, hidden, z)
         else:
@@ -229,7 +234,7 @@ class StepPlan:
             if chooser.pick():
                 for dh in self.dhidden:
                     k.flush_lines(dh)
-        if self.gemm and x.flags.c_contiguous:
+        if self.fits(x):
             self._backward_fused(x, lam_t, sgd_lr, gWs, gbs)
         else:
             self._backward_calls(x, lam, lam_t, sgd_lr, gWs, gbs)
