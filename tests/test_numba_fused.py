@@ -160,3 +160,36 @@ def test_a_batch_of_the_wrong_width_gets_numpys_error_not_a_wild_read():
     NB.mlp_loss(spec, x, np.zeros(5, np.int64))  # builds the plan for batch 5
     with pytest.raises(ValueError):
         NB.mlp_loss(spec, np.random.default_rng(1).random((5, 30)), np.zeros(5, np.int64))
+
+
+def test_frozen_parameters_and_reshaped_weights_are_handled_not_misread():
+    rng = np.random.default_rng(2)
+    net, ref = (TwoLayerNet(30, 12, 5, seed=1, backend=name) for name in ("numba", "numpy"))
+    x, t = rng.random((8, 30)), rng.integers(0, 5, 8)
+    for params in (net.params, ref.params):
+        for value in params.values():
+            value.flags.writeable = False  # read-only parameters: loss and gradient still work
+    assert same(net.loss(x, t), ref.loss(x, t))
+    for name, grad in net.gradient(x, t).items():
+        assert same(grad, ref.gradient(x, t)[name]), name
+    net.params["W2"].flags.writeable = True  # a plan built for these arrays, then one flag changes
+    net.params["W2"].shape = (5, 12)  # the same array, another shape: no plan may keep trusting it
+    with pytest.raises(ValueError):
+        net.loss(x, t)
+
+
+@needs_gemm
+def test_a_parameter_frozen_after_the_plan_was_built_falls_back_to_the_calls():
+    rng = np.random.default_rng(3)
+    net, ref = (TwoLayerNet(30, 12, 5, seed=1, backend=name) for name in ("numba", "numpy"))
+    x, t = rng.random((8, 30)), rng.integers(0, 5, 8)
+    assert same(net.loss(x, t), ref.loss(x, t))
+    plan = _plan(net, x)
+    assert plan.gemm  # built for writable parameters: the compiled passes
+    net.params["W1"].flags.writeable = False
+    ref.params["W1"].flags.writeable = False
+    assert same(net.loss(x, t), ref.loss(x, t))
+    grads, want = net.gradient(x, t), ref.gradient(x, t)
+    for name in grads:
+        assert same(grads[name], want[name]), name
+    assert plan.gemm == 0  # the compiled pass could not take a read-only W1; the calls did

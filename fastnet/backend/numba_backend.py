@@ -107,7 +107,7 @@ class NumbaBackend(NumpyBackend):
         if plans is None:
             plans = local.plans = OrderedDict()
         plan = plans.get(key)
-        if plan is not None:
+        if plan is not None and plan.holds(params, spec.depth):  # not if a shape changed in place
             local.last = plan
             return plan
         from .numba_kernels.plan import StepPlan, layer_sizes

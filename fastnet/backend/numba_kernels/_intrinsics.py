@@ -120,7 +120,9 @@ def gemm(typingctx, addr, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):  #
     passes the matching address.
     """
     arrays = (a, b, c)
-    if not all(isinstance(arr, types.Array) for arr in arrays):
+    if not all(isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C" for arr in arrays):
+        return None  # raw pointers with leading dimensions: only C-ordered matrices make sense
+    if not c.mutable:
         return None
     dtype = a.dtype
     if dtype not in (types.float32, types.float64) or b.dtype != dtype or c.dtype != dtype:

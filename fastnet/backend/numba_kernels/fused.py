@@ -40,11 +40,12 @@ def forward_relu(addr, x, Ws, bs, hidden, z):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def backward_relu(addr, x, Ws, bs, hidden, dhidden, d, gWs, gbs, update, lr, lam):  # type: ignore[no-untyped-def]
+def backward_relu(addr, x, Ws, bs, hidden, dhidden, d, gWs, gbs, update, lr, lam, decay):  # type: ignore[no-untyped-def]
     """Backprop from d = dL/dscores (the last gb already summed by the softmax kernel).
 
     Per layer, ``update[i]``: KEEP leaves the gradient in gWs/gbs, weight
-    decay added when lam != 0; SGD applies SGD(lr) in place once the layer's
+    decay lam added when `decay` (the caller's ``bool(lam)`` before lam took
+    the arrays' dtype, as NumPy decides); SGD applies SGD(lr) in place once the layer's
     old weights are no longer needed; LATER leaves the raw gradient for the
     caller's own update.
     """
@@ -60,5 +61,5 @@ def backward_relu(addr, x, Ws, bs, hidden, dhidden, d, gWs, gbs, update, lr, lam
             d = dh
         if update[i] == SGD:
             sgd_layer(W, gW, bs[i], gbs[i], lr, lam)
-        elif update[i] == KEEP and lam != 0:
+        elif update[i] == KEEP and decay:
             add_decay(gW.reshape(-1), W.reshape(-1), lam)

@@ -18,6 +18,7 @@ from time import perf_counter
 from typing import Any
 
 import numpy as np
+from numba.core.errors import TypingError
 
 from . import step as k
 from ._intrinsics import has_clflushopt
@@ -106,8 +107,8 @@ class StepPlan:
         self.Ws, self.bs = Ws, bs
         self.batch, self.dtype, self.activation = batch, dtype, activation
         self.relu = relu = activation == "relu"
-        # the parameters as (name, array) pairs, for ``holds``
-        self.named = tuple((f"{kind}{i + 1}", arr) for i in range(len(Ws))
+        # the parameters as (name, array, shape), for ``holds``
+        self.named = tuple((f"{kind}{i + 1}", arr, arr.shape) for i in range(len(Ws))
                            for kind, arr in (("W", Ws[i]), ("b", bs[i])))
         self.scalar = dtype.type
         self.depth = len(Ws)
@@ -144,7 +145,10 @@ class StepPlan:
 
     def fits(self, x: Array) -> bool:
         """Whether the compiled passes may take `x` (they call gemm on raw pointers: no shape checks)."""
-        return bool(self.gemm) and x.flags.c_contiguous and x.shape == self.x_shape
+        if not self.gemm or x.shape != self.x_shape:
+            return False
+        flags = x.flags
+        return flags.c_contiguous and flags.aligned  # numpy.dot would copy anything else first
 
     def _fused_gemm(self, sizes: tuple[int, ...], batch: int, dtype: Any) -> int:
         """NumPy's gemm for the compiled passes, or 0 to call ``numpy.dot`` from Python.
@@ -154,6 +158,8 @@ class StepPlan:
         """
         if not self.relu or self.depth < 2 or not gemm_address(dtype.char):
             return 0
+        if not all(p.flags.writeable and p.flags.aligned for p in (*self.Ws, *self.bs)):
+            return 0  # the kernels are compiled for writable, aligned parameters
         products = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             products += [(False, False, batch, n_out, n_in), (True, False, n_in, n_out, batch)]
@@ -189,10 +195,7 @@ class StepPlan:
     def loss(self, x: Array, t: Array, lam: float, backward: bool) -> Any:
         """The loss (+ weight decay); with `backward`, dL/dscores and the last db too."""
         z = self.scores
-        if self.fits(x):
-            Ws, bs, hidden = self.layers
-            self.fused.forward_relu(self.gemm, x, Ws, bs, hidden, z)
-        else:
+        if not (self.fits(x) and self._forward(x, z)):
             np.dot(self.last_input(x), self.Ws[-1], out=z)
             k.bias_shift_rows(z, self.bs[-1])
         np.exp(z, out=z)
@@ -234,9 +237,7 @@ class StepPlan:
             if chooser.pick():
                 for dh in self.dhidden:
                     k.flush_lines(dh)
-        if self.fits(x):
-            self._backward_fused(x, lam_t, sgd_lr, gWs, gbs)
-        else:
+        if not (self.fits(x) and self._backward_fused(x, lam, lam_t, sgd_lr, gWs, gbs)):
             self._backward_calls(x, lam, lam_t, sgd_lr, gWs, gbs)
         if chooser is not None:
             chooser.took(perf_counter() - start)
@@ -247,18 +248,36 @@ class StepPlan:
             grads[f"W{i + 1}"], grads[f"b{i + 1}"] = gWs[i], gbs[i]
         return grads
 
-    def _backward_fused(self, x: Array, lam_t: Any, sgd_lr: float | None, gWs: list[Array],
-                        gbs: list[Array]) -> None:
+    # The compiled passes return False, and are not tried again, when Numba cannot
+    # type them for these arrays (e.g. a parameter made read-only after the plan
+    # was built): typing fails before anything runs, and the caller then takes
+    # the call-by-call path.
+    def _forward(self, x: Array, z: Array) -> bool:
+        Ws, bs, hidden = self.layers
+        try:
+            self.fused.forward_relu(self.gemm, x, Ws, bs, hidden, z)
+        except TypingError:
+            self.gemm = 0
+            return False
+        return True
+
+    def _backward_fused(self, x: Array, lam: float, lam_t: Any, sgd_lr: float | None,
+                        gWs: list[Array], gbs: list[Array]) -> bool:
         Ws, bs, hidden = self.layers
         lr = self.scalar(0 if sgd_lr is None else sgd_lr)
         update = self.keep if sgd_lr is None else self.sgd_ways
         grads = self.grads if gWs is self.gW else (tuple(gWs), tuple(gbs))
-        self.fused.backward_relu(self.gemm, x, Ws, bs, hidden, self.dhidden_t, self.dscores, *grads,
-                                 update, lr, lam_t)
+        try:
+            self.fused.backward_relu(self.gemm, x, Ws, bs, hidden, self.dhidden_t, self.dscores, *grads,
+                                     update, lr, lam_t, bool(lam))
+        except TypingError:
+            self.gemm = 0
+            return False
         if sgd_lr is not None:
             for i, state in enumerate(self.sgd_state):
                 if state is not None:
                     k.sgd_layer_tuned(Ws[i], gWs[i], bs[i], gbs[i], lr, lam_t, state)
+        return True
 
     def _backward_calls(self, x: Array, lam: float, lam_t: Any, sgd_lr: float | None,
                         gWs: list[Array], gbs: list[Array]) -> None:
@@ -289,8 +308,9 @@ class StepPlan:
         """Whether `params` (of `depth` layers) are exactly this plan's arrays."""
         if depth != self.depth:
             return False
-        for name, arr in self.named:
-            if params.get(name) is not arr:
+        get = params.get
+        for name, arr, shape in self.named:  # the shape too: `W.shape = ...` keeps the array
+            if get(name) is not arr or arr.shape != shape:
                 return False
         return True
 
