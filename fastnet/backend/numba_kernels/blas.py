@@ -99,7 +99,7 @@ def matches_dot(char: str, trans_a: bool, trans_b: bool, m: int, n: int, k: int)
 
 
 def product(a: Any, b: Any, c: Any, trans_a: bool = False, trans_b: bool = False) -> None:
-    """c = op(a) @ op(b) through ``gemm`` (tests and checks; kernels call ``gemm`` directly)."""
+    """c = op(a) @ op(b) through ``gemm`` (tests and checks; kernels call ``dot_into``)."""
     addr = gemm_address(c.dtype.char)
     if not addr:
         raise RuntimeError("NumPy's BLAS gemm was not found")
