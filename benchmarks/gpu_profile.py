@@ -71,29 +71,40 @@ def main(rows: int = 100, dtype: str = "float32") -> None:
         print(f"graph.launch() host side  {host:8.1f} µs/call")
     for name, op in zip(plan.names, plan.ops):
         print(f"  op {name:14s} eager    {per_call(op, sync, n=500):8.1f} µs")
-    # the two-kernel step for each block shape: graph replays of one step, and a whole epoch
+    # the two-kernel step in each variant: graph replays of one step, and a whole epoch
     from fastnet.backend.cupy_kernels.device import CupyDevice
     from fastnet.backend.cupy_kernels.engine import FusedEngine
 
-    for threads in (256, 512, 1024):
-        for per in (1, 2, 4, 8):
-            if rows // per < 8:
-                continue
-            e2 = FusedEngine(CupyDevice(), strict=True)
-            e2.rows_per_block, e2.rows_threads = per, threads
-            n2 = fastnet.TwoLayerNet(784, 50, 10, seed=0, dtype=np.dtype(dtype), backend=bk)
-            try:
-                for _ in range(3):
-                    e2.train_step(n2.spec(), x, t, opt)
-                p2 = next(iter(e2.plans.values()))
-                g2 = next(g for g in p2.bound.values() if g is not None)
-                step = per_call(g2.launch, sync)
-                e2.train_batches(n2.spec(), X, T, idx, opt)
-                epoch = per_call(lambda: e2.train_batches(n2.spec(), X, T, idx, opt), sync, n=3)
-                print(f"threads {threads:4d}, rows per block {per}: step replay {step:6.1f} µs,"
-                      f" epoch {epoch / 1000:6.2f} ms")
-            except Exception as exc:
-                print(f"threads {threads:4d}, rows per block {per}: {exc!r}")
+    old = 8 if rows < 1000 else 16  # kernel B's split before the one-wave rule
+    variants = [  # threads, rows per block, prefetch, compact, split
+        (1024, None, True, True, 0), (1024, None, False, True, 0), (1024, None, True, False, 0),
+        (1024, None, False, False, 0), (1024, None, False, False, old), (512, None, True, True, 0),
+        (1024, None, True, True, 2), (1024, None, True, True, 8), (1024, None, True, True, 16),
+    ]
+    for threads, per, prefetch, compact, split in variants:
+        label = (f"threads {threads:4d}, rows/block {per or 'rule'}, prefetch {int(prefetch)},"
+                 f" compact {int(compact)}, split {split or 'rule'}")
+        e2 = FusedEngine(CupyDevice(), strict=True)
+        e2.rows_threads, e2.rows_per_block = threads, per
+        e2.rows_prefetch, e2.rows_compact, e2.rows_split = prefetch, compact, split
+        n2 = fastnet.TwoLayerNet(784, 50, 10, seed=0, dtype=np.dtype(dtype), backend=bk)
+        try:
+            for _ in range(3):
+                e2.train_step(n2.spec(), x, t, opt)
+            p2 = next(iter(e2.plans.values()))
+            g2 = next(g for g in p2.bound.values() if g is not None)
+            step = per_call(g2.launch, sync)
+            e2.train_batches(n2.spec(), X, T, idx, opt)
+            epoch = per_call(lambda: e2.train_batches(n2.spec(), X, T, idx, opt), sync, n=3)
+            t0 = time.perf_counter()
+            e2.train_batches(n2.spec(), X, T, idx, opt)
+            host = (time.perf_counter() - t0) * 1e6
+            sync()
+            print(f"{label}: R={p2.shape.per_block} Q0={p2.shape.first_in_registers()}"
+                  f" staged={p2.shape.staged_weights()} B-split={p2.shape.b_split}:"
+                  f" step replay {step:6.1f} µs, epoch {epoch / 1000:6.2f} ms (host {host:6.0f} µs)")
+        except Exception as exc:
+            print(f"{label}: {exc!r}")
     # primitive host costs
     a = cupy.zeros(100 * 784, np.float32)
     b = cupy.zeros(100 * 784, np.float32)

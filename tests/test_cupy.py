@@ -366,6 +366,65 @@ def test_engine_settings_are_checked():
     engine.rows_threads, engine.rows_per_block = 256, None
 
 
+def test_row_kernel_loads_weights_early_where_registers_allow():
+    from fastnet.backend.cupy_kernels.source_rows import rows_shape
+
+    s32 = rows_shape((784, 50, 10), 100, 4, threads=1024)
+    assert (s32.splits(0), s32.first_in_registers()) == (20, 31)  # 31 of its 40 weights
+    assert s32.staged_weights() == 50 + 500 + 10  # b1, W2, b2
+    assert rows_shape((784, 50, 10), 100, 8, threads=1024).first_in_registers() == 13
+    assert rows_shape((784, 50, 10), 100, 4, threads=512).first_in_registers() == 79  # its whole slice
+    off = rows_shape((784, 50, 10), 100, 4, threads=1024, prefetch=False)
+    assert off.first_in_registers() == 0 and off.staged_weights() == 0
+    assert rows_shape((784, 50, 10), 100, 4, threads=128).first_in_registers() == 0  # 7 passes over W1
+    big = rows_shape((784, 50, 10), 1000, 4, threads=1024)  # 250 blocks: two share an SM
+    assert big.per_block == 4 and big.first_in_registers() == 0 and big.staged_weights() == 0
+    # kernel B: threads per parameter while one wave holds them all (39,760 parameters)
+    assert rows_shape((784, 50, 10), 100, 4).b_split == 4
+    assert rows_shape((784, 50, 10), 1000, 4).b_split == 4
+    assert rows_shape((30, 20, 5), 1000, 4).b_split == 16  # few parameters: about 16 rows each
+    assert rows_shape((30, 20, 5), 8, 4).b_split == 1
+    assert rows_shape((784, 50, 10), 100, 4, split=8).b_split == 8
+
+
+def test_engine_row_settings_are_checked():
+    engine = FusedEngine(checks.DryDevice())
+    with pytest.raises(ValueError, match="rows_split must be 0"):
+        engine.rows_split = 3
+    with pytest.raises(ValueError, match="rows_prefetch must be True or False"):
+        engine.rows_prefetch = 1
+
+
+@needs_cxx
+def test_emulated_row_kernel_variants_agree(emu):
+    """Early weight loads and the compact batch copy change no bit; other splits stay within 1e-13."""
+    sizes = (300, 100, 4)  # 1024 threads: W1 split 10 ways, 30 weights a thread, 13 in registers (float64)
+    rng = np.random.default_rng(5)
+    X, T = rng.random((30, 300)), rng.integers(0, 4, 30)
+    batches = np.stack([rng.choice(30, 8, replace=False) for _ in range(3)])
+    ref = make_params(sizes)
+    o_ref = opt.Momentum(lr=0.05)
+    o_ref.backend = REF
+    REF.mlp_train_batches(MLPSpec(ref, 2, "relu", 0.0), X, T, list(batches), o_ref)
+    results = {}
+    for prefetch, compact, split in ((True, True, 0), (False, True, 0), (True, False, 0), (True, True, 2)):
+        engine = FusedEngine(emu, strict=True)
+        engine.rows_prefetch, engine.rows_compact, engine.rows_split = prefetch, compact, split
+        ours = make_params(sizes)
+        o = opt.Momentum(lr=0.05)
+        o.backend = REF
+        engine.train_batches(MLPSpec(ours, 2, "relu", 0.0), X, T, batches, o)
+        (plan,) = engine.plans.values()
+        assert type(plan).__name__ == "RowsPlan"
+        if prefetch:
+            assert 0 < plan.shape.first_in_registers() < 30 and plan.shape.staged_weights() > 0
+        assert worst(ours, ref) < 1e-13
+        results[(prefetch, compact, split)] = ours
+    base = results[(True, True, 0)]
+    for key in ((False, True, 0), (True, False, 0)):
+        assert all(np.array_equal(results[key][k], base[k]) for k in base), key
+
+
 @needs_cxx
 def test_emulated_epoch_gathers_on_the_device(engine):
     sizes = (12, 6, 4)
@@ -435,6 +494,26 @@ def test_emulated_rebound_parameter_rebuilds_the_plan(engine):
     engine.train_step(MLPSpec(ours, 2, "relu", 0.0), x, t, o1)
     REF.mlp_train_step(MLPSpec(ref, 2, "relu", 0.0), x, t, o2)
     assert len(engine.plans) == 2 and worst(ours, ref) < 1e-13
+
+
+@needs_cxx
+def test_emulated_gradient_reuses_its_plan_until_a_parameter_is_rebound(engine):
+    sizes = (12, 6, 4)
+    params = make_params(sizes)
+    x, t = make_batch(5, sizes, onehot=False)
+    for _ in range(2):  # the second call takes the memo
+        grads, _ = engine.gradient(MLPSpec(params, 2, "relu", 0.0), x, t)
+        want, _ = REF.mlp_gradient(MLPSpec(params, 2, "relu", 0.0), x, t)
+        assert worst(grads, want) < 1e-13
+    assert len(engine.plans) == 1
+    params["W2"] = params["W2"] * 0.5  # a new array: the memo must not take the old plan
+    grads, _ = engine.gradient(MLPSpec(params, 2, "relu", 0.0), x, t)
+    want, _ = REF.mlp_gradient(MLPSpec(params, 2, "relu", 0.0), x, t)
+    assert len(engine.plans) == 2 and worst(grads, want) < 1e-13
+    params["W2"][...] = 0.0  # in place: the plan reads the array where it is
+    grads, _ = engine.gradient(MLPSpec(params, 2, "relu", 0.0), x, t)
+    want, _ = REF.mlp_gradient(MLPSpec(params, 2, "relu", 0.0), x, t)
+    assert len(engine.plans) == 2 and worst(grads, want) < 1e-13
 
 
 @needs_cxx

@@ -36,6 +36,13 @@ def _step_count(optimizer: Any, restore: dict[str, Any] | None = None) -> dict[s
     return {key: getattr(optimizer, key) for key in ("iter", "lr_t") if hasattr(optimizer, key)}
 
 
+def _no_step_hook(optimizer: Any) -> bool:
+    """True when the optimizer keeps no per-step host state (its ``_begin_step`` is the base no-op)."""
+    from ...optimizers import Optimizer
+
+    return getattr(type(optimizer), "_begin_step", None) is Optimizer._begin_step
+
+
 def _locked(method: Any) -> Any:
     """Plans hold static buffers: one thread at a time may run them."""
 
@@ -66,8 +73,8 @@ class _Plans(OrderedDict):
 
 
 # settings that change which plan a call gets: setting one forgets train_step's memo
-_SETTINGS = ("use_graphs", "blas_min_flops", "rows_max_traffic", "rows_per_block", "rows_threads", "tuning",
-             "max_plans")
+_SETTINGS = ("use_graphs", "blas_min_flops", "rows_max_traffic", "rows_per_block", "rows_threads", "rows_prefetch",
+             "rows_compact", "rows_split", "tuning", "max_plans")
 
 
 class FusedEngine:
@@ -76,6 +83,8 @@ class FusedEngine:
     Settings (attributes): ``use_graphs``, ``blas_min_flops`` (cuBLAS from
     this many flops per layer), ``rows_max_traffic`` (the two-kernel step's
     limit), ``rows_threads`` and ``rows_per_block`` (its block shape),
+    ``rows_prefetch``, ``rows_compact`` and ``rows_split`` (see
+    ``source_rows``; kept switchable so benchmarks can time each),
     ``tuning`` (tiled-kernel overrides; after changing it in place, call
     ``clear()``), ``max_plans``. ``clear()`` drops every plan.
     """
@@ -101,6 +110,9 @@ class FusedEngine:
         self.rows_max_traffic = rows_max_traffic
         self.rows_per_block: int | None = None  # None: rows_shape's rule
         self.rows_threads = 1024  # threads per block of the row kernel
+        self.rows_prefetch = True  # row kernel: weights loaded while its rows arrive
+        self.rows_compact = True  # row kernel copies a gathered batch for the parameter kernel
+        self.rows_split: int = 0  # parameter kernel: threads per parameter (0: the size rule)
         self.strict = strict
         self.tuning: dict[str, int] = {}  # Layout overrides: target_blocks, min_split_k
         self.plans: _Plans = _Plans()
@@ -116,6 +128,10 @@ class FusedEngine:
             raise ValueError(f"rows_threads must be a power of two from 32 to 1024, got {value!r}")
         if name == "rows_per_block" and value is not None and value not in (1, 2, 4, 8):
             raise ValueError(f"rows_per_block must be 1, 2, 4, 8 or None (the size rule), got {value!r}")
+        if name == "rows_split" and value not in (0, 1, 2, 4, 8, 16, 32, 64):
+            raise ValueError(f"rows_split must be 0 (the size rule) or a power of two up to 64, got {value!r}")
+        if name in ("rows_prefetch", "rows_compact") and not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
         super().__setattr__(name, value)
         if name in _SETTINGS and "_fast" in self.__dict__:
             self._fast.clear()
@@ -153,12 +169,15 @@ class FusedEngine:
         decay = float(spec.weight_decay or 0.0)
         blas = tuple(2.0 * rows * a * b >= self.blas_min_flops for a, b in zip(sizes, sizes[1:]))
         shape = None if any(blas) else rows_shape(tuple(sizes), rows, numpy.dtype(dtype).itemsize,
-                                                  self.rows_per_block, self.rows_threads)
+                                                  self.rows_per_block, self.rows_threads, self.rows_prefetch,
+                                                  self.rows_compact, self.rows_split)
         if shape is not None:
             weights = sum(a * b + b for a, b in zip(sizes, sizes[1:])) * shape.itemsize
             if weights * shape.blocks <= self.rows_max_traffic:
                 return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay, stage, kind, gather, (),
-                              rows_per_block=shape.per_block, rows_threads=shape.threads, **self.tuning)
+                              rows_per_block=shape.per_block, rows_threads=shape.threads,
+                              rows_prefetch=shape.prefetch, rows_compact=shape.compact, rows_split=shape.split,
+                              **self.tuning)
         return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay,
                       stage, kind, gather, blas, **self.tuning)
 
@@ -246,30 +265,36 @@ class FusedEngine:
 
     @_locked
     def gradient(self, spec: Any, x: Array, t: Array) -> tuple[dict[str, Array], Array] | None:
-        layout = self._layout(spec, x, t, "grad")
-        if layout is None:
-            return None
+        key, plan = self._fast_plan(spec, x, t, None, "grad")
+        if plan is None:
+            layout = self._layout(spec, x, t, "grad")
+            if layout is None:
+                return None
         try:
-            plan = self._plan(layout, [spec.params[k] for k in spec.names()])
+            if plan is None:
+                params = [spec.params[k] for k in spec.names()]
+                plan = self._plan(layout, params)
+                self._remember(key, plan, tuple(params), None)
             loss = self._run(plan, x, t)
             flat = plan.gflat.copy()  # the caller keeps these; the plan's buffer is reused
             grads = {}
-            for name, view in zip(spec.names(), plan.grads):
-                off = (self.device.ptr(view) - self.device.ptr(plan.gflat)) // view.itemsize
+            for name, (off, view) in zip(spec.names(), plan.grad_offsets()):
                 grads[name] = flat[off : off + view.size].reshape(view.shape)
             return grads, loss
         except Exception as exc:
+            self._fast.clear()
             self._fallback("gradient", exc)
             return None
 
-    def _fast_plan(self, spec: Any, x: Array, t: Array, optimizer: Any) -> tuple[tuple, Plan | None]:
+    def _fast_plan(self, spec: Any, x: Array, t: Array, optimizer: Any,
+                   stage: str = "train") -> tuple[tuple, Plan | None]:
         """The plan the last identical call used, if every array it bound is still in place.
 
         A step's host work is otherwise dominated by re-deriving the layout and
         re-checking every array; with the same parameter and state objects
         (same shapes, hence same memory) the answer cannot have changed.
         """
-        key = (id(spec.params), id(optimizer), spec.activation, spec.weight_decay, spec.depth,
+        key = (stage, id(spec.params), id(optimizer), spec.activation, spec.weight_decay, spec.depth,
                x.shape, x.dtype, t.shape, t.dtype)
         hit = self._fast.get(key)
         if hit is None:
@@ -321,11 +346,14 @@ class FusedEngine:
             _step_count(optimizer, saved)  # the fallback's own update counts this step
             self._fallback("training step", exc)
             return None
-        arrays = tuple(params) + tuple(s for row in state for s in row)
+        self._remember(key, plan, tuple(params) + tuple(s for row in state for s in row), optimizer)
+        return loss
+
+    def _remember(self, key: tuple, plan: Plan, arrays: tuple, optimizer: Any) -> None:
+        """Memo for _fast_plan: the plan and the arrays it was built on."""
         if len(self._fast) >= self.max_plans:
             self._fast.clear()
         self._fast[key] = (plan, arrays, tuple(a.shape for a in arrays), self.plans.removals, optimizer)
-        return loss
 
     @_locked
     def train_batches(self, spec: Any, x: Array, t: Array, batches: Any, optimizer: Any) -> Array | None:
@@ -366,7 +394,9 @@ class FusedEngine:
             first = plan.reserve(steps)
             plan.before_step(optimizer)  # uploads what changed for the first step
             hypers = [plan.hyper_now]
-            for _ in range(steps - 1):
+            if _no_step_hook(optimizer):  # nothing changes between steps: spare 600 Python calls
+                hypers *= steps
+            for _ in range(steps - len(hypers)):
                 plan.host_step(optimizer)
                 hypers.append(hyper_values(kind, optimizer))
             if all(h == hypers[0] for h in hypers):

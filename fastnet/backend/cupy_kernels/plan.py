@@ -56,6 +56,9 @@ class Layout:
     min_split_k: int = 64  # ... keeping at least this much K per split
     rows_per_block: int = 0  # > 0: the two-kernel step of plan_rows (small nets)
     rows_threads: int = 1024  # threads per block of that step's row kernel
+    rows_prefetch: bool = True  # its weights loaded while the rows arrive
+    rows_compact: bool = True  # a gathered batch copied once for its parameter kernel
+    rows_split: int = 0  # threads per parameter of that kernel (0: the size rule)
 
     @property
     def depth(self) -> int:
@@ -150,6 +153,13 @@ class Plan:
         self.wptrs = self._table([self.device.ptr(self.params[2 * i]) for i in range(L.depth)])
         if L.gather:
             self.idx = xp.zeros((max(self.steps, 1), B), numpy.int64)
+
+    def grad_offsets(self) -> list[tuple[int, Any]]:
+        """(offset in gflat, view) of each parameter's gradient, worked out once."""
+        if not hasattr(self, "_grad_offsets"):
+            base, ptr = self.device.ptr(self.gflat), self.device.ptr
+            self._grad_offsets = [((ptr(g) - base) // g.itemsize, g) for g in self.grads]
+        return self._grad_offsets
 
     def _table(self, values: list[int], dtype: Any = numpy.uint64) -> Any:
         arr = self.device.xp.zeros(max(len(values), 1), dtype)

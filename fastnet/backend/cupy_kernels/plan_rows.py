@@ -19,7 +19,8 @@ class RowsPlan(Plan):
         super()._alloc()
         L, xp = self.layout, self.device.xp
         dt, B, n = numpy.dtype(L.dtype), L.rows, L.sizes
-        shape = rs.rows_shape(n, B, dt.itemsize, L.rows_per_block, L.rows_threads)
+        shape = rs.rows_shape(n, B, dt.itemsize, L.rows_per_block, L.rows_threads,
+                              L.rows_prefetch, L.rows_compact, L.rows_split)
         if shape is None or shape.per_block != L.rows_per_block:
             raise ValueError(f"layout {L} does not fit the two-kernel step")
         self.shape = shape
@@ -45,11 +46,13 @@ class RowsPlan(Plan):
         Tl = self.dummy_i if L.onehot else T
         Tm = T if L.onehot else self.dummy
         shape = self.shape
+        compact = L.gather and shape.compact  # rows_a copies the gathered batch into self.x for rows_b
+        XB = self.x if compact else self.dummy
         self._kernel(
             "rows_a", rs.rows_a_source("rows_a", shape, L.stage, L.onehot, L.gather, decay),
             (shape.blocks, 1, 1), (shape.threads, 1, 1),
             (X, Tl, Tm, idx, self.clock, self.wptrs, self.bptrs, self.H, self.D, self.scores,
-             self.rowloss, self.rowix, self.sq, nrows, lam),
+             self.rowloss, self.rowix, self.sq, XB, nrows, lam),
         )
         if L.stage == "predict":
             return
@@ -57,7 +60,7 @@ class RowsPlan(Plan):
         self._kernel(
             "rows_b", rs.rows_b_source("rows_b", shape, L.stage, L.kind, decay, L.gather),
             (rs.rows_b_blocks(shape, L.stage), 1, 1), (rs.B_THREADS, 1, 1),
-            (X, self.rowix, self.H, self.D, self.rowloss, self.sq, P, G, S1, S2, self.hyper,
+            (XB if compact else X, self.rowix, self.H, self.D, self.rowloss, self.sq, P, G, S1, S2, self.hyper,
              self.clock, self.ringptr, lam),
         )
 
