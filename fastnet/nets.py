@@ -90,7 +90,7 @@ class Net:
 
     @property
     def output_size(self) -> int:
-        return int(self.params[f"W{self.depth}"].shape[1])
+        return int(self.params[f"W{self.depth}"].shape[1])  # read each call: W may be rebound
 
     # -- checks at the boundary (once per call, never inside kernels)
     def _x(self, x: Array, name: str = "x") -> Array:

@@ -497,6 +497,25 @@ def test_emulated_rebound_parameter_rebuilds_the_plan(engine):
 
 
 @needs_cxx
+def test_emulated_step_memo_follows_rebound_and_cleared_optimizer_state(engine):
+    sizes = (12, 6, 4)
+    ours, ref = make_params(sizes), make_params(sizes)
+    x, t = make_batch(5, sizes, onehot=False)
+    o1, o2 = opt.Momentum(lr=0.1), opt.Momentum(lr=0.1)
+    o1.backend = o2.backend = REF
+    for change in (None, "rebind", None, "clear", None):
+        if change == "rebind":  # a new velocity array: the plan built on the old one must not be taken
+            for o in (o1, o2):
+                o.state["v"]["W1"] = o.state["v"]["W1"] * 0.0
+        elif change == "clear":  # velocities forgotten: both start again from zeros
+            for o in (o1, o2):
+                o.state["v"].clear()
+        engine.train_step(MLPSpec(ours, 2, "relu", 0.0), x, t, o1)
+        REF.mlp_train_step(MLPSpec(ref, 2, "relu", 0.0), x, t, o2)
+        assert worst(ours, ref) < 1e-13 and worst(o1.state["v"], o2.state["v"]) < 1e-13
+
+
+@needs_cxx
 def test_emulated_gradient_reuses_its_plan_until_a_parameter_is_rebound(engine):
     sizes = (12, 6, 4)
     params = make_params(sizes)

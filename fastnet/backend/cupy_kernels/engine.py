@@ -302,18 +302,24 @@ class FusedEngine:
         plan, arrays, shapes, removals, owner = hit
         if removals != self.plans.removals or owner is not optimizer:  # a plan dropped since; an id reused
             return key, None
+        names = spec.names()
         params = spec.params
+        dicts = [params]
         state = getattr(optimizer, "state", None)
-        current = tuple(params[k] for k in spec.names())
         if state:
             try:
-                current += tuple(state[s][k] for s in getattr(optimizer, "state_names", ()) for k in spec.names())
+                dicts += [state[s] for s in getattr(optimizer, "state_names", ())]
             except KeyError:  # the state was reset: rebuild through the slow path
                 return key, None
-        if len(current) != len(arrays) or any(a is not b for a, b in zip(current, arrays)):
+        if len(dicts) * len(names) != len(arrays) or not x.flags.c_contiguous:
             return key, None
-        if tuple(a.shape for a in current) != shapes or not x.flags.c_contiguous:
-            return key, None
+        n = 0
+        for d in dicts:  # the same objects, with the same shapes, as when the plan was built
+            for k in names:
+                a = d.get(k)
+                if a is not arrays[n] or a.shape != shapes[n]:
+                    return key, None
+                n += 1
         return key, plan
 
     @_locked
