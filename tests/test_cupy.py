@@ -363,7 +363,11 @@ def test_engine_settings_are_checked():
         engine.rows_threads = 96
     with pytest.raises(ValueError, match="rows_per_block must be 1, 2, 4, 8"):
         engine.rows_per_block = 3
-    engine.rows_threads, engine.rows_per_block = 256, None
+    with pytest.raises(ValueError, match="rows_split must be 0"):
+        engine.rows_split = 3
+    with pytest.raises(ValueError, match="rows_prefetch must be True or False"):
+        engine.rows_prefetch = 1
+    engine.rows_threads, engine.rows_per_block, engine.rows_split, engine.rows_compact = 256, None, 4, False
 
 
 def test_row_kernel_loads_weights_early_where_registers_allow():
@@ -385,14 +389,6 @@ def test_row_kernel_loads_weights_early_where_registers_allow():
     assert rows_shape((30, 20, 5), 1000, 4).b_split == 16  # few parameters: about 16 rows each
     assert rows_shape((30, 20, 5), 8, 4).b_split == 1
     assert rows_shape((784, 50, 10), 100, 4, split=8).b_split == 8
-
-
-def test_engine_row_settings_are_checked():
-    engine = FusedEngine(checks.DryDevice())
-    with pytest.raises(ValueError, match="rows_split must be 0"):
-        engine.rows_split = 3
-    with pytest.raises(ValueError, match="rows_prefetch must be True or False"):
-        engine.rows_prefetch = 1
 
 
 @needs_cxx
@@ -482,29 +478,17 @@ def test_emulated_hyperparameter_changes_reach_the_kernels(engine):
 
 
 @needs_cxx
-def test_emulated_rebound_parameter_rebuilds_the_plan(engine):
-    sizes = (12, 6, 4)
-    ours, ref = make_params(sizes), make_params(sizes)
-    x, t = make_batch(5, sizes, onehot=False)
-    o1, o2 = opt.SGD(lr=0.1), opt.SGD(lr=0.1)
-    engine.train_step(MLPSpec(ours, 2, "relu", 0.0), x, t, o1)
-    REF.mlp_train_step(MLPSpec(ref, 2, "relu", 0.0), x, t, o2)
-    ours["W1"] = ours["W1"] * 0.5  # a new array: the old plan's pointers are stale
-    ref["W1"] = ref["W1"] * 0.5
-    engine.train_step(MLPSpec(ours, 2, "relu", 0.0), x, t, o1)
-    REF.mlp_train_step(MLPSpec(ref, 2, "relu", 0.0), x, t, o2)
-    assert len(engine.plans) == 2 and worst(ours, ref) < 1e-13
-
-
-@needs_cxx
-def test_emulated_step_memo_follows_rebound_and_cleared_optimizer_state(engine):
+def test_emulated_step_follows_rebound_parameters_and_optimizer_state(engine):
     sizes = (12, 6, 4)
     ours, ref = make_params(sizes), make_params(sizes)
     x, t = make_batch(5, sizes, onehot=False)
     o1, o2 = opt.Momentum(lr=0.1), opt.Momentum(lr=0.1)
     o1.backend = o2.backend = REF
-    for change in (None, "rebind", None, "clear", None):
-        if change == "rebind":  # a new velocity array: the plan built on the old one must not be taken
+    for change in (None, "param", None, "state", None, "clear", None):
+        if change == "param":  # a new array: the old plan's pointers are stale
+            ours["W1"] = ours["W1"] * 0.5
+            ref["W1"] = ref["W1"] * 0.5
+        elif change == "state":  # a new velocity array: the memo must not take the old plan
             for o in (o1, o2):
                 o.state["v"]["W1"] = o.state["v"]["W1"] * 0.0
         elif change == "clear":  # velocities forgotten: both start again from zeros
@@ -513,6 +497,7 @@ def test_emulated_step_memo_follows_rebound_and_cleared_optimizer_state(engine):
         engine.train_step(MLPSpec(ours, 2, "relu", 0.0), x, t, o1)
         REF.mlp_train_step(MLPSpec(ref, 2, "relu", 0.0), x, t, o2)
         assert worst(ours, ref) < 1e-13 and worst(o1.state["v"], o2.state["v"]) < 1e-13
+    assert len(engine.plans) == 4  # one per set of bound arrays
 
 
 @needs_cxx
