@@ -207,7 +207,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
             "  }",
         ]
     if staged:
-        segments = [(f"bptrs[0]", 0, n[1])]
+        segments = [("bptrs[0]", 0, n[1])]
         for i in range(1, L):
             segments += [(f"wptrs[{i}]", w_off[i], n[i] * n[i + 1]), (f"bptrs[{i}]", b_off[i], n[i + 1])]
         for table, off, size in segments:
