@@ -322,20 +322,32 @@ class DecayingSGD(opt.SGD):
         self.lr *= 0.8
 
 
+def sgd_with_hook_on_instance(lr: float) -> opt.SGD:
+    o = opt.SGD(lr=lr)
+
+    def hook() -> None:
+        o.lr *= 0.8
+
+    o._begin_step = hook  # type: ignore[method-assign]
+    return o
+
+
 @needs_cxx
-def test_emulated_epoch_with_a_rate_changing_every_step(engine):
+@pytest.mark.parametrize("make", [DecayingSGD, sgd_with_hook_on_instance], ids=["subclass", "instance-hook"])
+def test_emulated_epoch_with_a_rate_changing_every_step(engine, make):
     sizes = (12, 6, 4)
     rng = np.random.default_rng(4)
     X, T = rng.random((40, 12)), rng.integers(0, 4, 40)
     batches = np.stack([rng.choice(40, 5, replace=False) for _ in range(4)])
     ours, ref = make_params(sizes), make_params(sizes)
-    o1, o2 = DecayingSGD(lr=0.5), DecayingSGD(lr=0.5)
+    o1, o2 = make(lr=0.5), make(lr=0.5)
     o1.backend = o2.backend = REF
     for _ in range(2):
         losses = engine.train_batches(MLPSpec(ours, 2, "relu", 0.0), X, T, batches, o1)
         ref_losses = REF.mlp_train_batches(MLPSpec(ref, 2, "relu", 0.0), X, T, batches, o2)
         np.testing.assert_allclose(losses, [float(v) for v in ref_losses], atol=1e-13)
     assert worst(ours, ref) < 1e-13 and o1.lr == o2.lr
+    assert o1.lr == pytest.approx(0.5 * 0.8**8, rel=1e-12)  # the hook ran once per step: 2 epochs of 4
 
 
 @needs_cxx

@@ -129,13 +129,18 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
     for sizes, rows, dt, act, oh, dec, stage, kind, gather, extra in rows_cases + [
         ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", True, (1024,)),
         ((784, 50, 10), 1000, "float64", "sigmoid", False, 0.0, "train", "adam", True, (1024,)),
+        ((784, 100, 60, 10), 100, "float64", "relu", True, 0.1, "train", "adam", True, (1024,)),
+        ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", True, (1024, False, False)),
     ]:
-        threads = extra[0] if extra else 512  # the last field: threads per row block, if not the default
-        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize, threads=threads)
+        # the last field: threads per row block (512 if absent), early loads and compact copy (on if absent)
+        threads, prefetch, compact = tuple(extra) + (512, True, True)[len(extra):]
+        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize, threads=threads, prefetch=prefetch,
+                           compact=compact)
         assert shape is not None
         layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, rows_per_block=shape.per_block,
-                        rows_threads=shape.threads)
-        yield (f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}-t{shape.threads}",
+                        rows_threads=shape.threads, rows_prefetch=prefetch, rows_compact=compact)
+        yield (f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}-t{shape.threads}"
+               + ("" if gather else "-batch") + ("" if prefetch else "-noprefetch") + ("" if compact else "-nocompact"),
                plan_source(layout))
     for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
                        ((9, 7, 5, 3), "sigmoid")):

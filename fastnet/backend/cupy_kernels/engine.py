@@ -37,10 +37,15 @@ def _step_count(optimizer: Any, restore: dict[str, Any] | None = None) -> dict[s
 
 
 def _no_step_hook(optimizer: Any) -> bool:
-    """True when the optimizer keeps no per-step host state (its ``_begin_step`` is the base no-op)."""
+    """True when the optimizer keeps no per-step host state (its ``_begin_step`` is the base no-op).
+
+    Looked up on the instance, as the step calls it: a hook set on one
+    optimizer (a learning-rate schedule, say) keeps the step-by-step walk.
+    """
     from ...optimizers import Optimizer
 
-    return getattr(type(optimizer), "_begin_step", None) is Optimizer._begin_step
+    hook = getattr(optimizer, "_begin_step", None)
+    return getattr(hook, "__func__", None) is Optimizer._begin_step
 
 
 def _locked(method: Any) -> Any:
@@ -72,7 +77,7 @@ class _Plans(OrderedDict):
         super().__delitem__(key)
 
 
-# settings that change which plan a call gets: setting one forgets train_step's memo
+# settings that change which plan a call gets: setting one forgets the memo of train_step and gradient
 _SETTINGS = ("use_graphs", "blas_min_flops", "rows_max_traffic", "rows_per_block", "rows_threads", "rows_prefetch",
              "rows_compact", "rows_split", "tuning", "max_plans")
 
