@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from fastnet.backend.numba_kernels import fastmath, reduce, step
 from fastnet.backend.numba_kernels._intrinsics import has_clflushopt
+from fastnet.backend.numba_kernels.plan import FasterWay, _sgd_tuned
 from fastnet.backend.numba_kernels.numgrad import net_losses
 
 # The kernel tests feed extreme values on purpose; NumPy's reference warns about them.
@@ -270,7 +271,7 @@ def test_updates_on_non_contiguous_arrays_fall_back_to_numpy():
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("lam", [0.0, 0.01])
 def test_tuned_sgd_layer_writes_the_plain_updates_bits_either_way(dtype, lam):
-    """Both ways of ``sgd_layer_tuned`` (plain, cache lines flushed first) give sgd_layer's bits,
+    """Both ways of the tuned update (plain, cache lines flushed first) give sgd_layer's bits,
     on odd sizes and an offset (unaligned) W, through its probes and switches."""
     rng = np.random.default_rng(5)
     base = _values(rng, (131 * 37 + 3,), dtype)
@@ -278,19 +279,19 @@ def test_tuned_sgd_layer_writes_the_plain_updates_bits_either_way(dtype, lam):
     ref_W, b = W.copy(), _values(rng, (37,), dtype)
     ref_b = b.copy()
     lr, lam_t = dtype(0.05), dtype(lam)
-    state = np.zeros(4)
+    chooser = FasterWay()
     ways = set()
-    for i in range(2 * step.PROBE_EVERY + 3):
+    for i in range(2 * FasterWay.PROBE_EVERY + 3):
         if i == 7:
-            state[2], state[3] = 1.0, 1e18  # pretend flushing is slow: plain from now on
+            chooser.cost = [1.0, 1e18]  # pretend flushing is slow: plain from now on
         if i == 300:
-            state[2], state[3] = 1e18, 1.0  # and now the other way round
+            chooser.cost = [1e18, 1.0]  # and now the other way round
         gW, gb = _values(rng, W.shape, dtype), _values(rng, (37,), dtype)
-        ways.add(int(state[0]))
-        step.sgd_layer_tuned(W, gW, b, gb, lr, lam_t, state)
+        _sgd_tuned(chooser, W, gW, b, gb, lr, lam_t)
+        ways.add(int(chooser.way))
         step.sgd_layer(ref_W, gW, ref_b, gb, lr, lam_t)
         assert same(W, ref_W) and same(b, ref_b), i
-    assert ways == {0, 1} and state[1] == 2 * step.PROBE_EVERY + 3
+    assert ways == {0, 1} and chooser.steps == 2 * FasterWay.PROBE_EVERY + 3
 
 
 # ------------------------------------------------------------------ whole nets

@@ -1,11 +1,10 @@
 """LLVM operations Numba does not expose: fused multiply-add, bit casts, cache control.
 
 ``fma``, ``as_int64`` and ``as_float64`` let the exp/log in ``fastmath.py`` be
-written branch-free, so LLVM can vectorise loops that call them. ``cycles``
-(the CPU's cycle/time-stamp counter) and ``flush_line`` (x86 ``clflushopt``)
-serve the SGD update in ``step.py``; ``flush_line`` may only be compiled on a
-CPU that has the instruction (``has_clflushopt()``). Each compiles to one
-instruction.
+written branch-free, so LLVM can vectorise loops that call them.
+``flush_line`` (x86 ``clflushopt``) serves the cache flushes in ``step.py``;
+it may only be compiled on a CPU that has the instruction
+(``has_clflushopt()``). Each compiles to one instruction.
 """
 
 from __future__ import annotations
@@ -68,20 +67,6 @@ def as_float64(typingctx, x):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.bitcast(args[0], _F64)
-
-    return sig, codegen
-
-
-@intrinsic
-def cycles(typingctx):  # type: ignore[no-untyped-def]
-    """The CPU's cycle counter (llvm.readcyclecounter: rdtsc on x86; 0 where there is none)."""
-    sig = types.int64()
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_I64, []), "llvm.readcyclecounter"
-        )
-        return builder.call(fn, [])
 
     return sig, codegen
 

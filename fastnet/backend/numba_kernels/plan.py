@@ -24,7 +24,7 @@ from . import step as k
 from ._intrinsics import has_clflushopt
 from .blas import gemm_address, matches_dot
 
-# Weights at least this large get the self-tuning SGD update (``step.sgd_layer_tuned``).
+# Weights at least this large get the self-tuning SGD update (``StepPlan._sgd_tuned``).
 TUNED_UPDATE_BYTES = 64 * 1024
 _CLFLUSHOPT = has_clflushopt()
 
@@ -63,7 +63,8 @@ def layer_sizes(Ws: Sequence[Any], bs: Sequence[Any], x: Any) -> tuple[int, ...]
 class FasterWay:
     """Two ways to do the same work, timed as they run: ``pick`` the faster, re-try the other now and then.
 
-    For cache flushes that only pay in some host states. A hidden layer's
+    For cache flushes that only pay in some host states (the large weights'
+    SGD update, see ``step.flush_lines``; the hidden gradients). A hidden layer's
     gradient buffer was read by the other BLAS thread in the last weight
     product; writing it again waits for that core's copy of each line in turn.
     On this project's 2-core VM that made the 100x50 float64 ``dh`` product
@@ -98,6 +99,15 @@ class FasterWay:
             self.cost[self.way] = seen + (min(seconds, 2 * seen) - seen) / 8
 
 
+def _sgd_tuned(chooser: FasterWay, W: Array, gW: Array, b: Array, gb: Array, lr: Any, lam: Any) -> None:
+    """``step.sgd_layer``, flushing W's cache lines first when that has been faster (same bits either way)."""
+    start = perf_counter()
+    if chooser.pick():
+        k.flush_lines(W)
+    k.sgd_layer(W, gW, b, gb, lr, lam)
+    chooser.took(perf_counter() - start)
+
+
 class StepPlan:
     """Forward, loss, backward and SGD of one MLP for one batch size, into reused buffers."""
 
@@ -121,10 +131,8 @@ class StepPlan:
         self.no_backward = new((0, sizes[-1]), dtype)
         self.gW = [new(W.shape, dtype) for W in Ws]
         self.gb = [new(b.shape, dtype) for b in bs]
-        # per layer: the tuned SGD update's state (None: the plain update)
-        self.sgd_state = [np.zeros(4) if _CLFLUSHOPT and W.nbytes >= TUNED_UPDATE_BYTES else None
-                          for W in Ws]
-        self.tuned = [state for state in self.sgd_state if state is not None]
+        # per layer: flush W before its SGD update? (None: never; see step.flush_lines)
+        self.sgd_flush = [FasterWay() if _CLFLUSHOPT and W.nbytes >= TUNED_UPDATE_BYTES else None for W in Ws]
         # flush the hidden gradients before backprop? (see FasterWay; same bits either way)
         self.flush_hidden = FasterWay() if _CLFLUSHOPT and self.depth > 1 else None
         self.xb: Array = None  # a gathered batch (train_batches)
@@ -140,7 +148,7 @@ class StepPlan:
             self.grads = (tuple(self.gW), tuple(self.gb))
             self.keep = np.full(self.depth, fused.KEEP, np.int64)
             # SGD in the kernel, except the tuned updates, which run after it
-            self.sgd_ways = np.array([fused.LATER if s is not None else fused.SGD for s in self.sgd_state],
+            self.sgd_ways = np.array([fused.LATER if s is not None else fused.SGD for s in self.sgd_flush],
                                      np.int64)
 
     def fits(self, x: Array) -> bool:
@@ -274,9 +282,9 @@ class StepPlan:
             self.gemm = 0
             return False
         if sgd_lr is not None:
-            for i, state in enumerate(self.sgd_state):
-                if state is not None:
-                    k.sgd_layer_tuned(Ws[i], gWs[i], bs[i], gbs[i], lr, lam_t, state)
+            for i, chooser in enumerate(self.sgd_flush):
+                if chooser is not None:
+                    _sgd_tuned(chooser, Ws[i], gWs[i], bs[i], gbs[i], lr, lam_t)
         return True
 
     def _backward_calls(self, x: Array, lam: float, lam_t: Any, sgd_lr: float | None,
@@ -296,11 +304,11 @@ class StepPlan:
                     k.sigmoid_backward_sums(dh, self.hidden[i - 1], gbs[i - 1])
                 d = dh
             if sgd_lr is not None:
-                state = self.sgd_state[i]
-                if state is None:
+                chooser = self.sgd_flush[i]
+                if chooser is None:
                     k.sgd_layer(W, gW, self.bs[i], gbs[i], self.scalar(sgd_lr), lam_t)
                 else:
-                    k.sgd_layer_tuned(W, gW, self.bs[i], gbs[i], self.scalar(sgd_lr), lam_t, state)
+                    _sgd_tuned(chooser, W, gW, self.bs[i], gbs[i], self.scalar(sgd_lr), lam_t)
             elif lam:
                 k.add_decay(gW.reshape(-1), W.reshape(-1), lam_t)
 

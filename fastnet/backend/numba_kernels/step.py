@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._intrinsics import cycles, flush_line
+from ._intrinsics import flush_line
 from .reduce import _pairwise, column_sums, pairwise_sum, pairwise_sum_squares
 
 _jit = numba.njit(cache=True, error_model="numpy")
@@ -227,14 +227,9 @@ def sgd_layer(W, gW, b, gb, lr, lam):  # type: ignore[no-untyped-def]
 # project's shared 2-core VM that cost moves between ~16 µs and ~130 µs for a
 # 784x50 float64 W, depending on where the host runs the two vCPUs.
 # ``clflushopt`` drops those copies first, many lines at a time, and the
-# update then fetches W back (~20 µs either way). Neither is always faster,
-# so ``sgd_layer_tuned`` times both on the cycle counter and keeps the faster,
-# trying the other one every PROBE_EVERY steps. The values written are the
-# same either way (flushing changes no value), so the choice never changes a
-# result, only the time.
-PROBE_EVERY = 256
-
-
+# update then fetches W back (~20 µs either way). Neither is always faster:
+# the plan times both (``plan.FasterWay``) and keeps the faster. Flushing
+# changes no value, so the choice never changes a result, only the time.
 @_jit
 def flush_lines(a):  # type: ignore[no-untyped-def]
     """clflushopt over every cache line of a C-contiguous array; changes no value."""
@@ -244,35 +239,6 @@ def flush_lines(a):  # type: ignore[no-untyped-def]
         flush_line(flat, i)
     if n:
         flush_line(flat, n - 1)
-
-
-@_jit
-def sgd_layer_tuned(W, gW, b, gb, lr, lam, state):  # type: ignore[no-untyped-def]
-    """``sgd_layer``, flushing W's cache lines first when that measured faster.
-
-    state: float64[4] owned by the caller, zeros at first: the way in use
-    (0 plain, 1 flush first), steps taken, and the cycles each way took (a
-    smoothed figure for the way in use, the last probe for the other). Only
-    for a C-contiguous W on a CPU with clflushopt.
-    """
-    way = 1 if state[0] != 0 else 0
-    steps = int(state[1])
-    probe = steps % PROBE_EVERY == PROBE_EVERY - 1 or (steps == 1)
-    if probe:
-        way = 1 - way
-    start = cycles()
-    if way == 1:
-        flush_lines(W)
-    sgd_layer(W, gW, b, gb, lr, lam)
-    took = float(cycles() - start)
-    seen = state[2 + way]
-    if probe or seen == 0:
-        state[2 + way] = took
-    else:  # smoothed, one slow step (a preemption) moves it by at most 1/8
-        state[2 + way] = seen + (min(took, 2 * seen) - seen) / 8
-    plain, flushed = state[2], state[3]
-    state[0] = 1.0 if (flushed != 0 and plain != 0 and flushed < plain) else 0.0
-    state[1] = steps + 1
 
 
 @_jit
