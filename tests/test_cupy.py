@@ -513,6 +513,25 @@ def test_emulated_step_follows_rebound_parameters_and_optimizer_state(engine):
 
 
 @needs_cxx
+def test_emulated_failed_capture_warns_once_and_stays_eager(tmp_path):
+    dev = emulator.EmuDevice(str(tmp_path))
+    dev.can_capture = True  # the emulator's capture raises, as a driver refusing capture would
+    engine = FusedEngine(dev, strict=True)
+    sizes = (12, 6, 4)
+    ours, ref = make_params(sizes), make_params(sizes)
+    x, t = make_batch(5, sizes, onehot=False)
+    o1, o2 = opt.SGD(lr=0.1), opt.SGD(lr=0.1)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed") as caught:
+        for _ in range(4):
+            engine.train_step(MLPSpec(ours, 2, "relu", 0.0), x, t, o1)
+            REF.mlp_train_step(MLPSpec(ref, 2, "relu", 0.0), x, t, o2)
+    assert len([w for w in caught if "capture failed" in str(w.message)]) == 1
+    (plan,) = engine.plans.values()
+    assert plan.capture_failed and not any(plan.bound.values())
+    assert worst(ours, ref) < 1e-13
+
+
+@needs_cxx
 def test_emulated_gradient_reuses_its_plan_until_a_parameter_is_rebound(engine):
     sizes = (12, 6, 4)
     params = make_params(sizes)

@@ -310,6 +310,15 @@ class Plan:
         for op in self.ops:
             op()
 
+    def _capture(self, run: Callable[[], None]) -> Any:
+        """`run`'s launches as a CUDA graph, or None (and eager from now on) when capture fails."""
+        try:
+            return self.device.capture(run)
+        except Exception as exc:  # e.g. a driver that refuses capture: stay eager
+            self.capture_failed = True
+            warnings.warn(f"fastnet: CUDA graph capture failed, running eagerly ({exc})", RuntimeWarning, stacklevel=4)
+            return None
+
     def launch(self) -> None:
         """One run of every launch: a graph replay once one has been captured."""
         if self.graph is not None:
@@ -317,12 +326,8 @@ class Plan:
             return
         dev = self.device
         if self.use_graph and self.capturable and dev.can_capture and self.runs > 0 and not self.capture_failed:
-            try:
-                self.graph = dev.capture(self._run_ops)
-            except Exception as exc:  # e.g. a driver that refuses capture: stay eager
-                self.capture_failed = True
-                warnings.warn(f"fastnet: CUDA graph capture failed, running eagerly ({exc})", RuntimeWarning, stacklevel=3)
-            else:
+            self.graph = self._capture(self._run_ops)
+            if self.graph is not None:
                 self.graph.launch()
                 return
         self._run_ops()
@@ -364,12 +369,8 @@ class Plan:
                 op()
 
         if key in self.bound and dev.can_capture and self.use_graph and not self.capture_failed:
-            try:
-                graph = dev.capture(run_ops)  # second sight of this pair: worth a graph
-            except Exception as exc:
-                self.capture_failed = True
-                warnings.warn(f"fastnet: CUDA graph capture failed, running eagerly ({exc})", RuntimeWarning, stacklevel=3)
-            else:
+            graph = self._capture(run_ops)  # second sight of this pair: worth a graph
+            if graph is not None:
                 self.bound[key] = graph
                 self.bound.move_to_end(key)
                 graph.launch()
@@ -454,12 +455,8 @@ class Plan:
                 for _ in range(steps):
                     self._run_ops()
 
-            try:
-                graph = dev.capture(run_all)
-            except Exception as exc:
-                self.capture_failed = True
-                warnings.warn(f"fastnet: CUDA graph capture failed, running eagerly ({exc})", RuntimeWarning, stacklevel=3)
-            else:
+            graph = self._capture(run_all)
+            if graph is not None:
                 while len(self.epoch_graphs) >= 2:
                     self.epoch_graphs.pop(next(iter(self.epoch_graphs)))
                 self.epoch_graphs[steps] = graph
