@@ -21,7 +21,7 @@ from .backend import (
     to_numpy,
     use_backend,
 )
-from .backend.registry import _init_from_env
+from .backend import init_from_env
 from .errors import (
     BackendMismatchError,
     BackendUnavailableError,
@@ -128,7 +128,7 @@ __all__ = [
 ]
 
 try:
-    _init_from_env()  # FASTNET_BACKEND picks the default once, at import
+    init_from_env()  # FASTNET_BACKEND picks the default once, at import
 except (ValueError, BackendUnavailableError):
     # A bad FASTNET_BACKEND is raised again, with the same message, by the first
     # get_backend(): `import fastnet` still works, set_backend() can repair it,

@@ -187,7 +187,7 @@ def _say(*parts: Any) -> None:
 
 def _backend(args: argparse.Namespace) -> Any:
     from .backend import get_backend
-    from .layers import _backend as resolve
+    from .backend import lookup as resolve
 
     return get_backend() if args.backend is None else resolve(args.backend)
 

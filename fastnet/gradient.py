@@ -13,6 +13,7 @@ import numpy
 
 from ._checks import floating, real
 from .backend import get_backend
+from .backend.loops import numerical_gradient_loop
 
 __all__ = ["numerical_diff", "numerical_gradient", "numerical_gradient_loop", "gradient_descent"]
 
@@ -53,21 +54,6 @@ def _check_scalar(f: Callable[[Array], Any], x: Array) -> None:
             f"f must return a single number (the loss), got a value of shape {numpy.shape(value)}; "
             f"sum it or take its mean"
         ) from None
-
-
-def numerical_gradient_loop(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> Array:
-    """The book's loop, element by element; works on any backend's arrays."""
-    grad = x.copy()  # same shape, dtype and array module as x, whatever the backend
-    grad.fill(0)
-    for idx in numpy.ndindex(*x.shape):
-        tmp_val = x[idx].copy()  # CuPy's x[idx] is a 0-d view: it would follow the writes below
-        x[idx] = float(tmp_val) + h
-        fxh1 = f(x)
-        x[idx] = tmp_val - h
-        fxh2 = f(x)
-        grad[idx] = (fxh1 - fxh2) / (2 * h)
-        x[idx] = tmp_val
-    return grad
 
 
 def gradient_descent(

@@ -26,7 +26,8 @@ import numpy
 
 from .backend import NumpyBackend, to_numpy
 from .errors import FastnetError
-from .layers import BatchNormalization, _backend
+from .backend import lookup as _backend
+from .layers import BatchNormalization
 from .nets import NETS, Net
 
 __all__ = ["save_params", "load_params", "load_net", "read_header", "ModelFileError", "FORMAT"]

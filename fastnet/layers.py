@@ -10,13 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from ._checks import floating, need_forward, numeric, same_shape, targets
-from .backend import NumpyBackend, get_backend
+from . import activations
+from .backend import NumpyBackend, lookup
 
 __all__ = [
     "MulLayer",
     "AddLayer",
+    "Activation",
     "Relu",
     "Sigmoid",
+    "Tanh",
     "Affine",
     "SoftmaxWithLoss",
     "Dropout",
@@ -24,16 +27,6 @@ __all__ = [
 ]
 
 Array = Any
-
-
-def _backend(backend: NumpyBackend | str | None) -> NumpyBackend:
-    if backend is None:
-        return get_backend()
-    if isinstance(backend, str):
-        from .backend.registry import _instance
-
-        return _instance(backend)
-    return backend
 
 
 class MulLayer:
@@ -61,44 +54,61 @@ class AddLayer:
         return dout * 1, dout * 1
 
 
-class Relu:
-    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
-        self.backend = _backend(backend)
-        self.mask: Array = None
+class Activation:
+    """An activation function as a layer: any object of ``fastnet.activations`` (or your own).
 
-    def forward(self, x: Array) -> Array:
-        out, self.mask = self.backend.relu_forward(numeric(self.backend, x, "x"))
-        return out
+    ``Activation("tanh")``, ``Activation(my_activation)``: forward keeps what
+    the activation's backward needs; backward never changes the caller's dout.
+    """
 
-    def backward(self, dout: Array) -> Array:
-        need_forward(self.mask, self)
-        dout = numeric(self.backend, dout, "dout")
-        same_shape(dout, self.mask, "dout", "the forward output")
-        # copy: the kernel overwrites its input, a caller's array must not change
-        return self.backend.relu_backward(dout.copy(), self.mask)
-
-
-class Sigmoid:
-    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
-        self.backend = _backend(backend)
+    def __init__(self, activation: Any = "relu", *, backend: NumpyBackend | str | None = None) -> None:
+        self.backend = lookup(backend)
+        self.activation = activations.get(activation)
+        self.cache: Array = None
         self.out: Array = None
 
     def forward(self, x: Array) -> Array:
-        self.out = self.backend.sigmoid_forward(numeric(self.backend, x, "x"))
+        self.out, self.cache = self.backend.activation_forward(self.activation, numeric(self.backend, x, "x"))
         return self.out
 
     def backward(self, dout: Array) -> Array:
         need_forward(self.out, self)
         dout = numeric(self.backend, dout, "dout")
         same_shape(dout, self.out, "dout", "the forward output")
-        return self.backend.sigmoid_backward(dout, self.out)
+        # copy: a backward may overwrite its input, and a caller's array must not change
+        return self.backend.activation_backward(self.activation, dout.copy(), self.cache)
+
+
+class Relu(Activation):
+    """The book's ReLU layer (``mask``: where the input was <= 0)."""
+
+    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
+        super().__init__(activations.RELU, backend=backend)
+
+    @property
+    def mask(self) -> Array:
+        return self.cache
+
+
+class Sigmoid(Activation):
+    """The book's sigmoid layer (``out``: its last output)."""
+
+    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
+        super().__init__(activations.SIGMOID, backend=backend)
+
+
+class Tanh(Activation):
+    """tanh as a layer."""
+
+    def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
+        super().__init__(activations.TANH, backend=backend)
 
 
 class Affine:
     """out = x @ W + b; an N-d input is flattened to (N, -1) and dx given back in its shape."""
 
     def __init__(self, W: Array, b: Array, *, backend: NumpyBackend | str | None = None) -> None:
-        self.backend = _backend(backend)
+        self.backend = lookup(backend)
         self.W = floating(self.backend, W, "W")
         self.b = floating(self.backend, b, "b")
         if self.W.ndim != 2:
@@ -145,7 +155,7 @@ class SoftmaxWithLoss:
     """Softmax followed by the cross-entropy error; t one-hot or class indices."""
 
     def __init__(self, *, backend: NumpyBackend | str | None = None) -> None:
-        self.backend = _backend(backend)
+        self.backend = lookup(backend)
         self.loss: Array = None
         self.y: Array = None
         self.t: Array = None
@@ -184,7 +194,7 @@ class Dropout:
     ) -> None:
         if not 0.0 <= dropout_ratio < 1.0:
             raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
-        self.backend = _backend(backend)
+        self.backend = lookup(backend)
         self.dropout_ratio = dropout_ratio
         self.rng = self.backend.rng(seed)
         self.mask: Array = None
@@ -221,7 +231,7 @@ class BatchNormalization:
         *,
         backend: NumpyBackend | str | None = None,
     ) -> None:
-        self.backend = _backend(backend)
+        self.backend = lookup(backend)
         self.gamma = self.backend.check(gamma, "gamma")
         self.beta = self.backend.check(beta, "beta")
         self.momentum = momentum

@@ -14,23 +14,16 @@ from typing import Any
 
 import numpy
 
+from . import activations
 from ._checks import targets
-from .backend import MLPSpec, NumpyBackend
+from .backend import MLPSpec, NumpyBackend, lookup
 from .errors import BackendMismatchError
-from .layers import (
-    Affine,
-    BatchNormalization,
-    Dropout,
-    Relu,
-    Sigmoid,
-    SoftmaxWithLoss,
-    _backend,
-)
+from .layers import Activation, Affine, BatchNormalization, Dropout, SoftmaxWithLoss
 
 __all__ = ["Net", "TwoLayerNet", "MultiLayerNet", "ACTIVATIONS", "NETS"]
 
 Array = Any
-ACTIVATIONS = ("relu", "sigmoid")
+ACTIVATIONS = tuple(activations.ACTIVATIONS)  # the built-in names
 Seed = int | numpy.random.Generator | None
 
 
@@ -54,12 +47,12 @@ class Net:
     params: dict[str, Array]
     layers: "OrderedDict[str, Any]"
     last_layer: SoftmaxWithLoss
-    activation: str = "relu"
+    activation: Any = activations.RELU
     weight_decay_lambda: float = 0.0
     _config: dict[str, Any]
 
     def __init__(self, *, dtype: Any, backend: NumpyBackend | str | None) -> None:
-        self.backend = _backend(backend)
+        self.backend = lookup(backend)
         self.dtype = numpy.dtype(self.backend.default_dtype if dtype is None else dtype)
         if self.dtype.kind != "f":
             raise TypeError(f"dtype must be a floating-point type, got {self.dtype}")
@@ -71,7 +64,7 @@ class Net:
         memo = self.__dict__.get("_spec_memo")
         depth = self.depth
         if (memo is None or memo.params is not self.params or memo.depth != depth
-                or memo.activation != self.activation or memo.weight_decay != self.weight_decay_lambda):
+                or memo.activation is not self.activation or memo.weight_decay != self.weight_decay_lambda):
             memo = self._spec_memo = MLPSpec(self.params, depth, self.activation, self.weight_decay_lambda)
         return memo
 
@@ -325,14 +318,12 @@ class Net:
         )
 
 
-def _activation_layer(name: str, backend: NumpyBackend) -> Any:
-    return Relu(backend=backend) if name == "relu" else Sigmoid(backend=backend)
+def _activation_layer(activation: Any, backend: NumpyBackend) -> Any:
+    return Activation(activation, backend=backend)
 
 
-def _check_activation(activation: str) -> str:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    return activation
+def _layer_name(activation: Any) -> str:
+    return activations.name_of(activation).capitalize()
 
 
 class TwoLayerNet(Net):
@@ -362,7 +353,7 @@ class TwoLayerNet(Net):
             _positive_int(hidden_size, "hidden_size"),
             _positive_int(output_size, "output_size"),
         )
-        self.activation = _check_activation(activation)
+        self.activation = activations.get(activation)
         if isinstance(weight_init_std, str):
             raise TypeError(
                 f"weight_init_std of TwoLayerNet is a number (the book uses 0.01), got {weight_init_std!r}; "
@@ -373,7 +364,7 @@ class TwoLayerNet(Net):
             "input_size": sizes[0],
             "hidden_size": sizes[1],
             "output_size": sizes[2],
-            "activation": activation,
+            "activation": activations.name_of(self.activation),
         }
         rng = _rng(seed)
         to = self.backend.asarray
@@ -384,7 +375,7 @@ class TwoLayerNet(Net):
         bk = self.backend
         self.layers = OrderedDict()
         self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"], backend=bk)
-        self.layers[activation.capitalize() + "1"] = _activation_layer(activation, bk)
+        self.layers[_layer_name(self.activation) + "1"] = _activation_layer(self.activation, bk)
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"], backend=bk)
         self.last_layer = SoftmaxWithLoss(backend=bk)
 
@@ -449,7 +440,7 @@ class MultiLayerNet(Net):
             )
         hidden = [_positive_int(h, "each hidden size") for h in hidden_size_list]
         sizes = [_positive_int(input_size, "input_size"), *hidden, _positive_int(output_size, "output_size")]
-        self.activation = _check_activation(activation)
+        self.activation = activations.get(activation)
         lam = weight_decay_lambda
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not numpy.isfinite(lam) or lam < 0:
             raise ValueError(f"weight_decay_lambda must be a number >= 0, got {lam!r}")
@@ -464,7 +455,7 @@ class MultiLayerNet(Net):
             "input_size": sizes[0],
             "hidden_size_list": hidden,
             "output_size": sizes[-1],
-            "activation": activation,
+            "activation": activations.name_of(self.activation),
             "weight_decay_lambda": self.weight_decay_lambda,
             "use_dropout": self.use_dropout,
             "dropout_ration": self.dropout_ration,
@@ -488,7 +479,7 @@ class MultiLayerNet(Net):
                 self.layers[f"BatchNorm{i}"] = BatchNormalization(
                     self.params[f"gamma{i}"], self.params[f"beta{i}"], backend=bk
                 )
-            self.layers[f"Activation_function{i}"] = _activation_layer(activation, bk)
+            self.layers[f"Activation_function{i}"] = _activation_layer(self.activation, bk)
             if self.use_dropout:
                 # each mask stream gets its own seed from the net's generator
                 self.layers[f"Dropout{i}"] = Dropout(

@@ -1,9 +1,21 @@
-"""Optimizers from the book's chapter 6, updating parameters in place.
+"""Optimizers from the book's chapter 6 (and AdamW), updating parameters in place.
 
-Each optimizer keeps its state (velocities, squared-gradient sums, ...) as
-arrays of the parameters' backend and calls one backend kernel per parameter,
-so a backend can fuse the update (or a whole training step: it can read
-``kind``, the hyper-parameters and ``state`` of a known optimizer).
+Each optimizer is defined once, by its class:
+
+* ``rule(xp, p, g, *state, *scalars)``: the formula for one parameter, written
+  against the array module ``xp``, updating ``p`` and the state in place;
+* ``state_names``: the per-parameter state arrays (zeros at first);
+* ``step_scalars()``: the numbers ``rule`` takes after the state, once per
+  step (Adam's bias-corrected rate, for one);
+* ``kernel``: the name of the compiled versions of that same rule that the
+  fast backends keep (Numba: ``fastnet/backend/numba/optimizers.py``; CUDA:
+  ``fastnet/backend/cupy/kernels/optimizers.cuh``).
+
+A backend runs a compiled version only for an instance of exactly the
+built-in class with nothing overridden on the instance (``builtin``). A
+subclass that changes ``update``, ``rule`` or anything else always runs its
+own Python code on the backend's arrays, so it gets the same result on every
+backend.
 """
 
 from __future__ import annotations
@@ -12,6 +24,8 @@ import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
+
+import numpy
 
 from .backend import NumpyBackend, get_backend
 
@@ -23,6 +37,8 @@ __all__ = [
     "AdaGrad",
     "RMSprop",
     "Adam",
+    "AdamW",
+    "builtin",
     "OPTIMIZERS",
     "make_optimizer",
 ]
@@ -43,9 +59,14 @@ def _check_fraction(value: Any, name: str) -> float:
 
 
 class Optimizer:
-    """Base class: ``update(params, grads)`` changes ``params`` in place."""
+    """Base class: ``update(params, grads)`` changes ``params`` in place.
 
-    kind = ""
+    Subclass it with a ``rule`` (and ``state_names``, ``step_scalars`` when
+    needed) to define a new optimizer; it then runs on every backend.
+    """
+
+    kind = ""  # the name users give (make_optimizer, the CLI); never used to pick a kernel
+    kernel: str | None = None
     state_names: tuple[str, ...] = ()
 
     def __init__(self, lr: float, backend: NumpyBackend | None = None) -> None:
@@ -53,23 +74,39 @@ class Optimizer:
         self.backend = backend
         self.state: dict[str, dict[str, Array]] = {name: {} for name in self.state_names}
 
-    def _backend(self) -> NumpyBackend:
+    def bound_backend(self) -> NumpyBackend:
+        """The backend the state lives on (the active one, from the first update on)."""
         if self.backend is None:
             self.backend = get_backend()
         return self.backend
 
-    def _slots(self, key: str, p: Array) -> list[Array]:
-        """This parameter's state arrays, created as zeros on first use."""
+    def slots(self, key: str, p: Array) -> list[Array]:
+        """This parameter's state arrays, created as zeros like `p` on first use."""
         out = []
         for name in self.state_names:
             slot = self.state[name].get(key)
             if slot is None:
-                slot = self.state[name][key] = self._backend().xp.zeros_like(p)
+                xp = numpy if isinstance(p, numpy.ndarray) and p.ndim == 0 else self.bound_backend().xp
+                slot = self.state[name][key] = xp.zeros_like(p)
             out.append(slot)
         return out
 
+    def step_scalars(self) -> tuple[float, ...]:
+        """The numbers ``rule`` takes for this step; called once per ``update``."""
+        return (self.lr,)
+
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, *state_and_scalars: Any) -> None:
+        """Update one parameter `p` (and its state) in place from its gradient `g`."""
+        raise NotImplementedError
+
     def update(self, params: dict[str, Array], grads: dict[str, Array]) -> None:
-        """Change every array in `params` in place, using the same-named array of `grads`."""
+        """Change every array in `params` in place, using the same-named array of `grads`.
+
+        Plain numbers in `params` (the book's ``optimizer_compare_naive.py``
+        optimizes ``{'x': -7.0, 'y': 2.0}``) are updated as 0-d float64 arrays
+        and stored back in the dict.
+        """
         if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
             raise TypeError(
                 f"params and grads must be dicts of arrays keyed by name (as net.params and "
@@ -79,28 +116,35 @@ class Optimizer:
         if missing:
             raise KeyError(f"grads has no entry for parameter(s) {missing}")
         checked = {key: self._check_pair(key, p, grads[key]) for key, p in params.items()}
-        self._begin_step()
-        for key, p in params.items():
-            self._update_one(key, p, checked[key])
+        scalars = self.step_scalars()
+        kernel = builtin(self)
+        for key, (p, g) in checked.items():
+            if p.ndim == 0 and isinstance(p, numpy.ndarray) and not isinstance(params[key], numpy.ndarray):
+                self.rule(numpy, p, g, *self.slots(key, p), *scalars)
+                params[key] = p[()]  # a number in, a number out
+                continue
+            self.bound_backend().apply_rule(self, kernel, p, g, self.slots(key, p), scalars)
 
-    def _check_pair(self, key: str, p: Array, g: Array) -> Array:
-        """Shapes and dtypes only (no device sync): a wrong gradient must not broadcast into p."""
-        bk = self._backend()
+    def _check_pair(self, key: str, p: Array, g: Array) -> tuple[Array, Array]:
+        """Shapes, dtypes and writability only (no device sync): a wrong gradient must not broadcast into p."""
+        if isinstance(p, (int, float, numpy.number)) and not isinstance(p, bool):
+            if not isinstance(g, (int, float, numpy.number, numpy.ndarray)) or numpy.ndim(g) != 0:
+                raise TypeError(f"grads[{key!r}] must be a number like params[{key!r}], got {g!r}")
+            return numpy.array(p, dtype=numpy.float64), numpy.array(g, dtype=numpy.float64)
+        bk = self.bound_backend()
         if not bk.owns(p):
             bk.check(p, f"params[{key!r}]")  # names the fix for another backend's array
-            raise TypeError(f"params[{key!r}] must be an array updated in place, got {type(p).__name__}")
+            raise TypeError(
+                f"params[{key!r}] must be an array (updated in place) or a number, got {type(p).__name__}"
+            )
         if p.dtype.kind != "f":
             raise TypeError(f"params[{key!r}] must be floating point to be updated, got dtype {p.dtype}")
+        if not getattr(p.flags, "writeable", True):
+            raise ValueError(f"params[{key!r}] is read-only; an optimizer updates it in place (pass a writable copy)")
         g = bk.check(g, f"grads[{key!r}]")
         if g.shape != p.shape:
             raise ValueError(f"grads[{key!r}] has shape {g.shape} but params[{key!r}] has shape {p.shape}")
-        return g
-
-    def _begin_step(self) -> None:
-        """Hook for per-step bookkeeping (Adam's step counter)."""
-
-    def _update_one(self, key: str, p: Array, g: Array) -> None:
-        raise NotImplementedError
+        return p, g
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -110,22 +154,39 @@ class Optimizer:
         return {"lr": self.lr}
 
 
+def builtin(optimizer: Any) -> str | None:
+    """The kernel name when `optimizer` is exactly a built-in class with nothing overridden, else None.
+
+    What backends ask before running a compiled rule (or fusing the update
+    into a training step): a subclass, or an instance with its own
+    ``update``, ``rule`` or ``step_scalars``, is not the built-in definition.
+    """
+    cls = type(optimizer)
+    if OPTIMIZERS.get(cls.kind) is not cls:
+        return None
+    own = vars(optimizer)
+    if "update" in own or "rule" in own or "step_scalars" in own:
+        return None
+    return cls.kernel
+
+
 class SGD(Optimizer):
     """p -= lr * g"""
 
-    kind = "sgd"
+    kind = kernel = "sgd"
 
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
-    def _update_one(self, key: str, p: Array, g: Array) -> None:
-        self._backend().sgd_update(p, g, self.lr)
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, lr: float) -> None:  # type: ignore[override]
+        p -= lr * g
 
 
 class Momentum(Optimizer):
     """v = momentum * v - lr * g; p += v"""
 
-    kind = "momentum"
+    kind = kernel = "momentum"
     state_names = ("v",)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
@@ -135,39 +196,49 @@ class Momentum(Optimizer):
     def hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "momentum": self.momentum}
 
-    def _update_one(self, key: str, p: Array, g: Array) -> None:
-        (v,) = self._slots(key, p)
-        self._backend().momentum_update(p, g, v, self.lr, self.momentum)
+    def step_scalars(self) -> tuple[float, ...]:
+        return (self.lr, self.momentum)
+
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:  # type: ignore[override]
+        v *= momentum
+        v -= lr * g
+        p += v
 
 
 class Nesterov(Momentum):
-    """Nesterov's accelerated gradient in the book's form."""
+    """Nesterov's accelerated gradient as the book's optimizer.py writes it:
+    p += momentum**2 * v; p -= (1 + momentum) * lr * g; then v = momentum * v - lr * g."""
 
-    kind = "nesterov"
+    kind = kernel = "nesterov"
 
-    def _update_one(self, key: str, p: Array, g: Array) -> None:
-        (v,) = self._slots(key, p)
-        self._backend().nesterov_update(p, g, v, self.lr, self.momentum)
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:  # type: ignore[override]
+        p += momentum * momentum * v
+        p -= (1 + momentum) * lr * g
+        v *= momentum
+        v -= lr * g
 
 
 class AdaGrad(Optimizer):
     """h += g*g; p -= lr * g / (sqrt(h) + 1e-7)"""
 
-    kind = "adagrad"
+    kind = kernel = "adagrad"
     state_names = ("h",)
 
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
-    def _update_one(self, key: str, p: Array, g: Array) -> None:
-        (h,) = self._slots(key, p)
-        self._backend().adagrad_update(p, g, h, self.lr)
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, h: Array, lr: float) -> None:  # type: ignore[override]
+        h += g * g
+        p -= lr * g / (xp.sqrt(h) + 1e-7)
 
 
 class RMSprop(Optimizer):
     """h = decay*h + (1-decay)*g*g; p -= lr * g / (sqrt(h) + 1e-7)"""
 
-    kind = "rmsprop"
+    kind = kernel = "rmsprop"
     state_names = ("h",)
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
@@ -177,15 +248,20 @@ class RMSprop(Optimizer):
     def hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "decay_rate": self.decay_rate}
 
-    def _update_one(self, key: str, p: Array, g: Array) -> None:
-        (h,) = self._slots(key, p)
-        self._backend().rmsprop_update(p, g, h, self.lr, self.decay_rate)
+    def step_scalars(self) -> tuple[float, ...]:
+        return (self.lr, self.decay_rate)
+
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, h: Array, lr: float, decay_rate: float) -> None:  # type: ignore[override]
+        h *= decay_rate
+        h += (1 - decay_rate) * g * g
+        p -= lr * g / (xp.sqrt(h) + 1e-7)
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with the bias correction folded into the step size."""
+    """Adam (Kingma & Ba) as the book writes it: the bias correction folded into the step size lr_t."""
 
-    kind = "adam"
+    kind = kernel = "adam"
     state_names = ("m", "v")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
@@ -193,21 +269,53 @@ class Adam(Optimizer):
         self.beta1 = _check_fraction(beta1, "beta1")
         self.beta2 = _check_fraction(beta2, "beta2")
         self.iter = 0
-        self.lr_t = 0.0
 
     def hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
 
-    def _begin_step(self) -> None:
+    def _lr_t(self) -> float:
         self.iter += 1
-        self.lr_t = (
-            # math.sqrt is correctly rounded, like the book's np.sqrt (** 0.5 may not be)
-            self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
-        )
+        # math.sqrt is correctly rounded, like the book's np.sqrt (** 0.5 may not be)
+        return self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
 
-    def _update_one(self, key: str, p: Array, g: Array) -> None:
-        m, v = self._slots(key, p)
-        self._backend().adam_update(p, g, m, v, self.lr_t, self.beta1, self.beta2)
+    def step_scalars(self) -> tuple[float, ...]:
+        return (self._lr_t(), self.beta1, self.beta2)
+
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, m: Array, v: Array,  # type: ignore[override]
+             lr_t: float, beta1: float, beta2: float) -> None:
+        m += (1 - beta1) * (g - m)
+        v += (1 - beta2) * (g**2 - v)
+        p -= lr_t * m / (xp.sqrt(v) + 1e-7)
+
+
+class AdamW(Adam):
+    """The book's Adam plus decoupled weight decay, as ``torch.optim.AdamW`` applies it:
+    p *= 1 - lr * weight_decay, then the Adam step (its eps is the book's 1e-7 next to sqrt(v))."""
+
+    kind = kernel = "adamw"
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
+                 weight_decay: float = 0.01) -> None:
+        super().__init__(lr, beta1, beta2)
+        wd = weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+            raise ValueError(f"weight_decay must be a number >= 0, got {wd!r}")
+        self.weight_decay = float(wd)
+
+    def hyperparameters(self) -> dict[str, float]:
+        return {**super().hyperparameters(), "weight_decay": self.weight_decay}
+
+    def step_scalars(self) -> tuple[float, ...]:
+        return (self._lr_t(), self.beta1, self.beta2, 1.0 - self.lr * self.weight_decay)
+
+    @staticmethod
+    def rule(xp: Any, p: Array, g: Array, m: Array, v: Array,  # type: ignore[override]
+             lr_t: float, beta1: float, beta2: float, keep: float) -> None:
+        p *= keep
+        m += (1 - beta1) * (g - m)
+        v += (1 - beta2) * (g**2 - v)
+        p -= lr_t * m / (xp.sqrt(v) + 1e-7)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -217,6 +325,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adagrad": AdaGrad,
     "rmsprop": RMSprop,
     "adam": Adam,
+    "adamw": AdamW,
 }
 
 

@@ -6,8 +6,8 @@ of them; faster backends subclass this class and override only the kernels
 they accelerate. Kernels are grouped from fine to coarse:
 
 * functions   sigmoid, relu, softmax, cross_entropy_error, ...
-* layers      affine/relu/sigmoid/softmax-with-loss forward and backward
-* updates     one optimizer step on one parameter, in place
+* layers      affine, any activation object, softmax-with-loss: forward and backward
+* updates     one optimizer rule on one parameter, in place
 * whole net   mlp_predict, mlp_loss, mlp_gradient, mlp_numerical_gradient,
               mlp_train_step: a backend may run these as a few fused calls.
 
@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import numpy
 
 from ..errors import BackendMismatchError
+from .loops import numerical_gradient_loop, one_blas_thread
 from .spec import MLPSpec
 
 Array = Any  # numpy.ndarray here, cupy.ndarray on the GPU
@@ -160,22 +161,13 @@ class NumpyBackend:
         db = xp.sum(dout, axis=0)
         return dx, dW, db
 
-    def relu_forward(self, x: Array) -> tuple[Array, Array]:
-        mask = x <= 0
-        out = x.copy()
-        out[mask] = 0
-        return out, mask
+    def activation_forward(self, activation: Any, x: Array) -> tuple[Array, Array]:
+        """(output, cache) of an activation object (``fastnet.activations``)."""
+        return activation.forward(self.xp, x)
 
-    def relu_backward(self, dout: Array, mask: Array) -> Array:
-        """Zero `dout` where the input was <= 0. Overwrites `dout`, as the book does."""
-        dout[mask] = 0
-        return dout
-
-    def sigmoid_forward(self, x: Array) -> Array:
-        return self.sigmoid(x)
-
-    def sigmoid_backward(self, dout: Array, out: Array) -> Array:
-        return dout * (1.0 - out) * out
+    def activation_backward(self, activation: Any, dout: Array, cache: Array) -> Array:
+        """dx of an activation from its cache; may overwrite `dout`."""
+        return activation.backward(self.xp, dout, cache)
 
     def softmax_cross_entropy(self, x: Array, t: Array) -> tuple[Array, Array]:
         """(loss, softmax(x)) for a batch of scores `x`."""
@@ -195,60 +187,17 @@ class NumpyBackend:
         return dx
 
     # ----------------------------------------------------------- updates
-    # One optimizer step on one parameter array, in place (the book's formulas).
-    def sgd_update(self, p: Array, g: Array, lr: float) -> None:
-        p -= lr * g
+    def apply_rule(self, optimizer: Any, kernel: str | None, p: Array, g: Array,
+                   state: list[Array], scalars: tuple[float, ...]) -> None:
+        """One optimizer step on one parameter, in place: the optimizer's own ``rule``.
 
-    def momentum_update(self, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:
-        v *= momentum
-        v -= lr * g
-        p += v
-
-    def nesterov_update(self, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:
-        v *= momentum
-        v -= lr * g
-        p += momentum * momentum * v
-        p -= (1 + momentum) * lr * g
-
-    def adagrad_update(self, p: Array, g: Array, h: Array, lr: float, eps: float = 1e-7) -> None:
-        h += g * g
-        p -= lr * g / (self.xp.sqrt(h) + eps)
-
-    def rmsprop_update(
-        self, p: Array, g: Array, h: Array, lr: float, decay: float, eps: float = 1e-7
-    ) -> None:
-        h *= decay
-        h += (1 - decay) * g * g
-        p -= lr * g / (self.xp.sqrt(h) + eps)
-
-    def adam_update(
-        self,
-        p: Array,
-        g: Array,
-        m: Array,
-        v: Array,
-        lr_t: float,
-        beta1: float,
-        beta2: float,
-        eps: float = 1e-7,
-    ) -> None:
-        """Adam with the bias correction folded into `lr_t`, as in the book."""
-        m += (1 - beta1) * (g - m)
-        v += (1 - beta2) * (g**2 - v)
-        p -= lr_t * m / (self.xp.sqrt(v) + eps)
+        `kernel` names the compiled version of a built-in rule
+        (``fastnet.optimizers.builtin``) for backends that keep one; None for
+        any other optimizer.
+        """
+        optimizer.rule(self.xp, p, g, *state, *scalars)
 
     # --------------------------------------------------------- whole net
-    def _activation_forward(self, kind: str, a: Array) -> tuple[Array, Array]:
-        if kind == "relu":
-            return self.relu_forward(a)
-        out = self.sigmoid_forward(a)
-        return out, out
-
-    def _activation_backward(self, kind: str, dout: Array, cache: Array) -> Array:
-        if kind == "relu":
-            return self.relu_backward(dout, cache)
-        return self.sigmoid_backward(dout, cache)
-
     def _decay_loss(self, spec: MLPSpec) -> Any:
         lam = spec.weight_decay
         total = 0.0
@@ -262,7 +211,7 @@ class NumpyBackend:
         for i in range(spec.depth):
             h = self.affine_forward(h, spec.weight(i), spec.bias(i))
             if i < spec.depth - 1:
-                h, _ = self._activation_forward(spec.activation, h)
+                h, _ = self.activation_forward(spec.activation, h)
         return h
 
     def mlp_loss(self, spec: MLPSpec, x: Array, t: Array) -> Array:
@@ -280,7 +229,7 @@ class NumpyBackend:
             inputs.append(h)
             h = self.affine_forward(h, spec.weight(i), spec.bias(i))
             if i < spec.depth - 1:
-                h, cache = self._activation_forward(spec.activation, h)
+                h, cache = self.activation_forward(spec.activation, h)
                 caches.append(cache)
         loss, y = self.softmax_cross_entropy(h, t)
         if spec.weight_decay:
@@ -294,7 +243,7 @@ class NumpyBackend:
                 dW = dW + spec.weight_decay * W
             grads[f"W{i + 1}"], grads[f"b{i + 1}"] = dW, db
             if i > 0:
-                dout = self._activation_backward(spec.activation, dout, caches[i - 1])
+                dout = self.activation_backward(spec.activation, dout, caches[i - 1])
         return {name: grads[name] for name in spec.names()}, loss
 
     def mlp_numerical_gradient(
@@ -306,8 +255,6 @@ class NumpyBackend:
         threads, and a fixed count makes the result the same everywhere (a
         sharded run on a cluster included).
         """
-        from ..gradient import numerical_gradient_loop
-
         def loss(_: Array) -> Any:
             return self.mlp_loss(spec, x, t)
 
@@ -323,8 +270,6 @@ class NumpyBackend:
         it, so shards assembled side by side equal the whole, bit for bit
         (what the distributed gradient relies on).
         """
-        from ..gradient import numerical_gradient_loop
-
         def loss(_: Array) -> Any:
             return self.mlp_loss(spec, x, t)
 
@@ -346,8 +291,6 @@ class NumpyBackend:
 
     def numerical_gradient(self, f: Any, x: Array, h: float = 1e-4) -> Array:
         """Central-difference gradient of ``f`` at ``x`` (``fastnet.gradient`` calls this)."""
-        from ..gradient import numerical_gradient_loop
-
         return numerical_gradient_loop(f, x, h)
 
     # ------------------------------------------------------------ random
@@ -377,17 +320,6 @@ class NumpyBackend:
 
     def dropout_mask(self, shape: tuple[int, ...], ratio: float, rng: Any) -> Array:
         return rng.random(shape) > ratio
-
-
-def one_blas_thread() -> Any:
-    """Context manager holding BLAS to one thread (a no-op without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _module_of(x: object) -> str:

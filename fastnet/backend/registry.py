@@ -25,12 +25,14 @@ __all__ = [
     "set_backend",
     "use_backend",
     "resolve",
+    "instance",
+    "lookup",
 ]
 
 # name -> module holding `Backend` (the class) and `unavailable_reason()`.
 _MODULES = {
     "numpy": "fastnet.backend.numpy_backend",
-    "numba": "fastnet.backend.numba_backend",
+    "numba": "fastnet.backend.numba",
     "cupy": "fastnet.backend.cupy_backend",
 }
 BACKEND_NAMES: tuple[str, ...] = (*_MODULES, "auto")
@@ -86,7 +88,8 @@ def resolve(name: str) -> str:
     return "numpy"
 
 
-def _instance(name: str | NumpyBackend) -> NumpyBackend:
+def instance(name: str | NumpyBackend) -> NumpyBackend:
+    """The backend object for a name (created once per process), or `name` itself if it is one."""
     if isinstance(name, NumpyBackend):
         return name
     name = resolve(name)
@@ -110,7 +113,7 @@ def set_backend(name: str | NumpyBackend) -> NumpyBackend:
     (with the reason and the fix) when the backend cannot run here.
     """
     global _default
-    backend = _instance(name)
+    backend = instance(name)
     _default = backend
     return backend
 
@@ -121,7 +124,7 @@ def get_backend() -> NumpyBackend:
     if backend is not None:
         return backend
     if _default is None:
-        _init_from_env()
+        init_from_env()
     assert _default is not None
     return _default
 
@@ -129,14 +132,19 @@ def get_backend() -> NumpyBackend:
 @contextlib.contextmanager
 def use_backend(name: str | NumpyBackend) -> Iterator[NumpyBackend]:
     """Use `name` inside the ``with`` block, in this thread or task only."""
-    token = _override.set(_instance(name))
+    token = _override.set(instance(name))
     try:
         yield _override.get()  # type: ignore[misc]
     finally:
         _override.reset(token)
 
 
-def _init_from_env() -> None:
+def lookup(backend: str | NumpyBackend | None) -> NumpyBackend:
+    """The backend a net, layer or optimizer binds to: the active one for None."""
+    return get_backend() if backend is None else instance(backend)
+
+
+def init_from_env() -> None:
     value = os.environ.get("FASTNET_BACKEND", "").strip() or "numpy"
     try:
         name = _check_name(value, "in FASTNET_BACKEND:")

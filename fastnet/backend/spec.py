@@ -17,13 +17,14 @@ class MLPSpec:
     """Affine -> activation -> ... -> Affine -> softmax-with-loss.
 
     ``params`` maps "W1", "b1", ..., "Wn", "bn" to arrays; ``activation`` is
-    "relu" or "sigmoid" and sits between affine layers (not after the last);
+    an activation object (``fastnet.activations``) between affine layers (not
+    after the last): backends compare it by identity with the built-ins;
     ``weight_decay`` is the L2 coefficient lambda (loss += lambda/2 * sum W**2).
     """
 
     params: dict[str, Any]
     depth: int
-    activation: str = "relu"
+    activation: Any = None
     weight_decay: float = 0.0
 
     def weight(self, i: int) -> Any:

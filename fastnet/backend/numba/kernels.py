@@ -14,42 +14,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._intrinsics import flush_line
 from .reduce import _pairwise, column_sums, pairwise_sum, pairwise_sum_squares
 
 _jit = numba.njit(cache=True, error_model="numpy")
 
 # ------------------------------------------------------------------ forward
-
-
-@_jit
-def bias_relu(a, b):  # type: ignore[no-untyped-def]
-    """a = relu(a + b) in place; 0 wherever a + b <= 0, as relu_forward does."""
-    zero = a.dtype.type(0)
-    n, m = a.shape
-    for i in range(n):
-        for j in range(m):
-            v = a[i, j] + b[j]
-            a[i, j] = zero if v <= 0 else v
-
-
-@_jit
-def bias_negate(a, b):  # type: ignore[no-untyped-def]
-    """a = -(a + b) in place: the argument of the sigmoid's exp."""
-    n, m = a.shape
-    for i in range(n):
-        for j in range(m):
-            a[i, j] = -(a[i, j] + b[j])
-
-
-@_jit
-def sigmoid_finish(e):  # type: ignore[no-untyped-def]
-    """e = 1 / (1 + e) in place, once e holds exp(-(x W + b))."""
-    one = e.dtype.type(1)
-    n, m = e.shape
-    for i in range(n):
-        for j in range(m):
-            e[i, j] = one / (one + e[i, j])
 
 
 @_jit
@@ -162,38 +131,6 @@ def softmax_ce_onehot(e, t, picked, dz, db):  # type: ignore[no-untyped-def]
 
 
 @_jit
-def relu_backward_sums(d, out, db):  # type: ignore[no-untyped-def]
-    """d = 0 where the relu output is 0 (its input was <= 0); db = sum of d over axis 0."""
-    zero = d.dtype.type(0)
-    n, m = d.shape
-    for j in range(m):
-        db[j] = zero
-    for i in range(n):
-        for j in range(m):
-            v = zero if out[i, j] == 0 else d[i, j]
-            d[i, j] = v
-            db[j] += v
-    if m == 1:  # one column: NumPy sums it pairwise
-        column_sums(d, db)
-
-
-@_jit
-def sigmoid_backward_sums(d, out, db):  # type: ignore[no-untyped-def]
-    """d = d * (1 - out) * out in place; db = sum of d over axis 0."""
-    one = d.dtype.type(1)
-    n, m = d.shape
-    for j in range(m):
-        db[j] = d.dtype.type(0)
-    for i in range(n):
-        for j in range(m):
-            v = d[i, j] * (one - out[i, j]) * out[i, j]
-            d[i, j] = v
-            db[j] += v
-    if m == 1:  # one column: NumPy sums it pairwise
-        column_sums(d, db)
-
-
-@_jit
 def add_decay(g, w, lam):  # type: ignore[no-untyped-def]
     """g = g + lam * w (the L2 term of a weight's gradient), flat arrays."""
     for i in range(g.size):
@@ -201,8 +138,6 @@ def add_decay(g, w, lam):  # type: ignore[no-untyped-def]
 
 
 # ------------------------------------------------------------------ updates
-# Flat, contiguous arrays; scalars already of the arrays' dtype. Each line
-# repeats one in-place NumPy statement of NumpyBackend's update kernels.
 
 
 @_jit
@@ -219,89 +154,6 @@ def sgd_layer(W, gW, b, gb, lr, lam):  # type: ignore[no-untyped-def]
                 W[i, j] = W[i, j] - lr * (gW[i, j] + lam * W[i, j])
     for j in range(m):
         b[j] = b[j] - lr * gb[j]
-
-
-# Updating W in place right after a threaded product is slow when W is also
-# cached by the other BLAS thread's core (it read W in the forward product):
-# every store waits for that core's copy to be invalidated, in order. On this
-# project's shared 2-core VM that cost moves between ~16 µs and ~130 µs for a
-# 784x50 float64 W, depending on where the host runs the two vCPUs.
-# ``clflushopt`` drops those copies first, many lines at a time, and the
-# update then fetches W back (~20 µs either way). Neither is always faster:
-# the plan times both (``plan.FasterWay``) and keeps the faster. Flushing
-# changes no value, so the choice never changes a result, only the time.
-@_jit
-def flush_lines(a):  # type: ignore[no-untyped-def]
-    """clflushopt over every cache line of a C-contiguous array; changes no value."""
-    flat = a.reshape(-1)
-    n = flat.size
-    for i in range(0, n, 8):  # 8 float64 or 16 float32 per 64-byte line, at least
-        flush_line(flat, i)
-    if n:
-        flush_line(flat, n - 1)
-
-
-@_jit
-def sgd(p, g, lr):  # type: ignore[no-untyped-def]
-    for i in range(p.size):
-        p[i] = p[i] - lr * g[i]
-
-
-@_jit
-def sgd_decay(p, g, lr, lam):  # type: ignore[no-untyped-def]
-    """SGD on the gradient g + lam * p, without storing that sum."""
-    for i in range(p.size):
-        p[i] = p[i] - lr * (g[i] + lam * p[i])
-
-
-@_jit
-def momentum(p, g, v, lr, mom):  # type: ignore[no-untyped-def]
-    for i in range(p.size):
-        vi = v[i] * mom
-        vi = vi - lr * g[i]
-        v[i] = vi
-        p[i] = p[i] + vi
-
-
-@_jit
-def nesterov(p, g, v, lr, mom, mom2, lr_ahead):  # type: ignore[no-untyped-def]
-    """mom2 = momentum**2 and lr_ahead = (1 + momentum) * lr, as Python computes them."""
-    for i in range(p.size):
-        vi = v[i] * mom
-        vi = vi - lr * g[i]
-        v[i] = vi
-        pi = p[i] + mom2 * vi
-        p[i] = pi - lr_ahead * g[i]
-
-
-@_jit
-def adagrad(p, g, h, lr, eps):  # type: ignore[no-untyped-def]
-    for i in range(p.size):
-        hi = h[i] + g[i] * g[i]
-        h[i] = hi
-        p[i] = p[i] - lr * g[i] / (np.sqrt(hi) + eps)
-
-
-@_jit
-def rmsprop(p, g, h, lr, decay, rest, eps):  # type: ignore[no-untyped-def]
-    """rest = 1 - decay, as Python computes it."""
-    for i in range(p.size):
-        hi = h[i] * decay
-        hi = hi + rest * g[i] * g[i]
-        h[i] = hi
-        p[i] = p[i] - lr * g[i] / (np.sqrt(hi) + eps)
-
-
-@_jit
-def adam(p, g, m, v, lr_t, rest1, rest2, eps):  # type: ignore[no-untyped-def]
-    """rest1 = 1 - beta1, rest2 = 1 - beta2, as Python computes them."""
-    for i in range(p.size):
-        gi = g[i]
-        mi = m[i] + rest1 * (gi - m[i])
-        vi = v[i] + rest2 * (gi * gi - v[i])
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - lr_t * mi / (np.sqrt(vi) + eps)
 
 
 # ------------------------------------------------------------------ batches

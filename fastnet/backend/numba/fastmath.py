@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numba
 
-from ._intrinsics import as_float64, as_int64, fma
+from .bits import as_float64, as_int64, fma
 
 __all__ = ["exp64", "log64"]
 

@@ -4,20 +4,25 @@ It subclasses the NumPy backend and overrides only what it accelerates, so
 every result it does not compute itself comes from the reference code.
 
 Training and prediction (``mlp_predict``, ``mlp_loss``, ``mlp_gradient``,
-``mlp_train_step``, ``mlp_train_batches`` and the optimizer updates) give the
-same bits as the NumPy backend: the matrix products are NumPy's own ``dot``
-(written into reused buffers), exp and log are NumPy's own ufuncs applied in
-place, and the Numba kernels in ``numba_kernels.step`` do everything else in
-NumPy's order of operations. That holds on any CPU, whichever SIMD exp/log
-NumPy picked there.
+``mlp_train_step``, ``mlp_train_batches``), the book's layers and the
+optimizer rules give the same bits as the NumPy backend: the matrix products
+are NumPy's own ``dot`` (written into reused buffers), exp, log and tanh are
+NumPy's own ufuncs applied in place, and the Numba kernels (``kernels``,
+``activations``, ``optimizers``) do everything else in NumPy's order of
+operations, on any CPU, whichever SIMD exp/log NumPy picked there.
 
-Work buffers live in step plans (``numba_kernels.plan``) cached per thread
+Compiled code runs only for what it was written for: the built-in activation
+objects (``fastnet.activations.builtin``) and optimizer classes
+(``fastnet.optimizers.builtin``). Anything else, a subclass included, takes
+the NumPy backend's generic path and gets its results.
+
+Work buffers live in step plans (``plan``) cached per thread
 (``threading.local``), per set of parameter arrays, batch size and dtype, so
 two threads may train two nets at once. What a call returns is always a fresh
 array: ``gradient()`` may be kept across steps, as in the book's loop. Only
 ``train_step`` / ``train_batches`` keep gradients in internal buffers.
 
-``mlp_numerical_gradient`` is a different algorithm (``numba_kernels.numgrad``):
+``mlp_numerical_gradient`` is a different algorithm (``numgrad``):
 exact central differences from an incremental, parallel kernel; equal to the
 book's loop within rounding, not bit for bit. ``numerical_gradient(f, x)`` runs
 a compiled loop when ``f`` is a Numba-compiled function.
@@ -32,8 +37,11 @@ from typing import Any
 
 import numpy
 
-from .numpy_backend import NumpyBackend, one_blas_thread
-from .spec import MLPSpec
+from ... import activations as act_defs
+from ...optimizers import builtin as builtin_optimizer
+from ..loops import one_blas_thread
+from ..numpy_backend import NumpyBackend
+from ..spec import MLPSpec
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -52,13 +60,23 @@ _STEP: Any = None
 
 
 def _kernels() -> Any:
-    """numba_kernels.step, imported on first use (importing it imports Numba)."""
+    """The ``kernels`` module, imported on first use (importing it imports Numba)."""
     global _STEP
     if _STEP is None:
-        from .numba_kernels import step
+        from . import kernels
 
-        _STEP = step
+        _STEP = kernels
     return _STEP
+
+
+def _compiled_activation(activation: Any) -> Any:
+    """The compiled kernels of a built-in activation object, else None."""
+    name = act_defs.builtin(activation)
+    if name is None:
+        return None
+    from .activations import KERNELS
+
+    return KERNELS[name]
 
 
 _NAMES: dict[int, tuple[str, ...]] = {}
@@ -95,14 +113,14 @@ class NumbaBackend(NumpyBackend):
         local = self._local
         last = getattr(local, "last", None)  # a training loop asks for the same plan each step
         if (last is not None and last.batch == x.shape[0] and last.dtype == x.dtype
-                and last.activation == spec.activation and last.holds(spec.params, spec.depth)):
+                and last.activation is spec.activation and last.holds(spec.params, spec.depth)):
             return last
         params = spec.params
         try:
             arrays = [params[name] for name in _names(spec.depth)]
         except KeyError:
             return None
-        key = (x.shape[0], x.dtype.char, spec.activation, *map(id, arrays))
+        key = (x.shape[0], x.dtype.char, id(spec.activation), *map(id, arrays))
         plans = getattr(local, "plans", None)
         if plans is None:
             plans = local.plans = OrderedDict()
@@ -110,13 +128,16 @@ class NumbaBackend(NumpyBackend):
         if plan is not None and plan.holds(params, spec.depth):  # not if a shape changed in place
             local.last = plan
             return plan
-        from .numba_kernels.plan import StepPlan, layer_sizes
+        compiled = _compiled_activation(spec.activation)
+        if compiled is None:
+            return None
+        from .plan import StepPlan, layer_sizes
 
         Ws, bs = arrays[0::2], arrays[1::2]
         sizes = layer_sizes(Ws, bs, x)
-        if sizes is None or spec.activation not in ("relu", "sigmoid"):
+        if sizes is None:
             return None
-        plan = plans[key] = StepPlan(Ws, bs, sizes, x.shape[0], spec.activation)
+        plan = plans[key] = StepPlan(Ws, bs, sizes, x.shape[0], spec.activation, compiled)
         while len(plans) > _MAX_PLANS:
             plans.popitem(last=False)
         local.last = plan
@@ -159,14 +180,19 @@ class NumbaBackend(NumpyBackend):
         return plan.backward(x, spec.weight_decay, fresh=True), loss
 
     def mlp_train_step(self, spec: MLPSpec, x: Array, t: Array, optimizer: Any) -> Array:
-        """One step; SGD is fused into the backward pass, other optimizers run their update."""
+        """One step. The built-in SGD is fused into the backward pass; any other
+        optimizer gets the gradients and runs its own ``update`` (an optimizer
+        that is not a built-in gets fresh arrays, as the NumPy backend gives it)."""
         plan = self._plan(spec, x)
         if plan is None:
             return super().mlp_train_step(spec, x, t, optimizer)
         lam = spec.weight_decay
         loss = plan.loss(x, t, lam, backward=True)
-        if getattr(optimizer, "kind", None) == "sgd":
+        kernel = builtin_optimizer(optimizer)
+        if kernel == "sgd":
             plan.backward(x, lam, sgd_lr=optimizer.lr)
+        elif kernel is None:
+            optimizer.update(spec.params, plan.backward(x, lam, fresh=True))
         else:
             plan.backward(x, lam)
             grads = {}
@@ -197,7 +223,7 @@ class NumbaBackend(NumpyBackend):
         """Whether the incremental kernels can run (NumPy float arrays, a known activation)."""
         arrays = [x, t] + [spec.params[name] for name in spec.names()]
         return (
-            spec.activation in ("relu", "sigmoid")
+            _compiled_activation(spec.activation) is not None
             and all(type(a) is numpy.ndarray for a in arrays)
             and all(spec.params[name].dtype.kind == "f" for name in spec.names())
             and x.dtype.kind == "f"
@@ -214,7 +240,7 @@ class NumbaBackend(NumpyBackend):
         """
         import numba
 
-        from .numba_kernels.numgrad import net_losses
+        from .numgrad import net_losses
 
         # One BLAS thread: BLAS and Numba's threads would fight over the cores.
         # Chunks of one unit, handed out as threads free up: a core shared
@@ -222,7 +248,7 @@ class NumbaBackend(NumpyBackend):
         # holding everyone up.
         with self._parallel_lock, one_blas_thread(), numba.parallel_chunksize(1):
             return net_losses(
-                spec.params, spec.depth, spec.activation == "relu", float(spec.weight_decay),
+                spec.params, spec.depth, _compiled_activation(spec.activation).code, float(spec.weight_decay),
                 x, t, float(h),
             )
 
@@ -257,7 +283,7 @@ class NumbaBackend(NumpyBackend):
         """
         import numba
 
-        from .numba_kernels.numgrad import net_losses
+        from .numgrad import net_losses
 
         if not self._numgrad_ready(spec, x, t):
             return super().mlp_numerical_gradient_part(spec, x, t, name, start, stop, h)
@@ -265,7 +291,7 @@ class NumbaBackend(NumpyBackend):
             raise KeyError(name)
         with self._parallel_lock, one_blas_thread(), numba.parallel_chunksize(1):
             fplus, fminus = net_losses(
-                spec.params, spec.depth, spec.activation == "relu", float(spec.weight_decay),
+                spec.params, spec.depth, _compiled_activation(spec.activation).code, float(spec.weight_decay),
                 x, t, float(h), part=(name, int(start), int(stop)),
             )
         return ((fplus[name] - fminus[name]) / (2 * h)).astype(spec.params[name].dtype)
@@ -277,7 +303,7 @@ class NumbaBackend(NumpyBackend):
         book's plain loop, exactly as on the NumPy backend. The compiled loop
         runs f on the same in-place-perturbed `x`, serially.
         """
-        from .numba_kernels import generic
+        from . import generic
 
         if generic.is_compiled(f) and type(x) is numpy.ndarray:
             grad = generic.compiled_gradient(f, x, h)
@@ -286,74 +312,21 @@ class NumbaBackend(NumpyBackend):
         return super().numerical_gradient(f, x, h)
 
     # ----------------------------------------------------------- updates
-    # Same statements as NumpyBackend's, in one pass; scalars are converted
-    # to the arrays' dtype exactly as NumPy converts a Python float.
-    @staticmethod
-    def _flat(*arrays: Array) -> list[Array] | None:
-        dtype = arrays[0].dtype
-        if dtype not in _FLOATS:
-            return None
-        for a in arrays:
-            if type(a) is not numpy.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
-                return None
-            if a.shape != arrays[0].shape:
-                return None
-        return [a.reshape(-1) for a in arrays]
+    def apply_rule(self, optimizer: Any, kernel: str | None, p: Array, g: Array,
+                   state: list[Array], scalars: tuple[float, ...]) -> None:
+        """A built-in rule in one compiled pass (same bits); anything else runs its own rule."""
+        if kernel is not None:
+            arrays = (p, g, *state)
+            dtype = p.dtype
+            if dtype in _FLOATS and all(
+                type(a) is numpy.ndarray and a.dtype == dtype and a.flags.c_contiguous
+                and a.shape == p.shape for a in arrays
+            ):
+                from .optimizers import RULES
 
-    def sgd_update(self, p: Array, g: Array, lr: float) -> None:
-        flat = self._flat(p, g)
-        if flat is None:
-            return super().sgd_update(p, g, lr)
-        _kernels().sgd(*flat, p.dtype.type(lr))
-
-    def momentum_update(self, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:
-        flat = self._flat(p, g, v)
-        if flat is None:
-            return super().momentum_update(p, g, v, lr, momentum)
-        dt = p.dtype.type
-        _kernels().momentum(*flat, dt(lr), dt(momentum))
-
-    def nesterov_update(self, p: Array, g: Array, v: Array, lr: float, momentum: float) -> None:
-        flat = self._flat(p, g, v)
-        if flat is None:
-            return super().nesterov_update(p, g, v, lr, momentum)
-        dt = p.dtype.type
-        _kernels().nesterov(
-            *flat, dt(lr), dt(momentum), dt(momentum * momentum), dt((1 + momentum) * lr)
-        )
-
-    def adagrad_update(self, p: Array, g: Array, h: Array, lr: float, eps: float = 1e-7) -> None:
-        flat = self._flat(p, g, h)
-        if flat is None:
-            return super().adagrad_update(p, g, h, lr, eps)
-        dt = p.dtype.type
-        _kernels().adagrad(*flat, dt(lr), dt(eps))
-
-    def rmsprop_update(
-        self, p: Array, g: Array, h: Array, lr: float, decay: float, eps: float = 1e-7
-    ) -> None:
-        flat = self._flat(p, g, h)
-        if flat is None:
-            return super().rmsprop_update(p, g, h, lr, decay, eps)
-        dt = p.dtype.type
-        _kernels().rmsprop(*flat, dt(lr), dt(decay), dt(1 - decay), dt(eps))
-
-    def adam_update(
-        self,
-        p: Array,
-        g: Array,
-        m: Array,
-        v: Array,
-        lr_t: float,
-        beta1: float,
-        beta2: float,
-        eps: float = 1e-7,
-    ) -> None:
-        flat = self._flat(p, g, m, v)
-        if flat is None:
-            return super().adam_update(p, g, m, v, lr_t, beta1, beta2, eps)
-        dt = p.dtype.type
-        _kernels().adam(*flat, dt(lr_t), dt(1 - beta1), dt(1 - beta2), dt(eps))
+                RULES[kernel](*[a.reshape(-1) for a in arrays], *map(float, scalars))
+                return
+        super().apply_rule(optimizer, kernel, p, g, state, scalars)
 
 
 Backend = NumbaBackend

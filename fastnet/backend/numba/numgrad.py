@@ -55,7 +55,7 @@ def labels_of(t: np.ndarray) -> np.ndarray:
 
 
 def net_losses(
-    params: dict[str, np.ndarray], depth: int, relu: bool, lam: float,
+    params: dict[str, np.ndarray], depth: int, act: int, lam: float,
     x: np.ndarray, t: np.ndarray, h: float, *, any_depth: bool = False,
     part: tuple[str, int, int] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -83,7 +83,7 @@ def net_losses(
         pre.append(a)
         if l < depth:
             hid = np.empty_like(a)
-            hidden_of(a, relu, hid)
+            hidden_of(a, act, hid)
             inputs.append(hid)
     Z = pre[-1]
     row_max = np.empty(n)
@@ -96,7 +96,7 @@ def net_losses(
         name, start, stop = part
         start, stop, _ = slice(start, stop).indices(P[name].size)
         stop = max(start, stop)
-        cp, cm = _changes_part(lab, P, pert, pre, inputs, row_max, terms, relu, depth,
+        cp, cm = _changes_part(lab, P, pert, pre, inputs, row_max, terms, act, depth,
                                name, start, stop)
         fplus_p: dict[str, np.ndarray] = {}
         fminus_p: dict[str, np.ndarray] = {}
@@ -109,9 +109,9 @@ def net_losses(
             out[name] = loss
         return fplus_p, fminus_p
     if any_depth:  # the plain general kernel (a cross-check for the layered one)
-        changes = _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, relu, depth)
+        changes = _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, act, depth)
     else:
-        changes = _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, relu, depth)
+        changes = _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, act, depth)
 
     fplus: dict[str, np.ndarray] = {}
     fminus: dict[str, np.ndarray] = {}
@@ -148,7 +148,7 @@ def _layer_inputs(inputs: np.ndarray, dplus_W, dminus_W, dplus_b, dminus_b):  # 
     return nz_ptr, nz_idx, xb[mask], np.abs(xb).max(axis=1), dplus, dminus, d_max
 
 
-def _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, relu, depth):  # type: ignore[no-untyped-def]
+def _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, act, depth):  # type: ignore[no-untyped-def]
     """Term changes of every parameter: the last layer, the one before, then the rest."""
     Z = pre[-1]
     out = {}
@@ -179,11 +179,11 @@ def _changes_by_layer(lab, P, pert, pre, inputs, row_max, terms, relu, depth):  
         cp, cm = np.empty_like(dplus), np.empty_like(dplus)
         if l == depth - 1:  # the next layer is the last: scores move along one row of it
             first_layer_changes(nz_ptr, nz_idx, nz_val, x_max, lab, pre[l - 1], inputs[l],
-                                P[f"W{depth}"], Z, row_max, terms, relu, dplus, dminus, d_max,
+                                P[f"W{depth}"], Z, row_max, terms, act, dplus, dminus, d_max,
                                 cp, cm)
         else:
             deep_layer_changes(nz_ptr, nz_idx, nz_val, x_max, lab, l - 1, sizes, pre[l - 1],
-                               inputs[l], Ws, w_off, As, a_off, Hs, h_off, terms, relu,
+                               inputs[l], Ws, w_off, As, a_off, Hs, h_off, terms, act,
                                dplus, dminus, d_max, cp, cm, 0)
         n_in = W.shape[0]
         out[f"W{l}"] = (cp[:, :n_in].T, cm[:, :n_in].T)
@@ -203,7 +203,7 @@ def _row_span(n_rows: int, width: int, name: str, start: int, stop: int):  # typ
     return i0, i1, j0, j1, start - (i0 * width + j0)
 
 
-def _changes_part(lab, P, pert, pre, inputs, row_max, terms, relu, depth, name, start, stop):  # type: ignore[no-untyped-def]
+def _changes_part(lab, P, pert, pre, inputs, row_max, terms, act, depth, name, start, stop):  # type: ignore[no-untyped-def]
     """Summed term changes (plus, minus) of the flat entries start:stop of `name` only.
 
     Every entry comes out of the same kernel with the same arithmetic and the
@@ -220,7 +220,7 @@ def _changes_part(lab, P, pert, pre, inputs, row_max, terms, relu, depth, name, 
         return np.zeros(0), np.zeros(0)
     l = int(name[1:])
     if l < depth - 1:  # all the inputs (lanes) of the units the range touches
-        return _deep_part(lab, P, pert, pre, inputs, terms, relu, depth, name, start, stop)
+        return _deep_part(lab, P, pert, pre, inputs, terms, act, depth, name, start, stop)
     W, b = P[f"W{l}"], P[f"b{l}"]
     n_in, width = W.shape
     Z = pre[-1]
@@ -256,14 +256,14 @@ def _changes_part(lab, P, pert, pre, inputs, row_max, terms, relu, depth, name, 
     first_layer_changes(kept[nz_ptr], nz_idx[keep] - c0, nz_val[keep], x_max, lab,
                         np.ascontiguousarray(pre[l - 1][:, units]),
                         np.ascontiguousarray(inputs[l][:, units]),
-                        np.ascontiguousarray(P[f"W{depth}"][units]), Z, row_max, terms, relu,
+                        np.ascontiguousarray(P[f"W{depth}"][units]), Z, row_max, terms, act,
                         dplus, dminus, np.ascontiguousarray(d_max[units]), cp, cm)
     # the block (c1 - c0, j1 - j0) in W's layout: rows = inputs, columns = units
     return (np.ascontiguousarray(cp.T).reshape(-1)[off: off + stop - start],
             np.ascontiguousarray(cm.T).reshape(-1)[off: off + stop - start])
 
 
-def _deep_part(lab, P, pert, pre, inputs, terms, relu, depth, name, start, stop):  # type: ignore[no-untyped-def]
+def _deep_part(lab, P, pert, pre, inputs, terms, act, depth, name, start, stop):  # type: ignore[no-untyped-def]
     """``_changes_part`` for a layer two or more before the last: the units j0:j1
     the range touches (of b: its own; of W: those of its row, or all of them when
     it spans rows), each with all its lanes, as in the whole."""
@@ -287,7 +287,7 @@ def _deep_part(lab, P, pert, pre, inputs, terms, relu, depth, name, start, stop)
     dminus = np.ascontiguousarray(dminus[units])
     cp, cm = np.empty_like(dplus), np.empty_like(dplus)
     deep_layer_changes(nz_ptr, nz_idx, nz_val, x_max, lab, l - 1, sizes, pre[l - 1], inputs[l],
-                       Ws, w_off, As, a_off, Hs, h_off, terms, relu, dplus, dminus,
+                       Ws, w_off, As, a_off, Hs, h_off, terms, act, dplus, dminus,
                        np.ascontiguousarray(d_max[units]), cp, cm, j0)
     if name.startswith("b"):
         return cp[:, n_in].copy(), cm[:, n_in].copy()
@@ -299,7 +299,7 @@ def _deep_part(lab, P, pert, pre, inputs, terms, relu, depth, name, start, stop)
     return cpw[row: row + stop - start], cmw[row: row + stop - start]
 
 
-def _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, relu, depth):  # type: ignore[no-untyped-def]
+def _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, act, depth):  # type: ignore[no-untyped-def]
     sizes = np.array([x64.shape[1]] + [P[f"W{l}"].shape[1] for l in range(1, depth + 1)], np.int64)
 
     def table(l: int, sign: int | None) -> np.ndarray:
@@ -319,7 +319,7 @@ def _changes_any_depth(x64, lab, P, pert, pre, inputs, terms, relu, depth):  # t
     H, h_off = flat(inputs)  # H[h_off[0]] is x itself (unused: the kernel reads x)
     chg_plus = np.empty_like(W)
     chg_minus = np.empty_like(W)
-    any_depth_changes(sizes, x64, lab, W, w_off, A, a_off, H, h_off, terms, relu,
+    any_depth_changes(sizes, x64, lab, W, w_off, A, a_off, H, h_off, terms, act,
                       dplus, dminus, chg_plus, chg_minus)
     out = {}
     for l in range(1, depth + 1):

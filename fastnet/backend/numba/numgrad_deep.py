@@ -17,7 +17,7 @@ from .numgrad_terms import _act, _opts, _term
 
 
 @numba.njit(**_opts)
-def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu):  # type: ignore[no-untyped-def]
+def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, act):  # type: ignore[no-untyped-def]
     """Scores of sample n, one row per lane, when unit j of `layer`'s output moves by dh[lane].
 
     (A function of its own: inside a parallel loop Numba assumes an array
@@ -38,7 +38,7 @@ def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu):  # t
         old = Hs[h_off[m + 1] + n * w_in: h_off[m + 1] + (n + 1) * w_in]
         for q in range(lanes):
             for p in range(w_in):
-                cur[q, p] = _act(cur[q, p], relu) - old[p]
+                cur[q, p] = _act(cur[q, p], act) - old[p]
         W = Ws[w_off[m + 1]: w_off[m + 1] + w_in * w_out].reshape(w_in, w_out)
         moved = np.dot(cur, W)  # rows of lanes that changed nothing are exactly 0
         base = As[a_off[m + 1] + n * w_out: a_off[m + 1] + (n + 1) * w_out]
@@ -52,7 +52,7 @@ def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu):  # t
 @numba.njit(parallel=True, **_opts)
 def deep_layer_changes(
     nz_ptr, nz_idx, nz_val, x_max, lab, layer, sizes, A_l, H_next, Ws, w_off, As, a_off, Hs, h_off,
-    terms, relu, dplus, dminus, d_max, chg_plus, chg_minus, j_first,
+    terms, act, dplus, dminus, d_max, chg_plus, chg_minus, j_first,
 ):  # type: ignore[no-untyped-def]
     """Summed term changes for every weight (and bias) of a layer two or more before the last.
 
@@ -82,7 +82,7 @@ def deep_layer_changes(
         for n in range(n_samples):
             a = A_l[n, j]
             h0 = H_next[n, j]
-            if relu and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[q0] < 0.0:
+            if act == 0 and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[q0] < 0.0:
                 continue
             start = nz_ptr[n]
             c = nz_ptr[n + 1] - start
@@ -90,10 +90,10 @@ def deep_layer_changes(
                 col = nz_idx[start + q]
                 col_of[q] = col
                 v = nz_val[start + q]
-                dh[q] = _act(a + v * dplus[q0, col], relu) - h0
-                dh[c + q] = _act(a + v * dminus[q0, col], relu) - h0
+                dh[q] = _act(a + v * dplus[q0, col], act) - h0
+                dh[c + q] = _act(a + v * dminus[q0, col], act) - h0
             lanes = 2 * c
-            cur = _replay(dh[:lanes], n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, relu)
+            cur = _replay(dh[:lanes], n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, act)
             label = lab[n]
             for q in range(lanes):
                 change = _term(cur[q, :k_out], label) - terms[n]
@@ -105,7 +105,7 @@ def deep_layer_changes(
 
 @numba.njit(parallel=True, **_opts)
 def any_depth_changes(
-    sizes, x, lab, W, w_off, A, a_off, H, h_off, terms, relu, dplus, dminus, chg_plus, chg_minus,
+    sizes, x, lab, W, w_off, A, a_off, H, h_off, terms, act, dplus, dminus, chg_plus, chg_minus,
 ):  # type: ignore[no-untyped-def]
     """Summed term changes for every parameter of a net of any depth.
 
@@ -168,7 +168,7 @@ def any_depth_changes(
                             nxt[p] = A[a_off[ll + 1] + n * m_out + p]
                         moved = False
                         for m in range(m_in):
-                            dh = _act(cur[m], relu) - H[h_off[ll + 1] + n * m_in + m]
+                            dh = _act(cur[m], act) - H[h_off[ll + 1] + n * m_in + m]
                             if dh != 0.0:
                                 moved = True
                                 row = w_off[ll + 1] + m * m_out

@@ -7,6 +7,10 @@ gives exactly the same term: its change is exactly 0.
 
 from __future__ import annotations
 
+import math
+
+import math
+
 import numba
 
 from .fastmath import exp64, log64
@@ -16,10 +20,13 @@ _opts = {"cache": True, "error_model": "numpy"}  # error_model="numpy": x/0 is i
 
 
 @numba.njit(inline="always", **_opts)
-def _act(a, relu):  # type: ignore[no-untyped-def]
-    if relu:
-        return a if a > 0.0 else 0.0
-    return 1.0 / (1.0 + exp64(-a))
+def _act(a, act):  # type: ignore[no-untyped-def]
+    """The activation by its code in ``activations.py``: 0 relu, 1 sigmoid, 2 tanh."""
+    if act == 0:
+        return 0.0 if a <= 0.0 else a  # nan stays nan, as in NumPy's relu
+    if act == 1:
+        return 1.0 / (1.0 + exp64(-a))
+    return math.tanh(a)
 
 
 @numba.njit(**_opts)
@@ -42,12 +49,12 @@ def sample_terms(z, lab, row_max, terms):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(**_opts)
-def hidden_of(a, relu, out):  # type: ignore[no-untyped-def]
+def hidden_of(a, act, out):  # type: ignore[no-untyped-def]
     """out = act(a), elementwise (the same act the kernels use)."""
     n, m = a.shape
     for i in range(n):
         for j in range(m):
-            out[i, j] = _act(a[i, j], relu)
+            out[i, j] = _act(a[i, j], act)
 
 
 @numba.njit(inline="always", **_opts)

@@ -18,7 +18,7 @@ from .numgrad_terms import _CE_DELTA, _act, _opts
 
 @numba.njit(parallel=True, **_opts)
 def first_layer_changes(
-    nz_ptr, nz_idx, nz_val, x_max, lab, A, Hh, W2, Z, row_max, terms, relu,
+    nz_ptr, nz_idx, nz_val, x_max, lab, A, Hh, W2, Z, row_max, terms, act,
     dplus, dminus, d_max, chg_plus, chg_minus,
 ):  # type: ignore[no-untyped-def]
     """Summed changes of the per-sample loss terms for every W1[i, j] (and b1[j]).
@@ -59,7 +59,7 @@ def first_layer_changes(
             a = A[n, j]
             h0 = Hh[n, j]
             # relu: an off unit that no perturbation can switch on changes nothing
-            if relu and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[j] < 0.0:
+            if act == 0 and h0 == 0.0 and a + 2.0 * x_max[n] * d_max[j] < 0.0:
                 continue
             start = nz_ptr[n]
             c = nz_ptr[n + 1] - start
@@ -70,8 +70,8 @@ def first_layer_changes(
                 dm[l] = dminus[j, col]
             top = row_max[n]
             for l in range(c):
-                up = _act(a + xv[l] * dp[l], relu) - h0
-                um = _act(a + xv[l] * dm[l], relu) - h0
+                up = _act(a + xv[l] * dp[l], act) - h0
+                um = _act(a + xv[l] * dm[l], act) - h0
                 hp[l] = up
                 hm[l] = um
                 # shift >= the new row maximum, so no exp below overflows
@@ -108,7 +108,7 @@ def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, c
 
     Zt is the transposed scores (k_out, n_samples). dplus[j, k], dminus[j, k]:
     the perturbations of W2[j, k] (row n_hid: b2[k]). Lanes are samples; a
-    sample whose unit j is off (relu) moves by exactly 0 and adds exactly 0.
+    sample whose unit j is off (act) moves by exactly 0 and adds exactly 0.
     """
     n_samples, n_hid = Hh.shape
     k_out = Zt.shape[0]

@@ -1,0 +1,58 @@
+"""What every backend's generic path shares: the book's numerical-gradient loop, BLAS threads."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Iterator
+
+import numpy
+
+Array = Any
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit: Any = None
+
+
+def numerical_gradient_loop(f: Callable[[Array], Any], x: Array, h: float = 1e-4) -> Array:
+    """The book's loop, element by element; works on any backend's arrays."""
+    grad = x.copy()  # same shape, dtype and array module as x, whatever the backend
+    grad.fill(0)
+    for idx in numpy.ndindex(*x.shape):
+        tmp_val = x[idx].copy()  # CuPy's x[idx] is a 0-d view: it would follow the writes below
+        x[idx] = float(tmp_val) + h
+        fxh1 = f(x)
+        x[idx] = tmp_val - h
+        fxh2 = f(x)
+        grad[idx] = (fxh1 - fxh2) / (2 * h)
+        x[idx] = tmp_val
+    return grad
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Hold BLAS to one thread while any thread is inside this block.
+
+    threadpoolctl's limits are process-wide: nested or concurrent uses share
+    one limit, set by the first to enter and lifted by the last to leave (so
+    two threads never leave BLAS limited after both are done).
+    """
+    global _blas_users, _blas_limit
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
+        yield
+        return
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = threadpool_limits(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
