@@ -91,3 +91,40 @@ def real(value: Any, name: str, *, positive: bool = False) -> float:
     if positive and not number > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return number
+
+
+def layer_params(backend: Any, params: Any, depth: int, *, train: bool = False) -> None:
+    """Refuse parameters a user replaced with the wrong kind, shape or type.
+
+    W1..Wn must be floating matrices chained by shape and b1..bn vectors of
+    their W's width; with `train`, all must be writable (updated in place).
+    The error names the parameter and what was expected.
+    """
+    width = None
+    for i in range(1, depth + 1):
+        for name in (f"W{i}", f"b{i}"):
+            value = params.get(name) if hasattr(params, "get") else None
+            if value is None:
+                raise ValueError(f"params has no {name!r}: the net needs W1..W{depth} and b1..b{depth}")
+            if not backend.owns(value):
+                backend.check(value, f"params[{name!r}]")  # another backend's array: names the fix
+                raise TypeError(
+                    f"params[{name!r}] must be a {backend.name} array, got {type(value).__name__}; "
+                    f"assign an array (e.g. numpy.asarray(...)) of the net's dtype"
+                )
+            if value.dtype.kind != "f":
+                raise TypeError(f"params[{name!r}] must be floating point, got dtype {value.dtype}")
+            if train and not getattr(value.flags, "writeable", True):
+                raise ValueError(
+                    f"params[{name!r}] is read-only; training updates it in place (assign a writable copy)"
+                )
+        W, b = params[f"W{i}"], params[f"b{i}"]
+        if W.ndim != 2 or (width is not None and W.shape[0] != width):
+            want = f"({width}, n)" if width is not None else "(inputs, n)"
+            raise ValueError(f"params['W{i}'] must be a matrix of shape {want}, got shape {tuple(W.shape)}")
+        width = W.shape[1]
+        if tuple(b.shape) != (width,):
+            raise ValueError(
+                f"params['b{i}'] must have shape ({width},) to match W{i} {tuple(W.shape)}, "
+                f"got {tuple(b.shape)}"
+            )

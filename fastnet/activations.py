@@ -41,6 +41,13 @@ class Activation:
     def __repr__(self) -> str:
         return f"<activation {self.name!r}>"
 
+    def __reduce__(self) -> Any:
+        # a built-in travels (dask, multiprocessing) by name and arrives as the
+        # built-in object itself, so the other process keeps its compiled kernels
+        if builtin(self) is not None:
+            return (get, (self.name,))
+        return super().__reduce__()
+
 
 class _Relu(Activation):
     """max(0, x); the gradient passes where x > 0 (the book's ch.5 layer)."""

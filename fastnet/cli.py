@@ -105,10 +105,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_net(p: argparse.ArgumentParser, hidden_help: str) -> None:
+    from .activations import ACTIVATIONS
+
     p.add_argument("--net", choices=("two", "multi"), default="two",
                    help="two: the book's TwoLayerNet; multi: MultiLayerNet (default: two)")
     p.add_argument("--hidden", type=_sizes, metavar="SIZES", help=hidden_help)
-    p.add_argument("--activation", choices=("relu", "sigmoid"), default="relu", help="(default: relu)")
+    p.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu", help="(default: relu)")
     p.add_argument("--weight-init", type=_weight_init, metavar="STD",
                    help="relu/he, sigmoid/xavier or a number (default: the activation's; 0.01 for two on MNIST, as the book)")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, metavar="LAMBDA",

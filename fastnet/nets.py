@@ -9,14 +9,16 @@ that way (dropout, batch norm) run layer by layer, as in the book.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any
 
 import numpy
 
 from . import activations
-from ._checks import targets
+from ._checks import layer_params, real, targets
 from .backend import MLPSpec, NumpyBackend, lookup
+from .backend.loops import numerical_gradient_loop
 from .errors import BackendMismatchError
 from .layers import Activation, Affine, BatchNormalization, Dropout, SoftmaxWithLoss
 
@@ -25,6 +27,7 @@ __all__ = ["Net", "TwoLayerNet", "MultiLayerNet", "ACTIVATIONS", "NETS"]
 Array = Any
 ACTIVATIONS = tuple(activations.ACTIVATIONS)  # the built-in names
 Seed = int | numpy.random.Generator | None
+_LOCK_FOR_LOCKS = threading.Lock()
 
 
 def _rng(seed: Seed) -> numpy.random.Generator:
@@ -33,6 +36,24 @@ def _rng(seed: Seed) -> numpy.random.Generator:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0):
         raise ValueError(f"seed must be an integer >= 0, a numpy.random.Generator or None, got {seed!r}")
     return numpy.random.default_rng(seed)
+
+
+def _checked_batches(batches: Any, n: int) -> Any:
+    """`batches` as given when it is a 2-D index array, else as a list; no batch may be empty."""
+    if getattr(batches, "ndim", None) == 2:
+        if batches.shape[1] == 0:
+            raise ValueError("batches must hold non-empty index arrays, got batches of 0 indices")
+        return batches
+    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be an iterable of index arrays, got {type(batches).__name__}")
+    out = list(batches)
+    for i, idx in enumerate(out):
+        size = getattr(idx, "size", None)
+        if size is None:
+            size = len(idx) if hasattr(idx, "__len__") else 1
+        if size == 0:
+            raise ValueError(f"batch {i} is empty: every batch needs at least one index (of {n} samples)")
+    return out
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -86,7 +107,8 @@ class Net:
         return int(self.params[f"W{self.depth}"].shape[1])  # read each call: W may be rebound
 
     # -- checks at the boundary (once per call, never inside kernels)
-    def _x(self, x: Array, name: str = "x") -> Array:
+    def _x(self, x: Array, name: str = "x", *, train: bool = False) -> Array:
+        layer_params(self.backend, self.params, self.depth, train=train)
         # the common case in a training loop, decided on metadata alone
         if (type(x) is self.backend.xp.ndarray and x.dtype == self.dtype and x.ndim == 2 and x.shape[0]
                 and x.shape[1] == self.params["W1"].shape[0]):
@@ -111,9 +133,10 @@ class Net:
         return x.astype(self.dtype, copy=False)
 
     def _xt(
-        self, x: Array, t: Array, x_name: str = "x", t_name: str = "t", *, once: bool = False
+        self, x: Array, t: Array, x_name: str = "x", t_name: str = "t", *, once: bool = False,
+        train: bool = False,
     ) -> tuple[Array, Array]:
-        x = self._x(x, x_name)
+        x = self._x(x, x_name, train=train)
         t = targets(self.backend, t, x.shape[0], self.output_size, t_name, x_name, once=once)
         if t.ndim == 2 and t.dtype != self.dtype:
             t = t.astype(self.dtype)
@@ -173,24 +196,38 @@ class Net:
         return self._gradient_layers(x, t)
 
     def numerical_gradient(self, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
-        """Central-difference gradients of ``loss``, one parameter at a time."""
+        """Central-difference gradients of ``loss``, one parameter at a time.
+
+        The parameters are perturbed in place while it runs: calls on one net
+        from several threads take turns (a lock per net), so none sees
+        another's perturbation.
+        """
+        h = real(h, "h", positive=True)
         x, t = self._xt(x, t)
-        spec = self.spec()
-        if spec is not None:
-            return self.backend.mlp_numerical_gradient(spec, x, t, h)
-        from .gradient import numerical_gradient_loop
+        with self._numgrad_lock:
+            spec = self.spec()
+            if spec is not None:
+                return self.backend.mlp_numerical_gradient(spec, x, t, h)
 
-        def f(_: Array) -> Any:
-            return self._loss_layers(x, t, True)
+            def f(_: Array) -> Any:
+                return self._loss_layers(x, t, True)
 
-        return {k: numerical_gradient_loop(f, p, h) for k, p in self.params.items()}
+            return {k: numerical_gradient_loop(f, p, h) for k, p in self.params.items()}
+
+    @property
+    def _numgrad_lock(self) -> Any:
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            with _LOCK_FOR_LOCKS:
+                lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
 
     def train_step(self, x: Array, t: Array, optimizer: Any) -> Array:
         """Backprop and ``optimizer.update`` in one call; returns the loss.
 
         The loss stays a backend scalar (on a GPU, no device sync happens).
         """
-        x, t = self._xt(x, t)
+        x, t = self._xt(x, t, train=True)
         self._optimizer(optimizer)
         spec = self.spec()
         if spec is not None:
@@ -208,8 +245,9 @@ class Net:
         backend in one call, so a GPU backend can capture it as one graph.
         Returns the losses (backend scalars or an array; nothing is synced).
         """
-        x, t = self._xt(x, t)
+        x, t = self._xt(x, t, train=True)
         self._optimizer(optimizer)
+        batches = _checked_batches(batches, x.shape[0])
         spec = self.spec()
         if spec is not None:
             return self.backend.mlp_train_batches(spec, x, t, batches, optimizer)

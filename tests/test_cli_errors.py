@@ -50,7 +50,7 @@ BAD = {
         (["--backend", "tpu"], "--backend"),
         (["--dtype", "float16"], "--dtype"),
         (["--optimizer", "fast"], "--optimizer"),
-        (["--activation", "tanh"], "--activation"),
+        (["--activation", "swish"], "--activation"),
         (["--net", "three"], "--net"),
         (["--sampling", "random"], "--sampling"),
         (["--dataset", "cifar"], "--dataset"),

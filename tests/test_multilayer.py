@@ -85,7 +85,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="weight_decay_lambda"):
         MultiLayerNet(4, [3], 2, weight_decay_lambda=-0.1)
     with pytest.raises(ValueError, match="activation"):
-        MultiLayerNet(4, [3], 2, activation="tanh")
+        MultiLayerNet(4, [3], 2, activation="swish")
 
 
 def test_same_seed_same_start_on_every_backend(backend):

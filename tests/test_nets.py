@@ -128,7 +128,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="hidden_size"):
         TwoLayerNet(4, 0, 2)
     with pytest.raises(ValueError, match="activation"):
-        TwoLayerNet(4, 3, 2, activation="tanh")
+        TwoLayerNet(4, 3, 2, activation="swish")
     with pytest.raises(TypeError, match="dtype"):
         TwoLayerNet(4, 3, 2, dtype=np.int32)
 

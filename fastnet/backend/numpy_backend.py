@@ -61,7 +61,8 @@ class NumpyBackend:
         how to move it.
         """
         if isinstance(x, numpy.ndarray):
-            return x
+            # a subclass (numpy.matrix keeps rows 2-D under indexing) becomes a plain array
+            return x if type(x) is numpy.ndarray else numpy.asarray(x)
         if _module_of(x) == "cupy":
             raise BackendMismatchError(
                 f"{name} is a CuPy (GPU) array but the active backend is "

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .. import activations
+
 
 @dataclass(frozen=True)
 class MLPSpec:
@@ -26,6 +28,11 @@ class MLPSpec:
     depth: int
     activation: Any = None
     weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        # a name ("relu") stands for the built-in object; anything else must be an activation
+        act = activations.RELU if self.activation is None else activations.get(self.activation)
+        object.__setattr__(self, "activation", act)
 
     def weight(self, i: int) -> Any:
         return self.params[f"W{i + 1}"]

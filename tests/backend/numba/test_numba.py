@@ -23,10 +23,11 @@ if not fastnet.available_backends()["numba"].available:  # pragma: no cover
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastnet.backend.numba_kernels import fastmath, reduce, step
-from fastnet.backend.numba_kernels._intrinsics import has_clflushopt
-from fastnet.backend.numba_kernels.plan import FasterWay, _sgd_tuned
-from fastnet.backend.numba_kernels.numgrad import net_losses
+from fastnet import activations, optimizers
+from fastnet.backend.numba import activations as act_kernels
+from fastnet.backend.numba import fastmath, reduce
+from fastnet.backend.numba import kernels as step
+from fastnet.backend.numba.numgrad import net_losses
 
 # The kernel tests feed extreme values on purpose; NumPy's reference warns about them.
 pytestmark = pytest.mark.filterwarnings(
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 REF = NumpyBackend()
-NB = fastnet.backend.registry._instance("numba")
+NB = fastnet.backend.registry.instance("numba")
 FLOATS = (np.float64, np.float32)
 PROPS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -170,14 +171,13 @@ shapes = st.tuples(st.integers(1, 40), st.integers(1, 30))
 def test_bias_activation_kernels_are_numpys(shape, dtype, seed):
     rng = np.random.default_rng(seed)
     a, b = _values(rng, shape, dtype), _values(rng, shape[1:], dtype)
-    out = a.copy()
-    step.bias_relu(out, b)
-    assert same(out, REF.relu_forward(a + b)[0])
-    out = a.copy()
-    step.bias_negate(out, b)
-    np.exp(out, out=out)
-    step.sigmoid_finish(out)
-    assert same(out, REF.sigmoid_forward(a + b))
+    for act in (activations.RELU, activations.SIGMOID, activations.TANH):
+        out = a.copy()
+        act_kernels.KERNELS[act.kernel].bias_forward(out, b)
+        assert same(out, REF.activation_forward(act, a + b)[0]), act
+        mine = act_kernels.KERNELS[act.kernel].forward(a + b)
+        ref = REF.activation_forward(act, a + b)
+        assert same(mine[0], ref[0]) and same(mine[1], ref[1]), act
     out = a.copy()
     step.add_bias(out, b)
     assert same(out, a + b)
@@ -220,78 +220,79 @@ def test_label_out_of_range_raises_instead_of_reading_memory():
 def test_activation_backward_kernels_are_numpys(shape, dtype, seed):
     rng = np.random.default_rng(seed)
     a, dout = _values(rng, shape, dtype), _values(rng, shape, dtype)
-    out, mask = REF.relu_forward(a)
-    d, db = dout.copy(), np.empty(shape[1], dtype)
-    step.relu_backward_sums(d, out, db)
-    ref = REF.relu_backward(dout.copy(), mask)
-    assert same(d, ref) and same(db, np.sum(ref, axis=0))
-    s = REF.sigmoid_forward(a)
-    d = dout.copy()
-    step.sigmoid_backward_sums(d, s, db)
-    ref = REF.sigmoid_backward(dout, s)
-    assert same(d, ref) and same(db, np.sum(ref, axis=0))
+    db = np.empty(shape[1], dtype)
+    for act in (activations.RELU, activations.SIGMOID, activations.TANH):
+        kernels = act_kernels.KERNELS[act.kernel]
+        out, cache = REF.activation_forward(act, a)
+        ref = REF.activation_backward(act, dout.copy(), cache)
+        d = dout.copy()
+        kernels.backward_sums(d, out, db)
+        assert same(d, ref) and same(db, np.sum(ref, axis=0)), act
+        mine_out, mine_cache = kernels.forward(a)
+        assert same(kernels.backward(dout.copy(), mine_cache), ref), act
 
 
-OPTIMIZER_KERNELS = {
-    "sgd": (0, {"lr": 0.05}),
-    "momentum": (1, {"lr": 0.05, "momentum": 0.9}),
-    "nesterov": (1, {"lr": 0.05, "momentum": 0.85}),
-    "adagrad": (1, {"lr": 0.05}),
-    "rmsprop": (1, {"lr": 0.05, "decay": 0.99}),
-    "adam": (2, {"lr_t": 0.003, "beta1": 0.9, "beta2": 0.999}),
+OPTIMIZER_ARGS = {
+    "sgd": {"lr": 0.05},
+    "momentum": {"lr": 0.05, "momentum": 0.9},
+    "nesterov": {"lr": 0.05, "momentum": 0.85},
+    "adagrad": {"lr": 0.05},
+    "rmsprop": {"lr": 0.05, "decay_rate": 0.99},
+    "adam": {"lr": 0.003, "beta1": 0.9, "beta2": 0.999},
+    "adamw": {"lr": 0.003, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.1},
 }
 
 
 @PROPS
-@given(kind=st.sampled_from(sorted(OPTIMIZER_KERNELS)), dtype=st.sampled_from(FLOATS),
+@given(kind=st.sampled_from(sorted(OPTIMIZER_ARGS)), dtype=st.sampled_from(FLOATS),
        shape=st.sampled_from([(7,), (5, 3), (31, 9)]), seed=st.integers(0, 2**32 - 1))
 def test_update_kernels_are_numpys(kind, dtype, shape, seed):
+    """Each compiled rule against the definition's own rule on NumPy arrays, 3 steps."""
     rng = np.random.default_rng(seed)
-    n_state, hyper = OPTIMIZER_KERNELS[kind]
     p, g = _values(rng, shape, dtype), _values(rng, shape, dtype)
-    state = [np.abs(_values(rng, shape, dtype)) for _ in range(n_state)]
-    mine = [p.copy(), g.copy()] + [s.copy() for s in state]
-    ref = [p.copy(), g.copy()] + [s.copy() for s in state]
+    mine = optimizers.make_optimizer(kind, OPTIMIZER_ARGS[kind])
+    ref = optimizers.make_optimizer(kind, OPTIMIZER_ARGS[kind])
+    assert optimizers.builtin(mine) == kind
+    mine.backend, ref.backend = NB, REF
+    p_mine, p_ref = {"p": p.copy()}, {"p": p.copy()}
     for _ in range(3):
-        getattr(NB, f"{kind}_update")(*mine, **hyper)
-        getattr(REF, f"{kind}_update")(*ref, **hyper)
-    for a, b in zip(mine, ref):
-        assert same(a, b)
+        mine.update(p_mine, {"p": g})
+        ref.update(p_ref, {"p": g})
+    assert same(p_mine["p"], p_ref["p"])
+    for name in mine.state_names:
+        assert same(mine.state[name]["p"], ref.state[name]["p"])
+
+
+def test_compiled_rule_runs_only_for_the_builtin_definition(monkeypatch):
+    from fastnet.backend.numba import optimizers as rules
+
+    calls = []
+    monkeypatch.setitem(rules.RULES, "sgd", lambda *a: calls.append(a))
+
+    class Halved(optimizers.SGD):
+        @staticmethod
+        def rule(xp, p, g, lr):
+            p -= 0.5 * lr * g
+
+    p = {"W": np.ones(4)}
+    opt = Halved(lr=1.0)
+    opt.backend = NB
+    opt.update(p, {"W": np.ones(4)})
+    assert not calls and same(p["W"], np.full(4, 0.5))
+    sgd = optimizers.SGD(lr=1.0)
+    sgd.backend = NB
+    sgd.update(p, {"W": np.ones(4)})
+    assert len(calls) == 1
 
 
 def test_updates_on_non_contiguous_arrays_fall_back_to_numpy():
     p = np.arange(12.0).reshape(3, 4)[:, ::2]
     ref = p.copy()
-    NB.sgd_update(p, np.ones_like(p), 0.5)
-    REF.sgd_update(ref, np.ones_like(ref), 0.5)
+    opt, opt_ref = optimizers.SGD(0.5), optimizers.SGD(0.5)
+    opt.backend, opt_ref.backend = NB, REF
+    opt.update({"p": p}, {"p": np.ones_like(p)})
+    opt_ref.update({"p": ref}, {"p": np.ones_like(ref)})
     assert same(p, ref)
-
-
-@pytest.mark.skipif(not has_clflushopt(), reason="this CPU has no clflushopt")
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("lam", [0.0, 0.01])
-def test_tuned_sgd_layer_writes_the_plain_updates_bits_either_way(dtype, lam):
-    """Both ways of the tuned update (plain, cache lines flushed first) give sgd_layer's bits,
-    on odd sizes and an offset (unaligned) W, through its probes and switches."""
-    rng = np.random.default_rng(5)
-    base = _values(rng, (131 * 37 + 3,), dtype)
-    W = base[3:].reshape(131, 37)  # not 64-byte aligned, size not a multiple of a line
-    ref_W, b = W.copy(), _values(rng, (37,), dtype)
-    ref_b = b.copy()
-    lr, lam_t = dtype(0.05), dtype(lam)
-    chooser = FasterWay()
-    ways = set()
-    for i in range(2 * FasterWay.PROBE_EVERY + 3):
-        if i == 7:
-            chooser.cost = [1.0, 1e18]  # pretend flushing is slow: plain from now on
-        if i == 300:
-            chooser.cost = [1e18, 1.0]  # and now the other way round
-        gW, gb = _values(rng, W.shape, dtype), _values(rng, (37,), dtype)
-        _sgd_tuned(chooser, W, gW, b, gb, lr, lam_t)
-        ways.add(int(chooser.way))
-        step.sgd_layer(ref_W, gW, ref_b, gb, lr, lam_t)
-        assert same(W, ref_W) and same(b, ref_b), i
-    assert ways == {0, 1} and chooser.steps == 2 * FasterWay.PROBE_EVERY + 3
 
 
 # ------------------------------------------------------------------ whole nets
@@ -308,7 +309,7 @@ nets = st.fixed_dictionaries({
     .map(lambda p: p[0] + [p[1]]),  # widths, then at least 2 classes
     "batch": st.integers(1, 40),
     "dtype": st.sampled_from(FLOATS),
-    "activation": st.sampled_from(["relu", "sigmoid"]),
+    "activation": st.sampled_from(["relu", "sigmoid", "tanh"]),
     "decay": st.sampled_from([0.0, 0.01]),
     "onehot": st.booleans(),
     "seed": st.integers(0, 2**32 - 1),
@@ -422,7 +423,7 @@ def test_unusual_params_fall_back_to_numpy():
     rng = np.random.default_rng(6)
     params = _net_params(rng, [6, 5, 3], np.float64)
     params["W1"] = np.asfortranarray(params["W1"])
-    spec = MLPSpec(params, 2, "relu", 0.0)
+    spec = MLPSpec(params, 2, activations.RELU, 0.0)
     x, t = rng.random((4, 6)), rng.integers(0, 3, 4)
     assert same(NB.mlp_loss(spec, x, t), REF.mlp_loss(spec, x, t))
     assert same(NB.mlp_predict(spec, x), REF.mlp_predict(spec, x))
@@ -442,7 +443,7 @@ def _perturbed_loss(spec: MLPSpec, x, t, name: str, idx: tuple, sign: int, h: fl
 
 def _check_losses(spec, x, t, picks, h=1e-4, any_depth=False):
     if any_depth:  # the general kernel, forced on a net the backend gives the fast one
-        fplus, fminus = net_losses(spec.params, spec.depth, spec.activation == "relu",
+        fplus, fminus = net_losses(spec.params, spec.depth, act_kernels.KERNELS[spec.activation.kernel].code,
                                    spec.weight_decay, x, t, h, any_depth=True)
     else:  # what mlp_numerical_gradient differentiates
         fplus, fminus = NB.mlp_numerical_losses(spec, x, t, h)
@@ -463,7 +464,7 @@ def _mnist_like(rng, n, d):
     return x
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_numerical_losses_are_true_losses_of_the_perturbed_net(activation, depth):
     """Every parameter of small nets: the layered kernels (last layer, the one before it,
@@ -476,7 +477,7 @@ def test_numerical_losses_are_true_losses_of_the_perturbed_net(activation, depth
     _check_losses(spec, x, t, _all_params(spec), any_depth=True)
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 def test_numerical_losses_on_a_full_size_net(activation, mnist_batch):
     """784-50-10 on 100 images: a random sample of 200 parameters against plain forward passes."""
     x, t = mnist_batch
@@ -525,7 +526,7 @@ def test_numerical_gradient_matches_the_book_loop(cfg):
 def test_numerical_gradient_of_a_float32_net():
     """Perturbed as the book perturbs float32 params; losses still true float64 losses."""
     rng = np.random.default_rng(9)
-    spec = MLPSpec(_net_params(rng, [10, 6, 3], np.float32), 2, "relu", 0.0)
+    spec = MLPSpec(_net_params(rng, [10, 6, 3], np.float32), 2, activations.RELU, 0.0)
     x, t = rng.random((8, 10)).astype(np.float32), rng.integers(0, 3, 8)
     _check_losses(spec, x, t, _all_params(spec))
     grads = NB.mlp_numerical_gradient(spec, x, t)
@@ -538,7 +539,7 @@ def test_numerical_gradient_of_a_float32_net():
 
 def test_numerical_gradient_parts_assemble_to_the_whole():
     rng = np.random.default_rng(10)
-    spec = MLPSpec(_net_params(rng, [12, 5, 4], np.float64), 2, "sigmoid", 0.1)
+    spec = MLPSpec(_net_params(rng, [12, 5, 4], np.float64), 2, activations.SIGMOID, 0.1)
     x, t = rng.random((6, 12)), rng.integers(0, 4, 6)
     whole = NB.mlp_numerical_gradient(spec, x, t)
     for name in spec.names():
@@ -549,7 +550,7 @@ def test_numerical_gradient_parts_assemble_to_the_whole():
 
 
 def test_compiled_f_gets_the_compiled_loop_with_the_books_results():
-    from fastnet.backend.numba_kernels import generic
+    from fastnet.backend.numba import generic
 
     @numba.njit
     def f(x):
@@ -578,7 +579,7 @@ def test_other_callables_get_the_plain_loop():
     def returns_array(x):
         return x * 2.0
 
-    from fastnet.backend.numba_kernels import generic
+    from fastnet.backend.numba import generic
 
     x = np.array([1.0, 2.0])
     with fastnet.use_backend("numba"):

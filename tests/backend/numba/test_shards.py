@@ -18,7 +18,7 @@ numba = pytest.importorskip("numba")
 if not fastnet.available_backends()["numba"].available:  # pragma: no cover
     pytest.skip("numba backend unavailable", allow_module_level=True)
 
-NB = fastnet.backend.registry._instance("numba")
+NB = fastnet.backend.registry.instance("numba")
 
 
 def _inputs(rng: np.random.Generator, batch: int, n_in: int, sparse: bool) -> np.ndarray:
