@@ -13,7 +13,11 @@ import numba
 import numpy as np
 
 from .fastmath import exp64, log64
-from .numgrad_terms import _CE_DELTA, _act, _opts
+from .numgrad_terms import _CE_DELTA, _act, _opts, _term
+
+# A shift more than ~700 above the new row maximum underflows every exp: then
+# the lane's term is recomputed from its scores with the exact maximum.
+_TINY = 1e-290
 
 
 @numba.njit(parallel=True, **_opts)
@@ -52,6 +56,7 @@ def first_layer_changes(
         sm = np.empty(n_cols)
         cp = np.empty(n_cols)
         cm = np.empty(n_cols)
+        zs = np.empty(k_out)
         for col in range(n_cols):
             chg_plus[j, col] = 0.0
             chg_minus[j, col] = 0.0
@@ -97,6 +102,14 @@ def first_layer_changes(
                 cp[l] = -log64(cp[l] / sp[l] + _CE_DELTA) - old
                 cm[l] = -log64(cm[l] / sm[l] + _CE_DELTA) - old
             for l in range(c):
+                if not (sp[l] > _TINY and sm[l] > _TINY):
+                    for k in range(k_out):
+                        zs[k] = Z[n, k] + hp[l] * W2[j, k]
+                    cp[l] = _term(zs, label) - old
+                    for k in range(k_out):
+                        zs[k] = Z[n, k] + hm[l] * W2[j, k]
+                    cm[l] = _term(zs, label) - old
+            for l in range(c):
                 col = nz_idx[start + l]
                 chg_plus[j, col] += cp[l]
                 chg_minus[j, col] += cm[l]
@@ -121,6 +134,7 @@ def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, c
         sm = np.empty(n_samples)
         ep = np.empty(n_samples)
         em = np.empty(n_samples)
+        zs = np.empty(k_out)
         for k in range(k_out):
             for n in range(n_samples):
                 hv = 1.0 if j == n_hid else Hh[n, j]
@@ -149,6 +163,16 @@ def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, c
             total_p = 0.0
             total_m = 0.0
             for n in range(n_samples):
+                if not (sp[n] > _TINY and sm[n] > _TINY):
+                    for kk in range(k_out):
+                        zs[kk] = Zt[kk, n]
+                    zs[k] = Zt[k, n] + up[n]
+                    ep[n] = _term(zs, lab[n])
+                    zs[k] = Zt[k, n] + um[n]
+                    em[n] = _term(zs, lab[n])
+                    sp[n] = ep[n] - terms[n]
+                    sm[n] = em[n] - terms[n]
+                    continue
                 sp[n] = -log64(ep[n] / sp[n] + _CE_DELTA) - terms[n]
                 sm[n] = -log64(em[n] / sm[n] + _CE_DELTA) - terms[n]
             for n in range(n_samples):
