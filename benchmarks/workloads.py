@@ -250,3 +250,43 @@ def loop_subset(
         grad[i] = (fxh1 - fxh2) / (2 * H)
         x[idx] = tmp_val
     return grad
+
+
+class BookLayerNet:
+    """The book's ch.5 TwoLayerNet as a reader writes it, on fastnet's layers.
+
+    An OrderedDict of Affine, Relu, Affine and a SoftmaxWithLoss, a forward
+    pass through them and a backward pass in reverse, exactly the structure
+    of ``ch05/two_layer_net.py``; only the imports are fastnet's. The layers
+    bind to `backend`.
+    """
+
+    def __init__(self, params: dict[str, Any], backend: Any) -> None:
+        from collections import OrderedDict
+
+        from fastnet import layers
+
+        self.params = params
+        self.layers = OrderedDict()
+        self.layers["Affine1"] = layers.Affine(params["W1"], params["b1"], backend=backend)
+        self.layers["Relu1"] = layers.Relu(backend=backend)
+        self.layers["Affine2"] = layers.Affine(params["W2"], params["b2"], backend=backend)
+        self.last_layer = layers.SoftmaxWithLoss(backend=backend)
+
+    def loss(self, x: Any, t: Any) -> Any:
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return self.last_layer.forward(x, t)
+
+    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+    def step(self, x: Any, t: Any, lr: float = LR) -> None:
+        grads = self.gradient(x, t)
+        for key in ("W1", "b1", "W2", "b2"):
+            self.params[key] -= lr * grads[key]

@@ -89,6 +89,19 @@ def _names(depth: int) -> tuple[str, ...]:
     return names
 
 
+def _layer_fits(a: Array) -> bool:
+    return type(a) is numpy.ndarray and a.dtype in _FLOATS and a.flags.c_contiguous
+
+
+def _targets_fit(t: Array, y: Array) -> bool:
+    """Labels (N,) of integers or one-hot rows of y's shape and dtype, as NumPy arrays."""
+    if type(t) is not numpy.ndarray or t.shape[0] != y.shape[0]:
+        return False
+    if t.ndim == 1:
+        return t.dtype.kind in "iu"
+    return t.shape == y.shape and t.dtype == y.dtype and t.flags.c_contiguous
+
+
 class NumbaBackend(NumpyBackend):
     """NumPy arrays; fused Numba kernels for training, prediction and numerical gradients."""
 
@@ -157,6 +170,53 @@ class NumbaBackend(NumpyBackend):
             if ok:
                 return
         super().check_targets(t, n_classes, name)
+
+    # ------------------------------------------------------------ layers
+    # The book's layers, one compiled pass each where the reference makes several.
+    def affine_forward(self, x: Array, W: Array, b: Array) -> Array:
+        from . import layers
+
+        if x.ndim == 2 and W.ndim == 2 and b.ndim == 1 and layers.fits(x, W, b) and x.shape[1] == W.shape[0] \
+                and b.shape[0] == W.shape[1]:
+            return layers.affine_forward(x, W, b)
+        return super().affine_forward(x, W, b)
+
+    def affine_backward(self, dout: Array, x: Array, W: Array,
+                        need_dx: bool = True) -> tuple[Array | None, Array, Array]:
+        from . import layers
+
+        if dout.ndim == 2 and x.ndim == 2 and layers.fits(dout, x, W):
+            return layers.affine_backward(dout, x, W, need_dx)
+        return super().affine_backward(dout, x, W, need_dx)
+
+    def activation_forward(self, activation: Any, x: Array) -> tuple[Array, Array]:
+        compiled = _compiled_activation(activation)
+        if compiled is not None and _layer_fits(x):
+            return compiled.forward(x)
+        return super().activation_forward(activation, x)
+
+    def activation_backward(self, activation: Any, dout: Array, cache: Array) -> Array:
+        compiled = _compiled_activation(activation)
+        if (compiled is not None and _layer_fits(dout) and type(cache) is numpy.ndarray
+                and cache.flags.c_contiguous and cache.shape == dout.shape
+                and cache.dtype in (dout.dtype, numpy.bool_)):
+            return compiled.backward(dout, cache)
+        return super().activation_backward(activation, dout, cache)
+
+    def softmax_cross_entropy(self, x: Array, t: Array) -> tuple[Array, Array]:
+        from . import layers
+
+        if x.ndim == 2 and layers.fits(x) and _targets_fit(t, x):
+            return layers.softmax_cross_entropy(x, t)
+        return super().softmax_cross_entropy(x, t)
+
+    def softmax_cross_entropy_backward(self, y: Array, t: Array, dout: Any = 1) -> Array:
+        from . import layers
+
+        if (isinstance(dout, (int, float)) and dout == 1 and y.ndim == 2 and layers.fits(y)
+                and _targets_fit(t, y)):
+            return layers.softmax_cross_entropy_backward(y, t)
+        return super().softmax_cross_entropy_backward(y, t, dout)
 
     # --------------------------------------------------------- whole net
     def mlp_predict(self, spec: MLPSpec, x: Array) -> Array:

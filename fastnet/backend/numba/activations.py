@@ -213,7 +213,7 @@ def tanh_backward(d: Any, out: Any) -> Any:
     return d
 
 
-# The numerical-gradient kernels' codes (``numgrad_terms._act``).
+# The numerical-gradient kernels' codes (``numgrad_terms.activate``).
 RELU, SIGMOID, TANH = 0, 1, 2
 
 KERNELS: dict[str, Compiled] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .reduce import _pairwise, column_sums, pairwise_sum, pairwise_sum_squares
+from .reduce import pairwise, column_sums, pairwise_sum, pairwise_sum_squares
 
 _jit = numba.njit(cache=True, error_model="numpy")
 
@@ -52,7 +52,7 @@ def bias_shift_rows(z, b):  # type: ignore[no-untyped-def]
 @numba.njit(cache=True, inline="always")
 def _row_total(e, i):  # type: ignore[no-untyped-def]
     m = e.shape[1]
-    return e.dtype.type(0) + _pairwise(e[i], 0, m, False)
+    return e.dtype.type(0) + pairwise(e[i], 0, m, False)
 
 
 @_jit

@@ -13,10 +13,10 @@ import numba
 import numpy as np
 import scipy.linalg.cython_blas
 
-from .numgrad_terms import _act, _opts, _term
+from .numgrad_terms import activate, OPTS, sample_term
 
 
-@numba.njit(**_opts)
+@numba.njit(**OPTS)
 def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, act):  # type: ignore[no-untyped-def]
     """Scores of sample n, one row per lane, when unit j of `layer`'s output moves by dh[lane].
 
@@ -38,7 +38,7 @@ def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, act):  # ty
         old = Hs[h_off[m + 1] + n * w_in: h_off[m + 1] + (n + 1) * w_in]
         for q in range(lanes):
             for p in range(w_in):
-                cur[q, p] = _act(cur[q, p], act) - old[p]
+                cur[q, p] = activate(cur[q, p], act) - old[p]
         W = Ws[w_off[m + 1]: w_off[m + 1] + w_in * w_out].reshape(w_in, w_out)
         moved = np.dot(cur, W)  # rows of lanes that changed nothing are exactly 0
         base = As[a_off[m + 1] + n * w_out: a_off[m + 1] + (n + 1) * w_out]
@@ -49,7 +49,7 @@ def _replay(dh, n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, act):  # ty
     return cur
 
 
-@numba.njit(parallel=True, **_opts)
+@numba.njit(parallel=True, **OPTS)
 def deep_layer_changes(
     nz_ptr, nz_idx, nz_val, x_max, lab, layer, sizes, A_l, H_next, Ws, w_off, As, a_off, Hs, h_off,
     terms, act, dplus, dminus, d_max, chg_plus, chg_minus, j_first,
@@ -90,20 +90,20 @@ def deep_layer_changes(
                 col = nz_idx[start + q]
                 col_of[q] = col
                 v = nz_val[start + q]
-                dh[q] = _act(a + v * dplus[q0, col], act) - h0
-                dh[c + q] = _act(a + v * dminus[q0, col], act) - h0
+                dh[q] = activate(a + v * dplus[q0, col], act) - h0
+                dh[c + q] = activate(a + v * dminus[q0, col], act) - h0
             lanes = 2 * c
             cur = _replay(dh[:lanes], n, j, layer, sizes, Ws, w_off, As, a_off, Hs, h_off, act)
             label = lab[n]
             for q in range(lanes):
-                change = _term(cur[q, :k_out], label) - terms[n]
+                change = sample_term(cur[q, :k_out], label) - terms[n]
                 if q < c:
                     chg_plus[q0, col_of[q]] += change
                 else:
                     chg_minus[q0, col_of[q - c]] += change
 
 
-@numba.njit(parallel=True, **_opts)
+@numba.njit(parallel=True, **OPTS)
 def any_depth_changes(
     sizes, x, lab, W, w_off, A, a_off, H, h_off, terms, act, dplus, dminus, chg_plus, chg_minus,
 ):  # type: ignore[no-untyped-def]
@@ -168,7 +168,7 @@ def any_depth_changes(
                             nxt[p] = A[a_off[ll + 1] + n * m_out + p]
                         moved = False
                         for m in range(m_in):
-                            dh = _act(cur[m], act) - H[h_off[ll + 1] + n * m_in + m]
+                            dh = activate(cur[m], act) - H[h_off[ll + 1] + n * m_in + m]
                             if dh != 0.0:
                                 moved = True
                                 row = w_off[ll + 1] + m * m_out
@@ -182,7 +182,7 @@ def any_depth_changes(
                         ll += 1
                     if same:
                         continue
-                    change = _term(cur[: sizes[depth]], lab[n]) - terms[n]
+                    change = sample_term(cur[: sizes[depth]], lab[n]) - terms[n]
                     if sign == 0:
                         total_p += change
                     else:

@@ -13,14 +13,14 @@ import numba
 import numpy as np
 
 from .fastmath import exp64, log64
-from .numgrad_terms import _CE_DELTA, _act, _opts, _term
+from .numgrad_terms import CE_DELTA, activate, OPTS, sample_term
 
 # A shift more than ~700 above the new row maximum underflows every exp: then
 # the lane's term is recomputed from its scores with the exact maximum.
 _TINY = 1e-290
 
 
-@numba.njit(parallel=True, **_opts)
+@numba.njit(parallel=True, **OPTS)
 def first_layer_changes(
     nz_ptr, nz_idx, nz_val, x_max, lab, A, Hh, W2, Z, row_max, terms, act,
     dplus, dminus, d_max, chg_plus, chg_minus,
@@ -75,8 +75,8 @@ def first_layer_changes(
                 dm[l] = dminus[j, col]
             top = row_max[n]
             for l in range(c):
-                up = _act(a + xv[l] * dp[l], act) - h0
-                um = _act(a + xv[l] * dm[l], act) - h0
+                up = activate(a + xv[l] * dp[l], act) - h0
+                um = activate(a + xv[l] * dm[l], act) - h0
                 hp[l] = up
                 hm[l] = um
                 # shift >= the new row maximum, so no exp below overflows
@@ -99,23 +99,23 @@ def first_layer_changes(
                         cm[l] = um
             old = terms[n]
             for l in range(c):
-                cp[l] = -log64(cp[l] / sp[l] + _CE_DELTA) - old
-                cm[l] = -log64(cm[l] / sm[l] + _CE_DELTA) - old
+                cp[l] = -log64(cp[l] / sp[l] + CE_DELTA) - old
+                cm[l] = -log64(cm[l] / sm[l] + CE_DELTA) - old
             for l in range(c):
                 if not (sp[l] > _TINY and sm[l] > _TINY):
                     for k in range(k_out):
                         zs[k] = Z[n, k] + hp[l] * W2[j, k]
-                    cp[l] = _term(zs, label) - old
+                    cp[l] = sample_term(zs, label) - old
                     for k in range(k_out):
                         zs[k] = Z[n, k] + hm[l] * W2[j, k]
-                    cm[l] = _term(zs, label) - old
+                    cm[l] = sample_term(zs, label) - old
             for l in range(c):
                 col = nz_idx[start + l]
                 chg_plus[j, col] += cp[l]
                 chg_minus[j, col] += cm[l]
 
 
-@numba.njit(parallel=True, **_opts)
+@numba.njit(parallel=True, **OPTS)
 def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, chg_minus):  # type: ignore[no-untyped-def]
     """Summed term changes for every W2[j, k]; row j = n_hid is b2 (input 1).
 
@@ -167,14 +167,14 @@ def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, c
                     for kk in range(k_out):
                         zs[kk] = Zt[kk, n]
                     zs[k] = Zt[k, n] + up[n]
-                    ep[n] = _term(zs, lab[n])
+                    ep[n] = sample_term(zs, lab[n])
                     zs[k] = Zt[k, n] + um[n]
-                    em[n] = _term(zs, lab[n])
+                    em[n] = sample_term(zs, lab[n])
                     sp[n] = ep[n] - terms[n]
                     sm[n] = em[n] - terms[n]
                     continue
-                sp[n] = -log64(ep[n] / sp[n] + _CE_DELTA) - terms[n]
-                sm[n] = -log64(em[n] / sm[n] + _CE_DELTA) - terms[n]
+                sp[n] = -log64(ep[n] / sp[n] + CE_DELTA) - terms[n]
+                sm[n] = -log64(em[n] / sm[n] + CE_DELTA) - terms[n]
             for n in range(n_samples):
                 total_p += sp[n]
                 total_m += sm[n]

@@ -15,12 +15,12 @@ import numba
 
 from .fastmath import exp64, log64
 
-_CE_DELTA = 1e-7  # the book's +1e-7 inside the log
-_opts = {"cache": True, "error_model": "numpy"}  # error_model="numpy": x/0 is inf, loops vectorise
+CE_DELTA = 1e-7  # the book's +1e-7 inside the log
+OPTS = {"cache": True, "error_model": "numpy"}  # error_model="numpy": x/0 is inf, loops vectorise
 
 
-@numba.njit(inline="always", **_opts)
-def _act(a, act):  # type: ignore[no-untyped-def]
+@numba.njit(inline="always", **OPTS)
+def activate(a, act):  # type: ignore[no-untyped-def]
     """The activation by its code in ``activations.py``: 0 relu, 1 sigmoid, 2 tanh."""
     if act == 0:
         return 0.0 if a <= 0.0 else a  # nan stays nan, as in NumPy's relu
@@ -29,7 +29,7 @@ def _act(a, act):  # type: ignore[no-untyped-def]
     return math.tanh(a)
 
 
-@numba.njit(**_opts)
+@numba.njit(**OPTS)
 def sample_terms(z, lab, row_max, terms):  # type: ignore[no-untyped-def]
     """terms[n] = -log(softmax(z[n])[lab[n]] + 1e-7), row_max[n] = max z[n]."""
     n_samples, k_out = z.shape
@@ -45,20 +45,20 @@ def sample_terms(z, lab, row_max, terms):  # type: ignore[no-untyped-def]
             total += e
             if k == lab[n]:
                 picked = e
-        terms[n] = -log64(picked / total + _CE_DELTA)
+        terms[n] = -log64(picked / total + CE_DELTA)
 
 
-@numba.njit(**_opts)
+@numba.njit(**OPTS)
 def hidden_of(a, act, out):  # type: ignore[no-untyped-def]
     """out = act(a), elementwise (the same act the kernels use)."""
     n, m = a.shape
     for i in range(n):
         for j in range(m):
-            out[i, j] = _act(a[i, j], act)
+            out[i, j] = activate(a[i, j], act)
 
 
-@numba.njit(inline="always", **_opts)
-def _term(scores, label):  # type: ignore[no-untyped-def]
+@numba.njit(inline="always", **OPTS)
+def sample_term(scores, label):  # type: ignore[no-untyped-def]
     """-log(softmax(scores)[label] + 1e-7), shifted by the row maximum (as ``sample_terms``)."""
     top = scores[0]
     for k in range(1, scores.shape[0]):
@@ -70,4 +70,4 @@ def _term(scores, label):  # type: ignore[no-untyped-def]
         total += e
         if k == label:
             picked = e
-    return -log64(picked / total + _CE_DELTA)
+    return -log64(picked / total + CE_DELTA)

@@ -64,7 +64,7 @@ def _block_sum(a, start, n, square):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def _pairwise(a, start, n, square):  # type: ignore[no-untyped-def]
+def pairwise(a, start, n, square):  # type: ignore[no-untyped-def]
     if n <= _BLOCK:
         return _block_sum(a, start, n, square)
     # Walk NumPy's recursion tree depth-first with explicit stacks.
@@ -109,7 +109,7 @@ def pairwise_sum(a):  # type: ignore[no-untyped-def]
     """``numpy.sum(a)`` of a contiguous 1-D array, bit for bit."""
     if a.size == 0:
         return a.dtype.type(0)
-    return a.dtype.type(0) + _pairwise(a, 0, a.size, False)
+    return a.dtype.type(0) + pairwise(a, 0, a.size, False)
 
 
 @numba.njit(cache=True)
@@ -117,7 +117,7 @@ def pairwise_sum_squares(a):  # type: ignore[no-untyped-def]
     """``numpy.sum(a ** 2)`` of a contiguous 1-D array, bit for bit."""
     if a.size == 0:
         return a.dtype.type(0)
-    return a.dtype.type(0) + _pairwise(a, 0, a.size, True)
+    return a.dtype.type(0) + pairwise(a, 0, a.size, True)
 
 
 @numba.njit(cache=True)
@@ -128,7 +128,7 @@ def column_sums(d, out):  # type: ignore[no-untyped-def]
     """
     n, m = d.shape
     if m == 1:
-        out[0] = d.dtype.type(0) + _pairwise(d.reshape(n), 0, n, False)
+        out[0] = d.dtype.type(0) + pairwise(d.reshape(n), 0, n, False)
         return
     for j in range(m):
         out[j] = 0
