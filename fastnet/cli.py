@@ -330,7 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     trainer = Trainer(net, x, t, xt, tt, epochs=epochs, mini_batch_size=args.batch_size, optimizer=optimizer,
                       evaluate_sample_num_per_epoch=args.eval_samples, sampling=args.sampling, seed=seed,
-                      progress=progress, verbose=True)
+                      progress=progress, verbose="epochs")
     start = time.perf_counter()
     history = trainer.train()
     total = time.perf_counter() - start

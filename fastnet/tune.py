@@ -113,6 +113,7 @@ def _run_trial(
                 optimizer_param={"lr": config["lr"]},
                 seed=seed,
                 progress=False,
+                verbose=False,
             )
             history = trainer.train()
         trial.history = history.as_dict()
