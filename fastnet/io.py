@@ -144,6 +144,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
             f"{path} is inconsistent: header lists {sorted(expected)}, file holds {sorted(stored)}"
         )
     for k, (shape, dtype) in stored.items():
+        if not {"shape", "dtype", "sha256"} <= set(expected[k]):
+            raise ModelFileError(f"{path} has a malformed header (array {k} lacks its shape, dtype or sha256)")
         if list(shape) != expected[k].get("shape") or dtype.str != expected[k].get("dtype"):
             raise ModelFileError(
                 f"{path}: array {k} is {dtype.str}{list(shape)} but the header says "
@@ -223,11 +225,11 @@ def _header(path: Path, members: dict[str, tuple[tuple[int, ...], numpy.dtype]])
     return header
 
 
-def _check_config(path: PathLike, header: dict[str, Any]) -> None:
+def _check_config(path: PathLike, header: dict[str, Any], name: str) -> None:
     """The config's layer sizes must give exactly the stored weight shapes (checked before building)."""
     config, arrays = header.get("config"), header["arrays"]
     if not isinstance(config, dict):
-        raise ModelFileError(f"{path}: the header's config is not a table of constructor arguments")
+        raise ModelFileError(f"{path}: cannot rebuild {name}: the header's config is not a table of constructor arguments")
     hidden = config.get("hidden_size_list", [config.get("hidden_size")])
     sizes = [config.get("input_size"), *(hidden if isinstance(hidden, list) else [hidden]), config.get("output_size")]
     if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
@@ -278,7 +280,7 @@ def load_net(path: PathLike, backend: NumpyBackend | str | None = None, dtype: A
     cls = NETS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ModelFileError(f"{path}: unknown net class {header.get('class')!r}; known: {', '.join(NETS)}")
-    _check_config(path, header)
+    _check_config(path, header, cls.__name__)
     try:
         net = cls(**header["config"], dtype=header["dtype"] if dtype is None else dtype, backend=bk)
     except (KeyError, TypeError, ValueError) as exc:
