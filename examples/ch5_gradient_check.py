@@ -40,6 +40,12 @@ def main() -> None:
     x_batch = backend.asarray(x_train[: args.samples], np.float64)
     t_batch = backend.asarray(t_train[: args.samples], np.float64)
 
+    if backend.name == "numba":
+        print("numba compiles its kernels on first use (then loads them from the disk cache); warming up first")
+    # one untimed call of each: compile/load time must not land in the timing
+    network.numerical_gradient(x_batch, t_batch)
+    network.gradient(x_batch, t_batch)
+
     start = time.perf_counter()
     grad_numerical = network.numerical_gradient(x_batch, t_batch)
     middle = time.perf_counter()

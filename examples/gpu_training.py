@@ -49,7 +49,7 @@ def main() -> None:
     net = MultiLayerNet(x.shape[1], hidden, int(t.max()) + 1, seed=args.seed, dtype=args.dtype)
     print(f"net: {net}")
     trainer = Trainer(net, x, t, xt, tt, epochs=args.epochs, mini_batch_size=args.batch_size,
-                      optimizer="sgd", optimizer_param={"lr": args.lr}, seed=args.seed, verbose=True)
+                      optimizer="sgd", optimizer_param={"lr": args.lr}, seed=args.seed, verbose="epochs")
     history = trainer.train()
     seconds = history.seconds
     steady = seconds[1:] or seconds  # the first epoch includes compilation / warm-up

@@ -10,7 +10,7 @@ Pick a backend once and the same code runs on it::
 
 from __future__ import annotations
 
-from . import datasets, functions, gradient, io, layers, nets, optimizers, plot, train
+from . import datasets, functions, gradient, io, layers, nets, optimizers, plot, train, util
 from .backend import (
     BACKEND_NAMES,
     Backend,
@@ -57,6 +57,10 @@ from .io import ModelFileError, load_net, load_params, save_params
 from .nets import MultiLayerNet, Net, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
 from .train import History, Trainer, TrainingDivergedError, TrainingWarning
+from .util import shuffle_dataset, smooth_curve
+
+#: The book's ch.6 ``MultiLayerNetExtend`` (dropout, batch norm): ``MultiLayerNet`` takes the same arguments.
+MultiLayerNetExtend = MultiLayerNet
 
 __version__ = "0.1.0"
 
@@ -103,11 +107,15 @@ __all__ = [
     "Net",
     "TwoLayerNet",
     "MultiLayerNet",
+    "MultiLayerNetExtend",
     "datasets",
     "io",
     "optimizers",
     "plot",
     "train",
+    "util",
+    "smooth_curve",
+    "shuffle_dataset",
     "Optimizer",
     "SGD",
     "Momentum",

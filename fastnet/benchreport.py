@@ -7,8 +7,8 @@ Usage (``fastnet bench`` takes the same arguments)::
     python -m fastnet.benchreport --json run.json # report a saved pytest-benchmark JSON
 
 The report holds: the median of every case; the numerical / backprop ratio per
-backend and size; each backend's speed-up over numpy; the ratios the numba
-issue sets targets on; and a log-scale PNG chart (needs matplotlib).
+backend and size; each backend's speed-up over numpy; the ratios with
+targets; and a log-scale PNG chart (needs matplotlib).
 
 Cases of the numerical gradient that ran the book's loop were timed on a
 subset of parameters: their ``extra_info["scale"]`` multiplies them up to the
@@ -57,7 +57,7 @@ class Target(NamedTuple):
     bound: float
 
 
-# The numba issue's targets, each a ratio of two cases of one run.
+# The numba backend's targets, each a ratio of two cases of one run.
 TARGETS = (
     Target("numba step / matmul floor (B100 fp64)", ("step-B100-float64", "numba"),
            ("step-B100-float64", "matmul-floor"), "<=", 1.25),
@@ -283,7 +283,7 @@ def speedup_section(rows: list[Case]) -> list[str]:
     return ["## Speed-up over the numpy backend", ""] + _table(["group", "case"] + present, body)
 
 
-# (group, case, limit in seconds) from the CuPy issue; times per step where a call ran several
+# (group, case, limit in seconds) for the CuPy backend; times per step where a call ran several
 GPU_LIMITS = (
     ("gpu-step-B100-float32", "cupy", 30e-6),
     ("gpu-step-B1000-float32", "cupy", 60e-6),
@@ -301,7 +301,7 @@ GPU_RATIOS = (
 
 
 def gpu_section(rows: list[Case]) -> list[str]:
-    """The CuPy issue's targets: absolute times, and the best PyTorch mode beside each."""
+    """The CuPy backend's targets: absolute times, and the best PyTorch mode beside each."""
     index = _index(rows)
     body = []
     for group, case, limit in GPU_LIMITS:
@@ -321,7 +321,7 @@ def gpu_section(rows: list[Case]) -> list[str]:
     if not body:
         return []
     header = ["case", "time or ratio", "target", "torch-cuda-graph / this", "met"]
-    return ["## GPU targets (CuPy issue)", ""] + _table(header, body)
+    return ["## GPU targets", ""] + _table(header, body)
 
 
 def targets_section(rows: list[Case]) -> list[str]:
@@ -343,7 +343,7 @@ def targets_section(rows: list[Case]) -> list[str]:
         body.append([label, f"{ratio:,.3g}", f"{op} {bound:g}", "yes" if met else "no"])
     if not body:
         return []
-    return ["## Ratios with targets (numba issue)", ""] + _table(["ratio", "value", "target", "met"], body)
+    return ["## Ratios with targets (numba)", ""] + _table(["ratio", "value", "target", "met"], body)
 
 
 def report(data: dict[str, Any], stat: str = "median") -> str:
@@ -413,6 +413,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def missing_tools() -> list[str]:
+    """The packages the suites need that this Python lacks (the ``bench`` extra)."""
+    import importlib.util
+
+    return [name for name, module in (("pytest", "pytest"), ("pytest-benchmark", "pytest_benchmark"))
+            if importlib.util.find_spec(module) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     status = 0
@@ -422,6 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"fastnet bench: no such file: {path}", file=sys.stderr)
             return 2
     else:
+        missing = missing_tools()
+        if missing:
+            print(f"fastnet bench: running the suites needs {' and '.join(missing)}: "
+                  f"pip install 'fastnet[bench]' (in a clone: pip install -e '.[bench]')", file=sys.stderr)
+            return 2
         folder = Path(args.suites) if args.suites else find_suites()
         if folder is None or not folder.is_dir():
             print("fastnet bench: benchmark suites not found; run from a fastnet checkout, pass "

@@ -91,12 +91,21 @@ def cross_entropy_error(y: Array, t: Array) -> Array:
     rows = 1 if y.ndim == 1 else y.shape[0]
     if y.size == 0:
         raise ValueError(f"y is an empty batch (shape {y.shape})")
-    one_hot = t.size == y.size
-    if not one_hot and t.size != rows:
-        raise ValueError(
-            f"t must be one-hot with y's shape {y.shape} or hold {rows} class "
-            f"index(es), got t of shape {t.shape}"
-        )
+    # Decided by shape, not size: a t of y's size in another shape (transposed,
+    # flattened) would otherwise pick the wrong entries and give a wrong number.
+    shape = tuple(t.shape)
+    one_hot = shape == tuple(y.shape)
+    labels = shape == (rows,) or (y.ndim == 1 and shape == ())
+    if not one_hot and not labels:
+        k = y.shape[-1]
+        want = f"one-hot ({k},) or one class index" if y.ndim == 1 else f"one-hot rows {tuple(y.shape)} or {rows} class indices ({rows},)"
+        if t.size == y.size:
+            got = f"shape {shape}: y's size in another shape (a transposed or reshaped one-hot?)"
+        elif t.ndim == 1 and y.ndim == 2:
+            got = f"{shape[0]} class indices but y has {rows} rows"
+        else:
+            got = f"shape {shape}"
+        raise ValueError(f"t must match y of shape {tuple(y.shape)}: expected {want}, got {got}")
     if not one_hot and t.dtype.kind not in "iu":
         raise TypeError(f"class indices in t must be integers, got dtype {t.dtype}")
     # labels in 0..k-1 and one-hot rows really one-hot; otherwise the loss is silently wrong

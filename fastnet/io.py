@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -122,40 +123,126 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, numpy.ndarray]]:
             magic = f.read(4)
     except PermissionError as exc:
         raise PermissionError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
-    if magic != b"PK\x03\x04" and not magic.startswith(b"\x80"):  # neither a zip (.npz) nor a pickle
+    if magic.startswith(b"\x80"):
+        raise ModelFileError(
+            f"{path} is a Python pickle; fastnet never writes those and will not load them "
+            f"(they can run code): the file was not written by fastnet.io"
+        )
+    if magic != b"PK\x03\x04":
         raise ModelFileError(f"{path} is not a .npz file (it does not start like a zip archive)")
+    # Everything is checked from the small npy headers before any array is read,
+    # so a tampered file cannot make this allocate more than the file holds.
+    members = _members(path)
+    header = _header(path, members)
+    if header.get("version") != VERSION:
+        raise ModelFileError(f"{path} has format version {header.get('version')!r}; this fastnet reads {VERSION}")
+    expected = header.get("arrays")
+    if not isinstance(expected, dict) or not all(isinstance(m, dict) for m in expected.values()):
+        raise ModelFileError(f"{path} has a malformed header (its 'arrays' entry is not a table of arrays)")
+    stored = {k: v for k, v in members.items() if k != HEADER_KEY}
+    if set(expected) != set(stored):
+        raise ModelFileError(
+            f"{path} is inconsistent: header lists {sorted(expected)}, file holds {sorted(stored)}"
+        )
+    for k, (shape, dtype) in stored.items():
+        if not {"shape", "dtype", "sha256"} <= set(expected[k]):
+            raise ModelFileError(f"{path} has a malformed header (array {k} lacks its shape, dtype or sha256)")
+        if list(shape) != expected[k].get("shape") or dtype.str != expected[k].get("dtype"):
+            raise ModelFileError(
+                f"{path}: array {k} is {dtype.str}{list(shape)} but the header says "
+                f"{expected[k].get('dtype')}{expected[k].get('shape')}"
+            )
+        if dtype.kind != "f":
+            raise ModelFileError(f"{path}: array {k} has dtype {dtype}, expected floating point")
+    declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in stored.values())
+    if declared > path.stat().st_size:  # fastnet writes uncompressed: the bytes must be in the file
+        raise ModelFileError(f"{path} declares {declared} bytes of arrays but the file holds fewer (tampered)")
     try:
         with numpy.load(path, allow_pickle=False) as data:
-            names = list(data.files)
-            if HEADER_KEY not in names:
-                raise ModelFileError(f"{path} is not a fastnet parameter file (no {HEADER_KEY} entry)")
-            header = json.loads(str(data[HEADER_KEY][()]))
-            arrays = {k: data[k] for k in names if k != HEADER_KEY}
+            arrays = {k: data[k] for k in stored}
+    except PermissionError as exc:
+        raise PermissionError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise ModelFileError(
+            f"{path} is damaged or truncated ({type(exc).__name__}: {exc}); save the net again"
+        ) from None
+    try:
+        _check_arrays(path, expected, arrays)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{path} has a malformed header ({type(exc).__name__}: {exc})") from None
+    return header, arrays
+
+
+MAX_HEADER_CHARS = 1 << 20  # a real header is a few kB
+
+
+def _members(path: Path) -> dict[str, tuple[tuple[int, ...], numpy.dtype]]:
+    """Shape and dtype of every entry, read from the npy headers alone."""
+    out = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if not name.endswith(".npy"):
+                    raise ModelFileError(f"{path}: entry {name!r} is not a NumPy array (.npy); the file was tampered with")
+                with archive.open(name) as f:
+                    major, _ = numpy.lib.format.read_magic(f)
+                    read = numpy.lib.format.read_array_header_1_0 if major == 1 else numpy.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                if dtype.hasobject:
+                    raise ModelFileError(
+                        f"{path} holds pickled Python objects ({name}); fastnet never writes those and will "
+                        f"not load them (they can run code): the file was not written by fastnet.io"
+                    )
+                out[name[: -len(".npy")]] = (tuple(shape), dtype)
     except ModelFileError:
         raise
     except PermissionError as exc:
         raise PermissionError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise ModelFileError(
-                f"{path} holds pickled Python objects; fastnet never writes those and will not "
-                f"load them (they can run code): the file was not written by fastnet.io"
-            ) from None
-        raise ModelFileError(f"{path} is not a readable .npz file ({exc})") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise ModelFileError(
             f"{path} is damaged or truncated ({type(exc).__name__}: {exc}); save the net again"
         ) from None
+    return out
+
+
+def _header(path: Path, members: dict[str, tuple[tuple[int, ...], numpy.dtype]]) -> dict[str, Any]:
+    """The JSON header, refused unless it is a small text array holding a flat-enough object."""
+    if HEADER_KEY not in members:
+        raise ModelFileError(f"{path} is not a fastnet parameter file (no {HEADER_KEY} entry)")
+    shape, dtype = members[HEADER_KEY]
+    if shape != () or dtype.kind != "U" or dtype.itemsize // 4 > MAX_HEADER_CHARS:
+        raise ModelFileError(f"{path}: its {HEADER_KEY} entry is not a short text (got {dtype}{list(shape)})")
+    try:
+        with numpy.load(path, allow_pickle=False) as data:
+            text = str(data[HEADER_KEY][()])
+        header = json.loads(text)
+    except RecursionError:
+        raise ModelFileError(f"{path} has a malformed header (nested too deeply)") from None
+    except (ValueError, zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise ModelFileError(f"{path} has a malformed header ({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         found = header.get("format") if isinstance(header, dict) else type(header).__name__
         raise ModelFileError(f"{path} is not a fastnet parameter file (format {found!r})")
-    if header.get("version") != VERSION:
-        raise ModelFileError(f"{path} has format version {header.get('version')!r}; this fastnet reads {VERSION}")
-    try:
-        _check_arrays(path, header.get("arrays", {}), arrays)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ModelFileError(f"{path} has a malformed header ({type(exc).__name__}: {exc})") from None
-    return header, arrays
+    return header
+
+
+def _check_config(path: PathLike, header: dict[str, Any], name: str) -> None:
+    """The config's layer sizes must give exactly the stored weight shapes (checked before building)."""
+    config, arrays = header.get("config"), header["arrays"]
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path}: cannot rebuild {name}: the header's config is not a table of constructor arguments")
+    hidden = config.get("hidden_size_list", [config.get("hidden_size")])
+    sizes = [config.get("input_size"), *(hidden if isinstance(hidden, list) else [hidden]), config.get("output_size")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise ModelFileError(f"{path}: the header's layer sizes {sizes} are not positive integers")
+    for i in range(1, len(sizes)):
+        for key, shape in ((f"W{i}", [sizes[i - 1], sizes[i]]), (f"b{i}", [sizes[i]])):
+            saved = arrays.get(key, {}).get("shape")
+            if saved != shape:
+                raise ModelFileError(
+                    f"{path}: the config needs {key} of shape {shape} but the file holds {saved}; "
+                    f"header and weights disagree (tampered)"
+                )
 
 
 def _check_arrays(path: Path, expected: dict[str, Any], arrays: dict[str, numpy.ndarray]) -> None:
@@ -194,6 +281,7 @@ def load_net(path: PathLike, backend: NumpyBackend | str | None = None, dtype: A
     cls = NETS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ModelFileError(f"{path}: unknown net class {header.get('class')!r}; known: {', '.join(NETS)}")
+    _check_config(path, header, cls.__name__)
     try:
         net = cls(**header["config"], dtype=header["dtype"] if dtype is None else dtype, backend=bk)
     except (KeyError, TypeError, ValueError) as exc:

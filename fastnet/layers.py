@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy
+
 from ._checks import floating, need_forward, numeric, same_shape, targets
 from . import activations
 from .backend import NumpyBackend, lookup
@@ -182,7 +184,8 @@ class Dropout:
     """Zero each activation with probability `dropout_ratio` while training.
 
     Like the book, outputs are scaled by (1 - ratio) at test time rather than
-    at training time. `seed` makes the masks reproducible.
+    at training time. `seed` makes the masks reproducible; without it they
+    come from NumPy's global generator, so ``np.random.seed(n)`` repeats them.
     """
 
     def __init__(
@@ -196,6 +199,8 @@ class Dropout:
             raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}")
         self.backend = lookup(backend)
         self.dropout_ratio = dropout_ratio
+        if seed is None:  # from NumPy's global stream, so np.random.seed(n) repeats the masks (as the book)
+            seed = int(numpy.random.randint(2**63 - 1, dtype=numpy.int64))
         self.rng = self.backend.rng(seed)
         self.mask: Array = None
 

@@ -29,10 +29,20 @@ Seed = int | numpy.random.Generator | None
 _LOCK_FOR_LOCKS = threading.Lock()
 
 def seed_rng(seed: Seed) -> numpy.random.Generator:
+    """The generator a net draws its weights (and dropout seeds) from.
+
+    An int gives ``numpy.random.default_rng(seed)``: the same net on every
+    backend and in every process. None seeds a new generator with 128 bits
+    drawn from NumPy's global generator (``numpy.random.randint``), so, as in
+    the book, ``np.random.seed(n)`` at the top of a script makes every run
+    build the same nets; without it each run differs.
+    """
     if isinstance(seed, numpy.random.Generator):
         return seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0):
         raise ValueError(f"seed must be an integer >= 0, a numpy.random.Generator or None, got {seed!r}")
+    if seed is None:
+        return numpy.random.default_rng(numpy.random.randint(2**32, size=4, dtype=numpy.uint32))
     return numpy.random.default_rng(seed)
 
 

@@ -92,10 +92,11 @@ def _draw_loss(ax: Any, history: Any) -> None:
 
 def _draw_accuracy(ax: Any, history: Any) -> None:
     epochs = _get(history, "epoch")
-    ax.plot(epochs, _get(history, "train_acc"), marker="o", label="train acc")
+    few = len(epochs) <= 30  # markers help on a few epochs and blot out a long run
+    ax.plot(epochs, _get(history, "train_acc"), marker="o" if few else None, label="train acc")
     test = _get(history, "test_acc")
     if test:
-        ax.plot(epochs, test, marker="s", linestyle="--", label="test acc")
+        ax.plot(epochs, test, marker="s" if few else None, linestyle="--", label="test acc")
     ax.set_xlabel("epochs")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.0)

@@ -4,7 +4,9 @@ The data set is moved to the net's backend once. Each epoch's mini-batch
 indices are drawn in one go (``backend.batch_indices``) and the whole epoch
 runs as one backend call (``net.train_batches``), so a GPU backend can run it
 without syncing the device; the step losses come back once per epoch, which
-is also when a NaN/Inf loss is noticed.
+is also when a NaN/Inf loss is noticed. ``train_step()`` runs one batch of the
+same plan, so stepping and whole epochs give the same run. A progress bar on
+a terminal splits each epoch into a few calls so that it moves.
 """
 
 from __future__ import annotations
@@ -74,6 +76,21 @@ def _positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+class _GlobalStream:
+    """Batch draws from NumPy's global generator, so ``np.random.seed(n)`` repeats a run.
+
+    ``integers`` is ``numpy.random.randint``, the draw behind the book's
+    ``np.random.choice(train_size, batch_size)``: with replacement sampling
+    the batches are the book's, in the book's order.
+    """
+
+    def integers(self, low: int, high: int, size: int) -> numpy.ndarray:
+        return numpy.random.randint(low, high, size)
+
+    def permutation(self, n: int) -> numpy.ndarray:
+        return numpy.random.permutation(n)
+
+
 def _tqdm() -> Any:
     try:
         from tqdm.auto import tqdm
@@ -98,9 +115,16 @@ class Trainer:
         sampling: "shuffle" (each epoch a permutation) or "replacement" (the
             book's ``np.random.choice``: each batch drawn independently).
         seed: seeds the batch sampling; with a seeded net a run is reproducible.
-        progress: show a tqdm bar (when tqdm is installed) on stderr.
-        verbose: print one line per epoch, like the book's trainer (about 50
-            lines at most: long runs print every k-th epoch and the last).
+            None draws from NumPy's global generator, as the book does, so
+            ``np.random.seed(n)`` before building the net and the trainer
+            makes a script repeat itself.
+        progress: show a tqdm bar on stderr when tqdm is installed and stderr
+            is a terminal (never into pipes or log files).
+        verbose: True prints as the book's trainer does: "train loss:" for
+            every step, "=== epoch:N, train acc:..., test acc:... ===" after
+            every epoch and the final test accuracy. "epochs" prints one
+            summary line per epoch instead (about 50 lines at most: long runs
+            print every k-th epoch and the last). False prints nothing.
         check_finite: refuse NaN/Inf in the data, and stop with
             ``TrainingDivergedError`` when a loss becomes NaN/Inf.
         eval_batch_size: samples per forward pass while evaluating.
@@ -118,11 +142,11 @@ class Trainer:
         optimizer: str | Optimizer = "sgd",
         optimizer_param: dict[str, Any] | None = None,
         evaluate_sample_num_per_epoch: int | None = None,
+        verbose: bool | str = True,
         *,
         sampling: str = "shuffle",
         seed: int | numpy.random.Generator | None = None,
         progress: bool = True,
-        verbose: bool = False,
         check_finite: bool = True,
         eval_batch_size: int = 10000,
     ) -> None:
@@ -152,8 +176,16 @@ class Trainer:
             )
         self.check_finite = bool(check_finite)
         self.progress = bool(progress)
-        self.verbose = bool(verbose)
-        self.rng = seed if isinstance(seed, numpy.random.Generator) else numpy.random.default_rng(seed)
+        if verbose not in (True, False, "epochs"):
+            raise ValueError(f"verbose must be True, False or 'epochs', got {verbose!r}")
+        self.verbose = verbose
+        self.rng: Any
+        if seed is None:
+            self.rng = _GlobalStream()
+        elif isinstance(seed, numpy.random.Generator):
+            self.rng = seed
+        else:
+            self.rng = numpy.random.default_rng(seed)
 
         # Move the data once; everything after this stays on the backend.
         self.x_train, self.t_train = self._data(x_train, t_train, "train")
@@ -168,6 +200,27 @@ class Trainer:
         self.steps_per_epoch = n // self.batch_size
         self.history = History(steps_per_epoch=self.steps_per_epoch)
         self.current_epoch = 0
+        self.current_iter = 0  # steps run so far, over all epochs
+        self._plan: Array | None = None  # this epoch's batch indices, one row per step
+        self._done = 0  # rows of the plan already run
+        self._epoch_losses: list[float] = []
+        self._epoch_seconds = 0.0
+
+    # The book's names for what the history records.
+    @property
+    def train_loss_list(self) -> list[float]:
+        """Every step's loss (``history.step_loss``), as the book's trainer keeps it."""
+        return self.history.step_loss
+
+    @property
+    def train_acc_list(self) -> list[float]:
+        """Training accuracy after each epoch (``history.train_acc``)."""
+        return self.history.train_acc
+
+    @property
+    def test_acc_list(self) -> list[float]:
+        """Test accuracy after each epoch (``history.test_acc``)."""
+        return self.history.test_acc
 
     # ------------------------------------------------------------- data
     def _data(self, x: Array, t: Array, which: str) -> tuple[Array, Array]:
@@ -199,35 +252,59 @@ class Trainer:
         return (x, t) if n is None else (x[:n], t[:n])
 
     # --------------------------------------------------------- training
-    def train_epoch(self) -> None:
-        """One pass over the training data, then the evaluation; updates ``history``."""
-        net, bk, h = self.net, self.backend, self.history
-        epoch = self.current_epoch + 1
+    def _say(self, line: str, bar: Any = None) -> None:
+        (bar.write if bar is not None else print)(line)
+
+    def _run(self, k: int, bar: Any = None) -> None:
+        """Run the next `k` steps of this epoch's plan (fewer if the epoch ends first)."""
+        net, bk = self.net, self.backend
+        if self._plan is None:
+            self._plan = bk.batch_indices(
+                self.x_train.shape[0], self.batch_size, self.rng, shuffle=self.sampling == "shuffle"
+            )
+            self._done, self._epoch_losses, self._epoch_seconds = 0, [], 0.0
+        rows = self._plan[self._done : self._done + k]
         start = time.perf_counter()
-        batches = bk.batch_indices(
-            self.x_train.shape[0], self.batch_size, self.rng, shuffle=self.sampling == "shuffle"
-        )
         # With check_finite on, a NaN/Inf gets one clear error below instead of
         # a stream of NumPy overflow warnings from every step after it.
         quiet: Literal["ignore", "warn"] = "ignore" if self.check_finite else "warn"
         with numpy.errstate(over=quiet, invalid=quiet, divide=quiet):
-            out = net.train_batches(self.x_train, self.t_train, batches, self.optimizer)
+            out = net.train_batches(self.x_train, self.t_train, rows, self.optimizer)
             losses = _host_losses(bk, out)
-        seconds = time.perf_counter() - start  # the losses came back: the epoch's work is done
+        self._epoch_seconds += time.perf_counter() - start  # the losses came back: the work is done
+        epoch, h = self.current_epoch + 1, self.history
         if self.check_finite and not numpy.isfinite(losses).all():
-            step = int(numpy.argmin(numpy.isfinite(losses)))
-            h.step_loss.extend(losses[:step].tolist())
+            bad = int(numpy.argmin(numpy.isfinite(losses)))
+            step = self._done + bad
+            h.step_loss.extend(losses[:bad].tolist())
             message = (
-                f"training stopped: the loss became {losses[step]} at epoch {epoch}, step "
-                f"{step + 1} of {len(losses)}; the parameters are no longer usable. "
+                f"training stopped: the loss became {losses[bad]} at epoch {epoch}, step "
+                f"{step + 1} of {self.steps_per_epoch}; the parameters are no longer usable. "
                 f"Lower the learning rate (now {self.optimizer.lr:g}), use a smaller weight "
                 f"init, or check the data"
             )
             raise TrainingDivergedError(message, h, epoch, step + 1)
+        values = losses.tolist()
+        h.step_loss.extend(values)
+        self._epoch_losses.extend(values)
+        self._done += len(values)
+        self.current_iter += len(values)
+        if self.verbose is True:
+            for loss in values:
+                self._say(f"train loss:{loss}", bar)
+        if bar is not None:
+            bar.update(len(values))
+        if self._done >= self.steps_per_epoch:
+            self._end_epoch(bar)
+
+    def _end_epoch(self, bar: Any = None) -> None:
+        net, h = self.net, self.history
+        epoch = self.current_epoch + 1
+        losses = numpy.asarray(self._epoch_losses)
+        self._plan = None
         self.current_epoch = epoch
         h.epoch.append(epoch)
-        h.seconds.append(seconds)
-        h.step_loss.extend(losses.tolist())
+        h.seconds.append(self._epoch_seconds)
         h.train_loss.append(float(losses.mean()) if losses.size else math.nan)
         if self.check_finite and h.train_loss[-1] > 0.9 * LOSS_CEILING:
             # The book's +1e-7 in the log caps the loss, so a blown-up net never
@@ -237,7 +314,7 @@ class Trainer:
                 f"ceiling -log(1e-7) = {LOSS_CEILING:.2f}: the net gives the true classes ~0 "
                 f"probability; the learning rate (now {self.optimizer.lr:g}) is probably too high",
                 TrainingWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         _, train_acc = net.evaluate(*self._subset(self.x_train, self.t_train), self.eval_batch_size)
         h.train_acc.append(train_acc)
@@ -245,32 +322,53 @@ class Trainer:
             test_loss, test_acc = net.evaluate(*self._subset(self.x_test, self.t_test), self.eval_batch_size)
             h.test_loss.append(test_loss)
             h.test_acc.append(test_acc)
+        if self.verbose is True:
+            line = f"=== epoch:{epoch}, train acc:{train_acc}"
+            if self.x_test is not None:
+                line += f", test acc:{h.test_acc[-1]}"
+            self._say(line + " ===", bar)
+        elif self.verbose == "epochs":
+            every = max(1, -(-self.epochs // 50))  # a 1000-epoch run prints 50 lines, not 1000
+            if epoch % every == 0 or epoch == self.epochs:
+                self._say(self.summary(), bar)
+        if bar is not None:
+            bar.set_postfix_str(self.summary().split(": ", 1)[1], refresh=False)
+
+    def train_step(self) -> None:
+        """One mini-batch step (the book's ``train_step``); an epoch's evaluation runs after its last step."""
+        self._run(1)
+
+    def train_epoch(self) -> None:
+        """The rest of the current epoch in one backend call, then the evaluation; updates ``history``."""
+        epoch = self.current_epoch
+        while self.current_epoch == epoch:
+            self._run(self.steps_per_epoch)
 
     def train(self) -> History:
         """Run the remaining epochs and return the history (also ``self.history``).
 
         Raises ``TrainingDivergedError`` (with ``.history``) on a NaN/Inf loss.
         """
-        tqdm = _tqdm() if self.progress else None
+        tqdm = _tqdm() if self.progress and _isatty(sys.stderr) else None
         bar = None
+        steps = self.steps_per_epoch
+        # A shown bar moves ~20 times an epoch; without one an epoch is one call.
+        chunk = steps if tqdm is None else max(1, -(-steps // 20))
         if tqdm is not None:
             bar = tqdm(
-                total=self.epochs, initial=self.current_epoch, unit="epoch",
-                desc=f"{type(self.net).__name__} on {self.backend.name}", file=sys.stderr,
+                total=self.epochs * steps, initial=self.current_epoch * steps + (self._done if self._plan is not None else 0),
+                unit="step", desc=f"{type(self.net).__name__} on {self.backend.name}", file=sys.stderr,
             )
-        every = max(1, -(-self.epochs // 50))  # a 1000-epoch run prints 50 lines, not 1000
         try:
             while self.current_epoch < self.epochs:
-                self.train_epoch()
-                line = self.summary()
-                if bar is not None:
-                    bar.set_postfix_str(line.split(": ", 1)[1], refresh=False)
-                    bar.update(1)
-                if self.verbose and (self.current_epoch % every == 0 or self.current_epoch == self.epochs):
-                    (bar.write if bar is not None else print)(line)
+                self._run(chunk, bar)
         finally:
             if bar is not None:
                 bar.close()
+        if self.verbose is True and self.x_test is not None:
+            _, test_acc = self.net.evaluate(self.x_test, self.t_test, self.eval_batch_size)
+            print("=============== Final Test Accuracy ===============")
+            print(f"test acc:{test_acc}")
         return self.history
 
     def summary(self) -> str:
@@ -282,6 +380,13 @@ class Trainer:
         if h.test_acc:
             line += f", test acc {h.test_acc[-1]:.4f}"
         return line + f" ({h.seconds[-1]:.2f} s)"
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def _host_losses(backend: Any, losses: Any) -> numpy.ndarray:

@@ -113,6 +113,7 @@ def _run_trial(
                 optimizer_param={"lr": config["lr"]},
                 seed=seed,
                 progress=False,
+                verbose=False,
             )
             history = trainer.train()
         trial.history = history.as_dict()
@@ -241,7 +242,9 @@ def format_table(trials: Sequence[Trial], top: int | None = 10) -> str:
 
 
 def plot_trials(trials: Sequence[Trial], path: str, top: int = 20) -> str:
-    """Validation (solid) and training (dashed) accuracy per epoch of the best trials, as a PNG."""
+    """The search as a PNG: every trial's validation accuracy over its learning
+    rate (colour: weight decay), then the best trials' validation (solid) and
+    training (dashed) accuracy per epoch, as in the book's ch.6 figure."""
     try:
         import matplotlib
 
@@ -252,22 +255,38 @@ def plot_trials(trials: Sequence[Trial], path: str, top: int = 20) -> str:
     from .plot import check_image_path
 
     path = str(check_image_path(path))
-    best = [tr for tr in trials if tr.history.get("test_acc")][:top]
+    done = [tr for tr in trials if tr.history.get("test_acc")]
+    best = done[:top]
     if not best:
         raise ValueError("no trial has an accuracy history to plot")
     cols = 5
-    rows = -(-len(best) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
-    for ax in axes.flat[len(best):]:
-        ax.axis("off")
-    for rank, (ax, tr) in enumerate(zip(axes.flat, best), 1):
+    rows = 1 + -(-len(best) // cols)
+    fig = plt.figure(figsize=(3 * cols, 2.4 * rows + 0.6))
+    grid = fig.add_gridspec(rows, cols)
+    spread = fig.add_subplot(grid[0, :])
+    ok = [tr for tr in trials if tr.error is None and math.isfinite(tr.val_acc)]
+    points = spread.scatter(
+        [tr.config["lr"] for tr in ok], [tr.val_acc for tr in ok],
+        c=[math.log10(tr.config["weight_decay"]) for tr in ok], cmap="viridis", s=18,
+    )
+    fig.colorbar(points, ax=spread, label="log10 weight decay")
+    spread.set_xscale("log")
+    spread.set_xlabel("learning rate")
+    spread.set_ylabel("validation acc")
+    spread.set_ylim(0.0, 1.0)
+    spread.set_title(f"{len(ok)} trials (failed: {len(trials) - len(ok)})", fontsize=9)
+    for rank, tr in enumerate(best, 1):
+        ax = fig.add_subplot(grid[1 + (rank - 1) // cols, (rank - 1) % cols])
         epochs = tr.history["epoch"]
-        ax.plot(epochs, tr.history["test_acc"], "-")
-        ax.plot(epochs, tr.history["train_acc"], "--")
+        style = "-" if len(epochs) > 1 else "o"  # one epoch is a point, not a line
+        ax.plot(epochs, tr.history["test_acc"], style)
+        ax.plot(epochs, tr.history["train_acc"], "--" if len(epochs) > 1 else "x")
         ax.set_ylim(0.0, 1.0)
+        ax.set_xlabel("epoch", fontsize=7)
         ax.set_title(f"#{rank} lr={tr.config['lr']:.1e} wd={tr.config['weight_decay']:.1e}", fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.suptitle("random search: validation (solid) and training (dashed) accuracy")
+    fig.suptitle("random search: validation accuracy by learning rate; best trials' validation "
+                 "(solid) and training (dashed) accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -229,3 +229,28 @@ def test_round_groups_stay_out_of_the_summary():
     ]}
     summary = "\n".join(benchreport.summary_section(benchreport.cases(data), "median"))
     assert "step-B100-float64 " in summary and "rounds" not in summary
+
+
+def test_bench_names_the_extra_before_running_anything(monkeypatch, capsys):
+    import importlib.util
+
+    from fastnet import benchreport
+    from fastnet.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
+    ran = []
+    monkeypatch.setattr(benchreport, "run_suites", lambda *a, **k: ran.append(a))
+    assert main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ran == [] and len(err) == 1
+    assert "needs pytest-benchmark" in err[0] and "pip install 'fastnet[bench]'" in err[0]
+
+
+def test_report_does_not_speak_of_issues():
+    import inspect
+
+    from fastnet import benchreport
+
+    assert "issue" not in inspect.getsource(benchreport).lower()

@@ -181,3 +181,50 @@ def test_python_dash_m_and_no_traceback(tmp_path):
 def test_option_mixes_are_refused_before_loading_data(capsys):
     code, out, err = run(capsys, "train", "--hidden", "5,5")
     assert code == 1 and out == "" and "use --net multi" in err
+
+
+def test_spiral_fallback_repeats_without_a_seed(capsys):
+    args = ("train", "--dataset", "spiral", "--epochs", "5", "--no-progress", "--backend", "numpy")
+    first, second = run(capsys, *args)[1], run(capsys, *args)[1]
+    assert "seed 0" in first
+    strip = lambda out: [line.split(" (")[0] for line in out.splitlines() if line.startswith(("epoch", "done"))]  # noqa: E731
+    assert strip(first) == strip(second)
+
+
+def test_collapse_warns_and_exits_1(capsys):
+    code, out, err = run(capsys, "train", "--dataset", "spiral", "--lr", "50", "--epochs", "30",
+                         "--seed", "0", "--no-progress", "--backend", "numpy")
+    assert code == 1
+    assert "training collapsed" in err and "learning rate (50) is probably too high" in err
+
+
+def test_backend_defaults_to_auto(capsys, monkeypatch):
+    monkeypatch.delenv("FASTNET_BACKEND", raising=False)
+    code, out, err = run(capsys, "train", "--dataset", "spiral", "--epochs", "1", "--seed", "0", "--no-progress")
+    assert code == 0, err
+    expected = "cupy" if fastnet.available_backends()["cupy"].available else "numba"
+    assert f"backend='{expected}'" in out
+    assert ("numba compiles its kernels on first use" in out) == (expected == "numba")
+
+
+def test_offline_mnist_message_speaks_cli(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--dataset", "mnist", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert "download=False" not in err
+    assert "FASTNET_OFFLINE is set" in err and "FASTNET_DATA or --data-dir" in err
+
+
+def test_gradcheck_prints_its_seed(capsys):
+    code, out, err = run(capsys, "gradcheck", "--dataset", "random", "--hidden", "8", "--seed", "5", "--backend", "numpy")
+    assert code == 0, err
+    assert "seed 5" in out
+
+
+@pytest.mark.mnist
+def test_gradcheck_relu_kink_is_explained_not_failed(capsys, monkeypatch):
+    if not REAL_MNIST:
+        pytest.skip("real MNIST not found: set FASTNET_DATA to a folder with the IDX .gz files")
+    monkeypatch.setenv("FASTNET_DATA", REAL_MNIST)
+    code, out, err = run(capsys, "gradcheck", "--seed", "0", "--samples", "100", "--backend", "numba")
+    assert code == 0, out + err
+    assert "b1" in out and "ok away from kinks" in out and "kinks:" in out and "FAIL" not in out

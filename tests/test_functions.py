@@ -81,12 +81,30 @@ def test_cross_entropy_labels_equal_one_hot(backend):
 
 
 def test_cross_entropy_bad_shapes():
-    with pytest.raises(ValueError, match="t must be one-hot"):
+    with pytest.raises(ValueError, match="t must match y of shape"):
         F.cross_entropy_error(np.full((4, 10), 0.1), np.array([1, 2]))
     with pytest.raises(TypeError, match="integers"):
         F.cross_entropy_error(np.full((2, 10), 0.1), np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="same shape"):
         F.mean_squared_error(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.parametrize(
+    "y, t, message",
+    [
+        # y's size in another shape: used to give 1.7533 for this pair
+        (np.full((2, 2), 0.5), np.array([[1, 0, 0, 1]]), r"got shape \(1, 4\): y's size in another shape"),
+        # a transposed one-hot: used to end in a bare IndexError
+        (np.full((2, 3), 1 / 3), np.eye(3)[[0, 2]].T, r"got shape \(3, 2\): y's size in another shape"),
+        # labels of the wrong count: used to end in an AxisError
+        (np.full((3, 4), 0.25), np.array([[0, 1, 2, 3]]), r"one-hot rows \(3, 4\) or 3 class indices \(3,\), got shape \(1, 4\)"),
+        (np.full((3, 4), 0.25), np.array([0, 1]), "got 2 class indices but y has 3 rows"),
+        (np.full((3, 4), 0.25), np.zeros(12, dtype=int), r"got shape \(12,\): y's size"),
+    ],
+)
+def test_cross_entropy_target_shape_must_match(y, t, message):
+    with pytest.raises(ValueError, match=message):
+        F.cross_entropy_error(y, t)
 
 
 def test_three_layer_forward_ch3(backend):

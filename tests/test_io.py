@@ -148,3 +148,69 @@ def test_missing_folder_and_file(tmp_path):
         save_params(tmp_path / "no" / "net.npz", TwoLayerNet(6, 5, 3))
     with pytest.raises(FileNotFoundError):
         load_net(tmp_path / "absent.npz")
+
+
+def _rewrite_header(path, edit):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    header = json.loads(str(arrays.pop(HEADER_KEY)[()]))
+    edit(header)
+    np.savez(path, **arrays, **{HEADER_KEY: np.array(json.dumps(header))})
+
+
+def test_huge_size_in_the_header_is_refused_before_building(tmp_path, monkeypatch):
+    path = save_params(tmp_path / "two.npz", TwoLayerNet(6, 5, 3, seed=1))
+    _rewrite_header(path, lambda h: h["config"].update(hidden_size=10**15))
+    built = []
+    monkeypatch.setattr(TwoLayerNet, "__init__", lambda self, *a, **k: built.append(1))
+    with pytest.raises(ModelFileError, match=r"config needs W1 of shape \[6, 1000000000000000\]"):
+        load_net(path)
+    assert built == []  # refused before any net was allocated
+
+
+def test_huge_array_declared_in_the_header_is_refused(tmp_path):
+    """An npy header (and the JSON header) declaring 10**12 rows: refused before numpy reads it."""
+    import io
+
+    path = save_params(tmp_path / "two.npz", TwoLayerNet(6, 5, 3, seed=1))
+    _rewrite_header(path, lambda h: h["arrays"]["W1"].update(shape=[10**12, 5]))
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    body = io.BytesIO()
+    np.lib.format.write_array_header_1_0(body, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 5)})
+    body.write(arrays.pop("W1").tobytes())
+    np.savez(path, **arrays)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("W1.npy", body.getvalue())
+    with pytest.raises(ModelFileError, match=r"declares 400000000001\d\d bytes of arrays"):
+        load_net(path)
+
+
+def test_deeply_nested_header_is_refused(tmp_path):
+    path = tmp_path / "deep.npz"
+    np.savez(path, **{HEADER_KEY: np.array("[" * 100_000 + "]" * 100_000)})
+    with pytest.raises(ModelFileError, match="nested too deeply"):
+        load_net(path)
+
+
+def test_header_that_is_not_an_npy_entry_is_refused(tmp_path):
+    path = save_params(tmp_path / "two.npz", TwoLayerNet(6, 5, 3, seed=1))
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if k != HEADER_KEY}
+    np.savez(path, **arrays)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(HEADER_KEY, json.dumps({"format": "fastnet-params", "version": 1}))
+    with pytest.raises(ModelFileError, match="not a NumPy array"):
+        load_net(path)
+    np.savez(path, **arrays, **{HEADER_KEY: np.zeros(3)})  # an npy entry, but numbers
+    with pytest.raises(ModelFileError, match="not a short text"):
+        load_net(path)
+
+
+def test_raw_pickle_is_refused(tmp_path):
+    import pickle
+
+    path = tmp_path / "net.npz"
+    path.write_bytes(pickle.dumps({"W1": 1}))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_net(path)

@@ -24,7 +24,7 @@ def make_trainer(data, net=None, **kwargs):
     x, t, xt, tt = data
     net = net or TwoLayerNet(2, 32, 3, weight_init_std=0.5, seed=0, dtype=np.float64)
     options = {"epochs": 5, "mini_batch_size": 30, "optimizer": "adam", "optimizer_param": {"lr": 0.05},
-               "seed": 0, "progress": False}
+               "seed": 0, "progress": False, "verbose": False}
     options.update(kwargs)
     return Trainer(net, x, t, xt, tt, **options)
 
@@ -140,9 +140,38 @@ def test_evaluate_sample_num_and_one_hot(spiral):
 
 
 def test_progress_and_verbose_output(spiral, capsys):
-    make_trainer(spiral, epochs=2, progress=True, verbose=True).train()
+    make_trainer(spiral, epochs=2, progress=True, verbose="epochs").train()
     out, err = capsys.readouterr()
-    assert "epoch 2/2: loss" in out + err
+    assert "epoch 2/2: loss" in out
+    assert err == ""  # stderr is not a terminal here: no bar drawn into it
+
+
+def test_progress_bar_moves_within_an_epoch(spiral, monkeypatch):
+    """On a terminal the bar is updated ~20 times an epoch, and the run is the same as without it."""
+    tqdm = pytest.importorskip("tqdm")
+    import io
+    import sys
+
+    updates = []
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    class Bar(tqdm.tqdm):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    monkeypatch.setattr("fastnet.train._tqdm", lambda: Bar)
+    x, t, xt, tt = spiral
+    shown = make_trainer((x, t, xt, tt), epochs=2, mini_batch_size=5, progress=True).train()
+    assert len(updates) == 2 * 20 and sum(updates) == 2 * 60
+    assert "step" in sys.stderr.getvalue()
+    monkeypatch.undo()
+    plain = make_trainer((x, t, xt, tt), epochs=2, mini_batch_size=5, progress=False).train()
+    assert shown.step_loss == plain.step_loss and shown.test_acc == plain.test_acc
 
 
 def test_continue_training(spiral):

@@ -134,3 +134,35 @@ def test_cli_on_a_real_cluster_with_a_killed_worker(monkeypatch):
         cluster.close()
     assert len(trials) == 6 and all(t.error is None for t in trials)
     assert _table_rows(cli.stdout) == tune.format_table(trials).splitlines()
+
+
+def test_plot_shows_the_spread_and_labelled_curves(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    saved = []
+    real_savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: (saved.append(self), real_savefig(self, *a, **k))[1])
+    trials = [tune.Trial(index=i, seed=i, config={"lr": 10.0 ** -i, "weight_decay": 1e-6},
+                         val_acc=0.9 - 0.1 * i, history={"epoch": [1, 2, 3], "test_acc": [0.1, 0.5, 0.9 - 0.1 * i],
+                                                          "train_acc": [0.1, 0.6, 0.9]})
+              for i in range(3)]
+    tune.plot_trials(trials, str(tmp_path / "trials.png"))
+    axes = [ax for ax in saved[0].axes if ax.get_label() != "<colorbar>"]
+    assert len(axes) == 1 + 3  # the spread, then one panel per trial: no empty panels
+    assert axes[0].get_xscale() == "log" and axes[0].get_xlabel() == "learning rate"
+    assert all(ax.get_xlabel() == "epoch" for ax in axes[1:])
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_cli_defaults_learn_on_mnist(mnist_dir, capsys):
+    """The default search (the book's: 500 samples, 50 epochs, lr 1e-6..1e-2) finds learning trials."""
+    from fastnet.cli import main
+
+    assert main(["tune", "--trials", "8", "--seed", "0", "--workers", "2", "--no-progress",
+                 "--data-dir", mnist_dir]) == 0
+    rows = _table_rows(capsys.readouterr().out)
+    accs = [float(row.split()[1]) for row in rows[1:]]
+    assert max(accs) > 0.5 and min(accs) < 0.2  # a spread over the learning rates, as in the book
