@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.optimizers import SGD, Adam, Momentum
+from fastnet.optimizers import SGD, Adam, AdamW, Momentum, Nesterov, RMSprop
 
 if not fastnet.available_backends()["numba"].available:  # pragma: no cover
     pytest.skip("numba backend unavailable", allow_module_level=True)
@@ -89,7 +89,7 @@ def test_forward_loss_and_gradients_identical(dtype, activation, onehot):
         assert _bitwise(g_ref[name], g_mine[name]), name
 
 
-@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
 def test_numerical_gradients_agree_within_1e_9(activation):
     rng = np.random.default_rng(2)
     x = rng.random((20, 64))
@@ -136,9 +136,31 @@ def test_thousand_sgd_steps_identical():
         assert acc > 0.85  # it did learn: the comparison is not between two untrained nets
 
 
+class ClippedSGD(SGD):
+    """A user's optimizer overriding the public update (clipped gradients)."""
+
+    def update(self, params, grads):
+        super().update(params, {k: np.clip(g, -0.05, 0.05) for k, g in grads.items()})
+
+
+class Softplus:
+    """A user-defined activation: log(1 + exp(x)), written against the array module."""
+
+    name = "softplus"
+
+    def forward(self, xp, x):
+        return xp.log1p(xp.exp(x)), x
+
+    def backward(self, xp, dout, x):
+        return dout / (1 + xp.exp(-x))
+
+
 @pytest.mark.parametrize(
     "dtype, activation, optimizer",
-    [(np.float32, "relu", SGD), (np.float64, "sigmoid", Momentum), (np.float32, "sigmoid", Adam)],
+    [(np.float32, "relu", SGD), (np.float64, "sigmoid", Momentum), (np.float32, "sigmoid", Adam),
+     (np.float64, "tanh", AdamW), (np.float32, "tanh", Nesterov), (np.float64, "relu", ClippedSGD),
+     (np.float64, Softplus(), RMSprop), (np.float32, Softplus(), ClippedSGD)],
+    ids=lambda v: getattr(v, "__name__", None) or getattr(v, "name", None) or str(v),
 )
 def test_other_training_runs_identical(dtype, activation, optimizer):
     source, x, t, x_test, _ = _training_data()
