@@ -5,6 +5,8 @@ Groups ``step-B<batch>-<dtype>``; names:
 * ``<backend>``: the public API, ``net.train_step(x, t, SGD(lr))``;
 * ``<backend>-bookstyle``: ``grads = net.gradient(x, t)`` then
   ``params[key] -= lr * grads[key]``, the book's training loop on fastnet;
+* ``<backend>-layers``: the book's ch.5 net written layer by layer on
+  ``fastnet.layers`` (``workloads.BookLayerNet``), its gradient and SGD;
 * ``book``: the book's step written flat in plain NumPy (``workloads.book_step``);
 * ``matmul-floor``: the step's five matrix products alone, preallocated.
 
@@ -28,6 +30,7 @@ from fastnet.optimizers import SGD
 
 from .workloads import (
     LR,
+    BookLayerNet,
     StepMatmuls,
     book_step,
     dense_batch,
@@ -57,7 +60,7 @@ def after_one_book_step(batch: int, dtype: Any) -> dict[str, np.ndarray]:
     return params
 
 
-@pytest.mark.parametrize("style", ["api", "bookstyle"])
+@pytest.mark.parametrize("style", ["api", "bookstyle", "layers"])
 @dtypes
 @batches
 def test_step(benchmark: Any, backend: Any, batch: int, dtype: Any, style: str) -> None:
@@ -71,6 +74,13 @@ def test_step(benchmark: Any, backend: Any, batch: int, dtype: Any, style: str) 
             return net.train_step(x, t, optimizer)
 
         impl = backend.name
+    elif style == "layers":
+        layered = BookLayerNet(net.params, backend)
+
+        def step() -> Any:
+            layered.step(x, t)
+
+        impl = f"{backend.name}-layers"
     else:
 
         def step() -> Any:
@@ -85,7 +95,8 @@ def test_step(benchmark: Any, backend: Any, batch: int, dtype: Any, style: str) 
     diff = max_abs_diff(net.params, after_one_book_step(batch, dtype))
     assert diff <= TOLERANCE[np.dtype(dtype)], f"{impl} step differs from the book's by {diff:.3g}"
     info = step_info(batch, dtype, impl)
-    info.update(backend=backend.name, api="train_step" if style == "api" else "gradient + params -= lr*g",
+    api = {"api": "train_step", "bookstyle": "gradient + params -= lr*g", "layers": "fastnet.layers, ch.5"}
+    info.update(backend=backend.name, api=api[style],
                 max_abs_diff_vs_book=diff)
     measure(benchmark, step, group=step_group(batch, dtype), name=impl, info=info,
             sync=backend.synchronize)
@@ -165,4 +176,42 @@ def test_step_rounds(benchmark: Any, batch: int, dtype: Any) -> None:
     benchmark.extra_info["ratios"] = {
         "numba/matmul-floor": float(np.median(per_round["numba"] / per_round["matmul-floor"])),
         "book/numba": float(np.median(per_round["book"] / per_round["numba"])),
+    }
+
+
+@dtypes
+@batches
+def test_layers_rounds(benchmark: Any, batch: int, dtype: Any) -> None:
+    """The book's layer-by-layer ch.5 net on numba and on numpy, in turn within every round.
+
+    Both sides of the ratio see the same host state (see ``test_step_rounds``);
+    ``extra_info["ratios"]["numpy-layers/numba-layers"]`` is the median of the
+    per-round ratios.
+    """
+    status = fastnet.available_backends()["numba"]
+    if not status.available:
+        pytest.skip(f"backend 'numba' unavailable: {status.reason}")
+    x, t = dense_batch(batch, dtype)
+    nets = {name: BookLayerNet(start_params(dtype), fastnet.backend.instance(name))
+            for name in ("numba", "numpy")}
+    times: dict[str, list[float]] = {name: [] for name in nets}
+
+    def one_round() -> None:
+        for name, net in nets.items():
+            net.step(x, t)
+            start = time.perf_counter()
+            for _ in range(ROUND_REPEATS):
+                net.step(x, t)
+            times[name].append((time.perf_counter() - start) / ROUND_REPEATS)
+
+    info = step_info(batch, dtype, "layers-rounds")
+    info["what"] = f"{ROUND_REPEATS} steps each of the ch.5 layer net on numba and numpy per round, in turn"
+    measure(benchmark, one_round, group=f"{step_group(batch, dtype)}-layers-rounds", name="layers-rounds",
+            info=info, rounds=ROUNDS)
+    for name in nets["numpy"].params:  # the same steps from the same start: the same bits
+        assert np.array_equal(nets["numpy"].params[name], nets["numba"].params[name]), name
+    per_round = {name: np.array(v) for name, v in times.items()}
+    benchmark.extra_info["medians"] = {f"{name}-layers": float(np.median(v)) for name, v in per_round.items()}
+    benchmark.extra_info["ratios"] = {
+        "numpy-layers/numba-layers": float(np.median(per_round["numpy"] / per_round["numba"])),
     }
