@@ -10,7 +10,7 @@ Pick a backend once and the same code runs on it::
 
 from __future__ import annotations
 
-from . import datasets, functions, gradient, io, layers, nets, optimizers, plot, train, util
+from . import activations, datasets, functions, gradient, io, layers, nets, optimizers, plot, train, util
 from .backend import (
     BACKEND_NAMES,
     Backend,
@@ -44,6 +44,7 @@ from .functions import (
 )
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .layers import (
+    Activation,
     Affine,
     AddLayer,
     BatchNormalization,
@@ -52,10 +53,11 @@ from .layers import (
     Relu,
     Sigmoid,
     SoftmaxWithLoss,
+    Tanh,
 )
 from .io import ModelFileError, load_net, load_params, save_params
 from .nets import MultiLayerNet, Net, TwoLayerNet
-from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
+from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
 from .train import History, Trainer, TrainingDivergedError, TrainingWarning
 from .util import shuffle_dataset, smooth_curve
 
@@ -100,6 +102,8 @@ __all__ = [
     "AddLayer",
     "Relu",
     "Sigmoid",
+    "Tanh",
+    "Activation",
     "Affine",
     "SoftmaxWithLoss",
     "Dropout",
@@ -108,6 +112,7 @@ __all__ = [
     "TwoLayerNet",
     "MultiLayerNet",
     "MultiLayerNetExtend",
+    "activations",
     "datasets",
     "io",
     "optimizers",
@@ -123,6 +128,7 @@ __all__ = [
     "AdaGrad",
     "RMSprop",
     "Adam",
+    "AdamW",
     "make_optimizer",
     "Trainer",
     "History",
