@@ -88,23 +88,17 @@ class Net:
 
     # -- what the backend sees
     def spec(self) -> MLPSpec | None:
-        """The net as an MLPSpec, or None when it has layers a spec cannot hold."""
-        # kept while nothing it holds changed: a GPU step costs little more than this call
-        memo = self.__dict__.get("_spec_memo")
-        depth = self.depth
-        if (memo is None or memo.params is not self.params or memo.depth != depth
-                or memo.activation is not self.activation or memo.weight_decay != self.weight_decay_lambda):
-            memo = self._spec_memo = MLPSpec(self.params, depth, self.activation, self.weight_decay_lambda)
-        return memo
+        """The net as an MLPSpec, or None when it has layers a spec cannot hold.
+
+        Built anew on each call (a few attribute reads): what the backend sees
+        is always the net's current params, activation and weight decay.
+        """
+        return MLPSpec(self.params, self.depth, self.activation, self.weight_decay_lambda)
 
     @property
     def depth(self) -> int:
         """Number of affine layers."""
-        memo = self.__dict__.get("_depth_memo")
-        keys = self.params.keys()
-        if memo is None or memo[0] is not self.params or memo[1] != len(keys):
-            memo = self._depth_memo = (self.params, len(keys), sum(1 for name in keys if name.startswith("W")))
-        return memo[2]
+        return sum(1 for name in self.params if name.startswith("W"))
 
     @property
     def input_size(self) -> int:
