@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy
 
-from .distributed import _as_client, _distributed
+from .distributed import as_client, import_distributed
 
 __all__ = ["SearchSpace", "Trial", "random_search", "plot_trials", "format_table"]
 
@@ -130,7 +130,7 @@ def _run_trial(
 
 def _check_data(x: numpy.ndarray, t: numpy.ndarray) -> int:
     """Refuse a bad data set here, once, rather than in every trial; return the number of classes."""
-    from ._checks import targets
+    from .checks import targets
     from .backend import NumpyBackend
 
     if x.ndim != 2 or x.dtype.kind not in "biuf" or x.shape[0] == 0:
@@ -198,7 +198,7 @@ def random_search(
         "dtype": dtype,
     }
 
-    dask = _as_client(client)
+    dask = as_client(client)
     [data_future] = dask.scatter([data], broadcast=True, hash=False)
     futures = [
         dask.submit(_run_trial, data_future, i, seeds[i], configs[i], epochs, pure=False)
@@ -214,7 +214,7 @@ def _rank(trial: Trial) -> tuple[int, float, int]:
 
 
 def _as_completed(futures: list[Any], progress: bool) -> Iterator[Any]:
-    done = _distributed().as_completed(futures)
+    done = import_distributed().as_completed(futures)
     if progress:
         try:
             from tqdm.auto import tqdm
