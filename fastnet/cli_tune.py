@@ -131,7 +131,7 @@ def _search(args: argparse.Namespace, client: Any, backend: Any, tune: Any, note
     start = time.perf_counter()
     trials = tune.random_search(
         x, t, trials=args.trials, epochs=args.epochs, space=space, seed=seed, backend=backend.name,
-        dtype=args.dtype, client=client, progress=not args.no_progress and sys.stderr.isatty(),
+        dtype=args.dtype, client=client, train_size=None, progress=not args.no_progress and sys.stderr.isatty(),
     )
     say(f"done in {time.perf_counter() - start:.1f} s; best first:")
     say(tune.format_table(trials, args.top))

@@ -140,6 +140,9 @@ def _check_data(x: numpy.ndarray, t: numpy.ndarray) -> int:
     labels = t.ndim == 1 and t.dtype.kind in "iu" and t.size > 0
     n_classes = int(t.max()) + 1 if labels else int(t.shape[1]) if t.ndim == 2 else 1
     targets(NumpyBackend(), t, x.shape[0], n_classes, "t_train", "x_train")
+    if n_classes < 2:
+        raise ValueError(f"t_train holds a single class ({x.shape[0]} samples); a search needs at least two "
+                         "(with train_size, the first samples may all share one class: shuffle the data first)")
     return n_classes
 
 
@@ -162,8 +165,9 @@ def random_search(
     t_train: Any,
     *,
     trials: int = 32,
-    epochs: int = 2,
+    epochs: int = 50,
     space: SearchSpace | None = None,
+    train_size: int | None = 500,
     validation_rate: float = 0.2,
     seed: int = 0,
     backend: str | None = None,
@@ -172,6 +176,11 @@ def random_search(
     progress: bool = True,
 ) -> list[Trial]:
     """Random search over `space`; returns the trials sorted best first.
+
+    The defaults are the book's ch.6 search: the first 500 training samples
+    (`train_size`; None uses all), 20% of them held out for validation, 50
+    epochs of SGD on six hidden layers of 100, learning rates 10^U(-6, -2) and
+    weight decays 10^U(-8, -4).
 
     Validation accuracy after the last epoch ranks the trials; trials that
     failed (NaN loss, ...) come last with their ``error`` set. The data are
@@ -184,9 +193,13 @@ def random_search(
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 2):
+        raise ValueError(f"train_size must be an integer of at least 2, or None for all samples, got {train_size!r}")
     space = space or SearchSpace()
     rng = numpy.random.default_rng(seed)
     x, t = to_numpy(x_train), to_numpy(t_train)
+    if train_size is not None:  # the book searches on the first 500 samples
+        x, t = x[:train_size], t[:train_size]
     n_classes = _check_data(x, t)
     xt, tt, xv, tv = _split(x, t, validation_rate, rng)
     configs = [space.draw(rng) for _ in range(trials)]
