@@ -79,7 +79,7 @@ FASTNET_CUPY_STRICT=1 timeout 270 python -m pytest -q -rs --tb=short $PYTEST_TIM
   --benchmark-group-by=group --benchmark-columns=median,min,rounds >"$OUT/bench.txt" 2>&1
 echo "bench rc=$?" >>"$OUT/bench.txt"
 if [ -f "$OUT/bench_gpu.json" ]; then
-  timeout 60 python -m fastnet.benchreport --json "$OUT/bench_gpu.json" --no-chart \
+  timeout 60 python -m benchmarks.run --json "$OUT/bench_gpu.json" --no-chart \
     --report "$OUT/report.md" >/dev/null 2>&1 || echo "report failed" >>"$OUT/bench.txt"
 fi
 tail -n 2 "$OUT/compile.txt" "$OUT/tests.txt" "$OUT/bench.txt"

@@ -6,6 +6,8 @@ import argparse
 import time
 from typing import Any
 
+from .cli_common import add_common, check_output, fresh_seed, pick_dataset, positive_int, resolve_backend, say, sizes
+
 __all__ = ["add_parser", "cmd_tune"]
 
 BOOK_HIDDEN = [100] * 6  # the book's search net: six hidden layers of 100
@@ -34,7 +36,7 @@ def _optimizers(text: str) -> list[str]:
     return names
 
 
-def add_parser(sub: Any, add_common: Any, types: dict[str, Any]) -> None:
+def add_parser(sub: Any) -> None:
     """Register ``tune`` on the main parser's subcommands."""
     from .optimizers import OPTIMIZERS
 
@@ -45,14 +47,14 @@ def add_parser(sub: Any, add_common: Any, types: dict[str, Any]) -> None:
         "learning rates and weight decays, validated on a split of the training data, run on dask.",
     )
     add_common(tune)
-    tune.add_argument("--trials", type=types["positive_int"], default=32, help="(default: 32)")
-    tune.add_argument("--epochs", type=types["positive_int"],
+    tune.add_argument("--trials", type=positive_int, default=32, help="(default: 32)")
+    tune.add_argument("--epochs", type=positive_int,
                       help="epochs per trial (default: 50 as the book on MNIST, 300 on spiral)")
     tune.add_argument("--dataset", choices=("auto", "mnist", "spiral"), default="auto",
                       help="auto: MNIST when present or downloadable, else spiral (default: auto)")
-    tune.add_argument("--train-size", type=types["positive_int"], metavar="N",
+    tune.add_argument("--train-size", type=positive_int, metavar="N",
                       help="training samples to search on (default: 500 of MNIST, as the book)")
-    tune.add_argument("--hidden", type=types["sizes"], metavar="SIZES",
+    tune.add_argument("--hidden", type=sizes, metavar="SIZES",
                       help="hidden layer sizes (default: 100 x 6 on MNIST as the book, 64 on spiral)")
     tune.add_argument("--lr-range", type=_range, metavar="LOW,HIGH",
                       help="log-uniform learning rates (default: 1e-6,1e-2 as the book on MNIST; 1e-3,3 on spiral)")
@@ -60,20 +62,20 @@ def add_parser(sub: Any, add_common: Any, types: dict[str, Any]) -> None:
                       help="log-uniform weight decays (default: 1e-8,1e-4 as the book)")
     tune.add_argument("--optimizers", type=_optimizers, default=["sgd"], metavar="NAMES",
                       help=f"comma-separated choices among {', '.join(OPTIMIZERS)} (default: sgd)")
-    tune.add_argument("--batch-sizes", type=types["sizes"], default=[100], metavar="SIZES",
+    tune.add_argument("--batch-sizes", type=sizes, default=[100], metavar="SIZES",
                       help="comma-separated choices (default: 100)")
     tune.add_argument("--scheduler", metavar="ADDRESS",
                       help="dask scheduler, e.g. tcp://host:8786 (default: FASTNET_SCHEDULER, else a local cluster)")
-    tune.add_argument("--workers", type=types["positive_int"], metavar="N",
+    tune.add_argument("--workers", type=positive_int, metavar="N",
                       help="workers of the local cluster (default: one per core)")
-    tune.add_argument("--top", type=types["positive_int"], default=10, help="rows to print (default: 10)")
+    tune.add_argument("--top", type=positive_int, default=10, help="rows to print (default: 10)")
     tune.add_argument("--plot", metavar="PATH", help="save the best trials' accuracy curves to this PNG")
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     tune.set_defaults(func=cmd_tune)
 
 
-def cmd_tune(args: argparse.Namespace, helpers: dict[str, Any]) -> int:
-    """Run the search and print the best trials; helpers are cli.py's shared pieces."""
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Run the search and print the best trials."""
     from . import (  # raises ImportError naming the extra when dask is missing
         distributed,
         tune,
@@ -86,11 +88,10 @@ def cmd_tune(args: argparse.Namespace, helpers: dict[str, Any]) -> int:
         from .plot import check_image_path
 
         check_image_path(args.plot)
-    helpers["check_output"](args.plot, "--plot")
-    say = helpers["say"]
-    seed = helpers["fresh_seed"](args)
-    backend = helpers["backend"](args)
-    name, data, note = helpers["pick_dataset"](args, "spiral")
+    check_output(args.plot, "--plot")
+    seed = fresh_seed(args)
+    backend = resolve_backend(args)
+    name, data, note = pick_dataset(args, "spiral")
     if name == "mnist":
         (x, t), _ = data  # the test set is never used by the search
         x, t = x[: args.train_size or 500], t[: args.train_size or 500]
@@ -109,13 +110,13 @@ def cmd_tune(args: argparse.Namespace, helpers: dict[str, Any]) -> int:
         logging.getLogger("distributed").setLevel(logging.ERROR)
     client = distributed.client(args.scheduler, args.workers)
     try:
-        return _search(args, say, client, backend, tune, note, x, t, seed, hidden, names)
+        return _search(args, client, backend, tune, note, x, t, seed, hidden, names)
     finally:
         client.close()
         distributed.shutdown()
 
 
-def _search(args: argparse.Namespace, say: Any, client: Any, backend: Any, tune: Any, note: str,
+def _search(args: argparse.Namespace, client: Any, backend: Any, tune: Any, note: str,
             x: Any, t: Any, seed: int, hidden: list[int], names: list[str]) -> int:
     import sys
 
@@ -130,7 +131,7 @@ def _search(args: argparse.Namespace, say: Any, client: Any, backend: Any, tune:
     start = time.perf_counter()
     trials = tune.random_search(
         x, t, trials=args.trials, epochs=args.epochs, space=space, seed=seed, backend=backend.name,
-        dtype=args.dtype, client=client, progress=not args.no_progress and sys.stderr.isatty(),
+        dtype=args.dtype, client=client, train_size=None, progress=not args.no_progress and sys.stderr.isatty(),
     )
     say(f"done in {time.perf_counter() - start:.1f} s; best first:")
     say(tune.format_table(trials, args.top))

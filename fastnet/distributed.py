@@ -21,7 +21,8 @@ import numpy
 from .backend import MLPSpec, use_backend
 from .errors import FastnetError
 
-__all__ = ["client", "shutdown", "numerical_gradient", "shard_ranges", "SchedulerUnreachableError", "EXTRA_HINT"]
+__all__ = ["client", "shutdown", "numerical_gradient", "shard_ranges", "as_client", "import_distributed",
+           "SchedulerUnreachableError", "EXTRA_HINT"]
 
 EXTRA_HINT = "install it with: pip install 'fastnet[distributed]'"
 
@@ -41,7 +42,8 @@ class SchedulerUnreachableError(FastnetError, ConnectionError):
     """No dask scheduler answered at the given address in time."""
 
 
-def _distributed() -> Any:
+def import_distributed() -> Any:
+    """dask's ``distributed`` module, or an ImportError naming the extra that installs it."""
     try:
         import distributed
     except ImportError as exc:
@@ -58,7 +60,7 @@ def client(address: str | None = None, n_workers: int | None = None, *, timeout:
     ``LocalCluster`` per process is started (``n_workers`` defaults to the
     number of cores) and reused by later calls.
     """
-    distributed = _distributed()
+    distributed = import_distributed()
     address = address or os.environ.get("FASTNET_SCHEDULER") or None
     if address:
         try:
@@ -102,7 +104,8 @@ def _close_local() -> None:
     _local.pop("n", None)
 
 
-def _as_client(value: Any) -> Any:
+def as_client(value: Any) -> Any:
+    """A Client from None (local cluster or FASTNET_SCHEDULER), an address, or a Client as is."""
     if value is None or isinstance(value, str):
         return client(value)
     return value  # a user's own Client
@@ -162,7 +165,7 @@ def numerical_gradient(
         )
     x, t = net._xt(x, t)  # the same checks as the local call
     backend = net.backend
-    dask = _as_client(client)
+    dask = as_client(client)
     if chunks is None:
         chunks = 4 * max(1, len(dask.scheduler_info().get("workers", {})))
     host = backend.to_numpy
@@ -183,7 +186,7 @@ def numerical_gradient(
         for name, a, b in pieces
     }
     grads = {name: numpy.zeros(size, dtype=payload["params"][name].dtype) for name, size in sizes.items()}
-    distributed = _distributed()
+    distributed = import_distributed()
     done = distributed.as_completed(list(futures))
     for future in _maybe_progress(done, len(futures), progress):
         name, a, b = futures[future]

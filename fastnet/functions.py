@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._checks import numeric, same_shape
+from .checks import numeric, same_shape
 from .backend import get_backend
 
 __all__ = [

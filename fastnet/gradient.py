@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy
 
-from ._checks import floating, real
+from .checks import floating, real
 from .backend import get_backend
 from .backend.loops import numerical_gradient_loop
 

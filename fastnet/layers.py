@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy
 
-from ._checks import floating, need_forward, numeric, same_shape, targets
+from .checks import floating, need_forward, numeric, same_shape, targets
 from . import activations
 from .backend import NumpyBackend, lookup
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy
 
 from . import activations
-from ._checks import layer_params, real, targets
+from .checks import layer_params, real, targets
 from .backend import MLPSpec, NumpyBackend, lookup
 from .backend.loops import numerical_gradient_loop
 from .errors import BackendMismatchError

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy
 
-from .distributed import _as_client, _distributed
+from .distributed import as_client, import_distributed
 
 __all__ = ["SearchSpace", "Trial", "random_search", "plot_trials", "format_table"]
 
@@ -130,7 +130,7 @@ def _run_trial(
 
 def _check_data(x: numpy.ndarray, t: numpy.ndarray) -> int:
     """Refuse a bad data set here, once, rather than in every trial; return the number of classes."""
-    from ._checks import targets
+    from .checks import targets
     from .backend import NumpyBackend
 
     if x.ndim != 2 or x.dtype.kind not in "biuf" or x.shape[0] == 0:
@@ -140,6 +140,9 @@ def _check_data(x: numpy.ndarray, t: numpy.ndarray) -> int:
     labels = t.ndim == 1 and t.dtype.kind in "iu" and t.size > 0
     n_classes = int(t.max()) + 1 if labels else int(t.shape[1]) if t.ndim == 2 else 1
     targets(NumpyBackend(), t, x.shape[0], n_classes, "t_train", "x_train")
+    if n_classes < 2:
+        raise ValueError(f"t_train holds a single class ({x.shape[0]} samples); a search needs at least two "
+                         "(with train_size, the first samples may all share one class: shuffle the data first)")
     return n_classes
 
 
@@ -162,8 +165,9 @@ def random_search(
     t_train: Any,
     *,
     trials: int = 32,
-    epochs: int = 2,
+    epochs: int = 50,
     space: SearchSpace | None = None,
+    train_size: int | None = 500,
     validation_rate: float = 0.2,
     seed: int = 0,
     backend: str | None = None,
@@ -172,6 +176,11 @@ def random_search(
     progress: bool = True,
 ) -> list[Trial]:
     """Random search over `space`; returns the trials sorted best first.
+
+    The defaults are the book's ch.6 search: the first 500 training samples
+    (`train_size`; None uses all), 20% of them held out for validation, 50
+    epochs of SGD on six hidden layers of 100, learning rates 10^U(-6, -2) and
+    weight decays 10^U(-8, -4).
 
     Validation accuracy after the last epoch ranks the trials; trials that
     failed (NaN loss, ...) come last with their ``error`` set. The data are
@@ -184,9 +193,13 @@ def random_search(
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 2):
+        raise ValueError(f"train_size must be an integer of at least 2, or None for all samples, got {train_size!r}")
     space = space or SearchSpace()
     rng = numpy.random.default_rng(seed)
     x, t = to_numpy(x_train), to_numpy(t_train)
+    if train_size is not None:  # the book searches on the first 500 samples
+        x, t = x[:train_size], t[:train_size]
     n_classes = _check_data(x, t)
     xt, tt, xv, tv = _split(x, t, validation_rate, rng)
     configs = [space.draw(rng) for _ in range(trials)]
@@ -198,7 +211,7 @@ def random_search(
         "dtype": dtype,
     }
 
-    dask = _as_client(client)
+    dask = as_client(client)
     [data_future] = dask.scatter([data], broadcast=True, hash=False)
     futures = [
         dask.submit(_run_trial, data_future, i, seeds[i], configs[i], epochs, pure=False)
@@ -214,7 +227,7 @@ def _rank(trial: Trial) -> tuple[int, float, int]:
 
 
 def _as_completed(futures: list[Any], progress: bool) -> Iterator[Any]:
-    done = _distributed().as_completed(futures)
+    done = import_distributed().as_completed(futures)
     if progress:
         try:
             from tqdm.auto import tqdm

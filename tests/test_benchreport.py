@@ -1,4 +1,4 @@
-"""The benchmark report (fastnet.benchreport) on a small saved pytest-benchmark JSON."""
+"""The benchmark report and chart (benchmarks/) on a small saved pytest-benchmark JSON."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from fastnet import benchreport, benchrun
+from benchmarks import chart, report, run
 
 SMALL = Path(__file__).parent / "data" / "bench_small.json"
 
 
 @pytest.fixture(scope="module")
 def data() -> dict:
-    return benchreport.load(SMALL)
+    return report.load(SMALL)
 
 
 def raw(data: dict, group: str, name: str) -> dict:
@@ -26,7 +26,7 @@ def raw(data: dict, group: str, name: str) -> dict:
 
 
 def test_cases_scale_the_subset_of_the_book_loop(data):
-    rows = {(r.group, r.name): r for r in benchreport.cases(data)}
+    rows = {(r.group, r.name): r for r in report.cases(data)}
     bench = raw(data, "numgrad-784-50-10-B100", "numpy-numerical")
     scale = bench["extra_info"]["scale"]
     assert scale > 1  # timed on a subset
@@ -39,12 +39,12 @@ def test_cases_scale_the_subset_of_the_book_loop(data):
 
 
 def test_other_statistics(data):
-    rows = {(r.group, r.name): r for r in benchreport.cases(data, "min")}
+    rows = {(r.group, r.name): r for r in report.cases(data, "min")}
     assert rows["step-B100-float64", "book"].seconds == raw(data, "step-B100-float64", "book")["stats"]["min"]
 
 
 def test_report_has_every_section(data):
-    text = benchreport.report(data)
+    text = report.report(data)
     for heading in ("# fastnet benchmarks", "## Summary (median)", "## Median time of every case", "## Numerical gradient vs backprop",
                     "## Speed-up over the numpy backend", "## Ratios with targets"):
         assert heading in text
@@ -54,77 +54,77 @@ def test_report_has_every_section(data):
 
 
 def test_numerical_over_backprop_ratio(data):
-    rows = {(r.group, r.name): r for r in benchreport.cases(data)}
+    rows = {(r.group, r.name): r for r in report.cases(data)}
     ratio = rows["numgrad-784-50-10-B100", "numba-numerical"].seconds / rows["numgrad-784-50-10-B100", "numba-backprop"].seconds
-    line = next(x for x in benchreport.numgrad_section(benchreport.cases(data)) if x.startswith("| 784-50-10-B100 ")
+    line = next(x for x in report.numgrad_section(report.cases(data)) if x.startswith("| 784-50-10-B100 ")
                 and "| numba " in x)
-    assert benchreport.fmt_ratio(ratio) in line
+    assert report.fmt_ratio(ratio) in line
 
 
 def test_speedup_over_numpy_and_targets(data):
-    rows = {(r.group, r.name): r for r in benchreport.cases(data)}
+    rows = {(r.group, r.name): r for r in report.cases(data)}
     g = "step-B100-float64"
     speed = rows[g, "numpy"].seconds / rows[g, "numba"].seconds
-    section = benchreport.speedup_section(benchreport.cases(data))
-    assert any(line.startswith(f"| {g} ") and "public API" in line and benchreport.fmt_ratio(speed) in line
+    section = report.speedup_section(report.cases(data))
+    assert any(line.startswith(f"| {g} ") and "public API" in line and report.fmt_ratio(speed) in line
                for line in section)
     floor = rows[g, "numba"].seconds / rows[g, "matmul-floor"].seconds
-    targets = benchreport.targets_section(benchreport.cases(data))
+    targets = report.targets_section(report.cases(data))
     line = next(x for x in targets if "numba step / matmul floor" in x)
     assert f"{floor:,.3g}" in line and "<= 1.25" in line
     assert ("| yes |" in line) == (floor <= 1.25)
 
 
 def test_summary_puts_the_prediction_floor_in_the_floor_column(data):
-    rows = benchreport.cases(data)
-    section = benchreport.summary_section(rows, "median")
+    rows = report.cases(data)
+    section = report.summary_section(rows, "median")
     header = [c.strip() for c in section[2].strip("|").split("|")]
     line = next(x for x in section if x.startswith("| predict-10k-float64 "))
     cells = [c.strip() for c in line.strip("|").split("|")]
     matmul = {(r.group, r.name): r for r in rows}["predict-10k-float64", "matmul"]
-    assert cells[header.index("matmul-floor")] == benchreport.fmt_time(matmul.seconds)
+    assert cells[header.index("matmul-floor")] == report.fmt_time(matmul.seconds)
 
 
 def test_missing_cases_are_left_out():
     data = {"benchmarks": [{"group": "step-B100-float64", "name": "numpy", "stats": {"median": 1e-3, "rounds": 5}}]}
-    text = benchreport.report(data)
+    text = report.report(data)
     assert "| step-B100-float64 | numpy" in text
     assert "Ratios with targets" not in text and "Numerical gradient" not in text
 
 
 @pytest.mark.parametrize("seconds, shown", [(2.5, "2.5 s"), (0.0123, "12.3 ms"), (4.56e-5, "45.6 µs"), (3e-9, "3 ns")])
 def test_fmt_time(seconds, shown):
-    assert benchreport.fmt_time(seconds) == shown
+    assert report.fmt_time(seconds) == shown
 
 
 def test_main_reads_json_and_writes_chart(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    chart, md = tmp_path / "chart.png", tmp_path / "report.md"
-    assert benchreport.main(["--json", str(SMALL), "--chart", str(chart), "--report", str(md)]) == 0
+    png, md = tmp_path / "chart.png", tmp_path / "report.md"
+    assert run.main(["--json", str(SMALL), "--chart", str(png), "--report", str(md)]) == 0
     out = capsys.readouterr().out
-    assert "## Median time of every case" in out and f"chart written to {chart}" in out
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Median time of every case" in out and f"chart written to {png}" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert md.read_text(encoding="utf-8").startswith("# fastnet benchmarks")
 
 
 def test_main_without_matplotlib(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
-    assert benchreport.main(["--json", str(SMALL), "--chart", str(tmp_path / "c.png")]) == 0
+    assert run.main(["--json", str(SMALL), "--chart", str(tmp_path / "c.png")]) == 0
     assert "matplotlib is not installed" in capsys.readouterr().out
     assert not (tmp_path / "c.png").exists()
 
 
 def test_main_bad_inputs(tmp_path, capsys):
-    assert benchreport.main(["--json", str(tmp_path / "missing.json")]) == 2
+    assert run.main(["--json", str(tmp_path / "missing.json")]) == 2
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"hello": 1}))
-    assert benchreport.main(["--json", str(other), "--no-chart"]) == 2
+    assert run.main(["--json", str(other), "--no-chart"]) == 2
     assert "not a pytest-benchmark JSON" in capsys.readouterr().err
-    assert benchreport.main(["--suites", str(tmp_path / "nowhere")]) == 2
+    assert run.main(["--suites", str(tmp_path / "nowhere")]) == 2
 
 
 def test_find_suites_in_the_checkout():
-    folder = benchreport.find_suites()
+    folder = run.find_suites()
     assert folder is not None and (folder / "bench_numgrad.py").is_file()
 
 
@@ -139,29 +139,29 @@ def test_main_runs_suites(tmp_path, capsys):
             benchmark(sum, range(10))
     """))
     out = tmp_path / "run.json"
-    code = benchreport.main(["--suites", str(suites), "--save", str(out), "--quick", "--no-chart"])
+    code = run.main(["--suites", str(suites), "--save", str(out), "--quick", "--no-chart"])
     assert code == 0, capsys.readouterr()
-    saved = benchreport.load(out)
+    saved = report.load(out)
     assert [b["name"] for b in saved["benchmarks"]] == ["numpy"]
     assert "| step-B100-float64 | numpy" in capsys.readouterr().out
 
 
 def test_module_entry_point():
-    done = subprocess.run([sys.executable, "-m", "fastnet.benchreport", "--help"], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.run", "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "--json" in done.stdout
 
 
 def test_other_work_is_reported_and_merged():
-    def run(cores: float, seconds: float) -> dict:
+    def one_run(cores: float, seconds: float) -> dict:
         info = {"fastnet": {"other_load": {"other_cores": cores, "seconds": seconds}}}
         return {"machine_info": info, "benchmarks": []}
 
-    quiet, busy = run(0.05, 100.0), run(1.5, 50.0)
+    quiet, busy = one_run(0.05, 100.0), one_run(1.5, 50.0)
     busy["machine_info"]["fastnet"]["env"] = {"OMP_NUM_THREADS": "1"}
-    assert "Environment: OMP_NUM_THREADS=1" in benchreport.machine_lines(busy)
-    assert not any("unreliable" in line for line in benchreport.machine_lines(quiet))
-    assert any("1.50 cores" in line and "unreliable" in line for line in benchreport.machine_lines(busy))
-    benchrun.merge_load(quiet, busy)
+    assert "Environment: OMP_NUM_THREADS=1" in report.machine_lines(busy)
+    assert not any("unreliable" in line for line in report.machine_lines(quiet))
+    assert any("1.50 cores" in line and "unreliable" in line for line in report.machine_lines(busy))
+    run.merge_load(quiet, busy)
     merged = quiet["machine_info"]["fastnet"]["other_load"]
     assert merged["seconds"] == 150.0
     assert merged["other_cores"] == pytest.approx((0.05 * 100 + 1.5 * 50) / 150, abs=0.01)
@@ -175,13 +175,13 @@ def test_best_of_keeps_each_cases_least_disturbed_run(data):
     for bench in slow["benchmarks"]:
         bench["stats"] = {k: v * 3 if isinstance(v, float) else v for k, v in bench["stats"].items()}
     slow["benchmarks"][0]["stats"]["median"] = data["benchmarks"][0]["stats"]["median"] / 2
-    best = benchreport.best_of([data, slow])
+    best = run.best_of([data, slow])
     assert len(best["benchmarks"]) == len(data["benchmarks"])
     assert best["benchmarks"][0]["stats"] == slow["benchmarks"][0]["stats"]
     assert best["benchmarks"][0]["extra_info"]["repeats"]["chosen_run"] == 1
     assert all(b["extra_info"]["repeats"]["chosen_run"] == 0 for b in best["benchmarks"][1:])
     assert data == before  # inputs left alone
-    assert any("Best of 2 runs" in line for line in benchreport.machine_lines(best))
+    assert any("Best of 2 runs" in line for line in report.machine_lines(best))
 
 
 def _gpu_case(group, name, seconds, **info):
@@ -200,25 +200,25 @@ def test_gpu_targets_section_scales_chunks_and_judges_each_target():
                   scale=1 / per_call),
         _gpu_case("gpu-epoch-600x100-float32", "cupy", 12e-3),
     ]}
-    lines = benchreport.gpu_section(benchreport.cases(data))
+    lines = report.gpu_section(report.cases(data))
     text = "\n".join(lines)
     step = next(line for line in lines if "gpu-step-B100-float32 · cupy" in line)
     assert "20 µs" in step and "3×" in step and step.rstrip("| ").endswith("yes")
     epoch = next(line for line in lines if "gpu-epoch" in line)
     assert epoch.rstrip("| ").endswith("no")  # 12 ms against 10 ms
     assert "4x" in text  # the book's algorithm over the book-style loop: 1 ms / 250 µs
-    assert "per step" in benchreport.report(data)
+    assert "per step" in report.report(data)
 
 
 def test_round_by_round_ratios_are_judged_from_extra_info():
     rounds = _gpu_case("step-B100-float64-rounds", "rounds", 20e-3,
                        ratios={"numba/matmul-floor": 1.21, "book/numba": 1.32})
-    lines = benchreport.targets_section(benchreport.cases({"benchmarks": [rounds]}))
+    lines = report.targets_section(report.cases({"benchmarks": [rounds]}))
     floor = next(line for line in lines if "matmul floor" in line and "per round" in line)
     book = next(line for line in lines if "book step / numba" in line and "per round" in line)
     assert "1.21" in floor and floor.rstrip("| ").endswith("yes")
     assert "1.32" in book and book.rstrip("| ").endswith("no")  # 1.32 against >= 1.5
-    assert benchreport.targets_section(benchreport.cases({"benchmarks": [_gpu_case(
+    assert report.targets_section(report.cases({"benchmarks": [_gpu_case(
         "step-B100-float64-rounds", "rounds", 20e-3)]})) == []  # no ratios recorded: no rows
 
 
@@ -227,30 +227,58 @@ def test_round_groups_stay_out_of_the_summary():
         _gpu_case("step-B100-float64", "numba", 270e-6),
         _gpu_case("step-B100-float64-rounds", "rounds", 20e-3, ratios={"numba/matmul-floor": 1.2}),
     ]}
-    summary = "\n".join(benchreport.summary_section(benchreport.cases(data), "median"))
+    summary = "\n".join(report.summary_section(report.cases(data), "median"))
     assert "step-B100-float64 " in summary and "rounds" not in summary
 
 
 def test_bench_names_the_extra_before_running_anything(monkeypatch, capsys):
     import importlib.util
 
-    from fastnet import benchreport
     from fastnet.cli import main
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
     ran = []
-    monkeypatch.setattr(benchreport, "run_suites", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(run, "run_suites", lambda *a, **k: ran.append(a))
     assert main(["bench", "--quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert ran == [] and len(err) == 1
     assert "needs pytest-benchmark" in err[0] and "pip install 'fastnet[bench]'" in err[0]
 
 
-def test_report_does_not_speak_of_issues():
+def test_report_speaks_to_users_only():
     import inspect
 
-    from fastnet import benchreport
+    for module in (report, chart, run):
+        text = inspect.getsource(module).lower()
+        assert "issue" not in text and "session" not in text, module.__name__
 
-    assert "issue" not in inspect.getsource(benchreport).lower()
+
+def test_chart_panels_from_the_small_run():
+    rows = report.cases(report.load(SMALL))
+    numgrad = dict(chart.numgrad_blocks(rows))
+    bars = numgrad["784-50-10 B100"]
+    assert [impl for impl, *_ in bars] == ["numpy", "numpy", "numba", "numba"]  # numerical, backprop per backend
+    assert "backprop" in bars[2][2] and bars[3][3].get("hatch")
+    floor = {label.split("\n")[0]: bars for label, bars in chart.floor_blocks(rows)}
+    step = {impl: value for impl, value, *_ in floor["step B100 fp64"]}
+    by = {(r.group, r.name): r.seconds for r in rows}
+    assert step["numba"] == pytest.approx(by["step-B100-float64", "numba"] / by["step-B100-float64", "matmul-floor"])
+    assert set(step) == {"book", "numpy", "numba"}
+    assert "predict-10k fp64" in floor  # a prediction's floor is the case named "matmul"
+    peers = {label.split("\n")[0]: bars for label, bars in chart.peer_blocks(rows)}
+    speed = {impl: value for impl, value, *_ in peers["step B100 fp64"]}
+    assert {"torch-manual", "torch-autograd", "jax-jit"} <= set(speed)
+    assert speed["jax-jit"] == pytest.approx(by["step-B100-float64", "book"] / by["step-B100-float64", "jax-jit"])
+    used = {impl for blocks in (numgrad.values(), (b for _, b in chart.floor_blocks(rows))) for bars in blocks
+            for impl, *_ in bars}
+    colours = [chart.COLOURS[impl] for impl in used | set(speed)]
+    assert len(colours) == len(set(colours))  # no two implementations share a colour
+
+
+def test_chart_with_no_charted_cases(tmp_path):
+    pytest.importorskip("matplotlib")
+    data = {"benchmarks": [_gpu_case("gpu-epoch-600x100-float32", "cupy", 12e-3)]}
+    assert chart.write_chart(data, tmp_path / "c.png").startswith("no chart")
+    assert not (tmp_path / "c.png").exists()

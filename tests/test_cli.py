@@ -139,18 +139,40 @@ def test_info(capsys):
 
 
 def test_bench_delegates(capsys, monkeypatch):
+    from fastnet import cli
+
     seen = []
-    fake = types.ModuleType("fastnet.benchreport")
-    fake.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "fastnet.benchreport", fake)
+    fake = types.SimpleNamespace(make_parser=_small_parser, main=lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(cli, "load_benchmarks", lambda folder: fake)
     assert main(["bench", "--quick", "-k", "step"]) == 0
     assert seen == [["--quick", "-k", "step"]]
 
 
-def test_bench_missing_says_so(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "fastnet.benchreport", None)
+def _small_parser():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("-k")
+    return p
+
+
+def test_bench_finds_the_suites_beside_the_package():
+    from fastnet import cli
+
+    folder = cli.find_benchmarks()
+    assert folder is not None and (folder / "bench_step.py").is_file()
+    assert cli.load_benchmarks(folder).find_suites() == folder
+
+
+def test_bench_outside_a_clone_says_what_to_do(capsys, monkeypatch):
+    from fastnet import cli
+
+    monkeypatch.setattr(cli, "find_benchmarks", lambda: None)
     code, out, err = run(capsys, "bench")
-    assert code == 1 and "benchreport" in err and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err
+    assert "clone" in lines[0] and "fastnet bench" in lines[0]
 
 
 def test_no_command_prints_help(capsys):
@@ -196,6 +218,47 @@ def test_collapse_warns_and_exits_1(capsys):
                          "--seed", "0", "--no-progress", "--backend", "numpy")
     assert code == 1
     assert "training collapsed" in err and "learning rate (50) is probably too high" in err
+
+
+def test_collapse_in_a_single_epoch_warns_and_exits_1(capsys):
+    code, out, err = run(capsys, "train", "--dataset", "spiral", "--lr", "50", "--epochs", "1",
+                         "--seed", "0", "--no-progress", "--backend", "numpy")
+    assert code == 1
+    assert "training collapsed" in err and "uniform guess" in err and "(50) is probably too high" in err
+    code, out, err = run(capsys, "train", "--dataset", "spiral", "--epochs", "1", "--seed", "0", "--no-progress",
+                         "--backend", "numpy")
+    assert code == 0 and "warning" not in err  # the default rate, after one epoch: not yet learning, not blown up
+
+
+@pytest.mark.skipif(not REAL_MNIST, reason="needs the real MNIST (set FASTNET_DATA)")
+def test_mnist_lr_50_one_epoch_is_reported(capsys, monkeypatch):
+    monkeypatch.setenv("FASTNET_DATA", REAL_MNIST)
+    code, out, err = run(capsys, "train", "--lr", "50", "--epochs", "1", "--train-size", "5000",
+                         "--eval-samples", "2000", "--seed", "0", "--no-progress", "--backend", "numpy")
+    assert code == 1 and "training collapsed" in err
+
+
+def _history(loss, acc):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(epoch=list(range(1, len(loss) + 1)), train_loss=loss, train_acc=acc)
+
+
+@pytest.mark.parametrize("loss, acc, final, status", [
+    ([10.4], [0.097], 9.7, 1),                # scores blown up within one epoch
+    ([2.9], [0.107], 5.7, 0),                 # one epoch, at chance but not saturated: maybe a slow start
+    ([2.31], [0.11], 2.30, 0),                # one epoch at log(10)
+    ([2.31, 2.31, 2.32], [0.1] * 3, 2.32, 1),  # several epochs, the loss never fell: learned nothing
+    ([2.4, 2.2], [0.11, 0.12], 2.2, 0),       # chance accuracy so far, but the loss falls
+    ([30.0], [0.9], 12.0, 0),                 # a high loss with real accuracy is not a collapse
+])
+def test_collapse_rule(capsys, loss, acc, final, status):
+    from types import SimpleNamespace
+
+    from fastnet.cli_train import collapsed
+
+    assert collapsed(_history(loss, acc), 10, SimpleNamespace(lr=0.1), final) == status
+    assert ("warning" in capsys.readouterr().err) == bool(status)
 
 
 def test_backend_defaults_to_auto(capsys, monkeypatch):

@@ -125,7 +125,7 @@ def a_file():
 @pytest.mark.parametrize("cmd, argv, names", CASES)
 def test_bad_invocation(capsys, cmd, argv, names):
     if cmd == "bench":
-        pytest.importorskip("fastnet.benchreport")
+        pytest.importorskip("pytest_benchmark")
     if "--plot" in argv:
         pytest.importorskip("matplotlib")
         if cmd == "tune":

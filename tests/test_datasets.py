@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastnet.datasets import fileio as file_helpers
 from fastnet.datasets import (
     MNIST_FILES,
-    _files,
     load_idx_dataset,
     load_mnist,
     mnist_available,
@@ -442,7 +442,7 @@ def test_http_interrupted_then_next_mirror(tmp_path: Path, http_mirror, monkeypa
     base, files = http_mirror
     arrays = fake_arrays(5)
     files.update(gz_files(arrays))
-    monkeypatch.setattr(mnist_mod, "urlopen", _files.urlopen)  # the real urllib opener
+    monkeypatch.setattr(mnist_mod, "urlopen", file_helpers.urlopen)  # the real urllib opener
     data = tmp_path / "dl"
     (x, t), _ = load_idx_dataset(
         data, checksums=sums(arrays), download=True, normalize=False, timeout=5,
@@ -458,7 +458,7 @@ def test_http_interrupted_only_mirror(tmp_path: Path, http_mirror, monkeypatch) 
     base, files = http_mirror
     arrays = fake_arrays(6)
     files.update(gz_files(arrays))
-    monkeypatch.setattr(mnist_mod, "urlopen", _files.urlopen)
+    monkeypatch.setattr(mnist_mod, "urlopen", file_helpers.urlopen)
     data = tmp_path / "dl"
     with pytest.raises(DownloadError, match=r"interrupted: got \d+ of \d+ bytes") as info:
         load_idx_dataset(data, checksums=sums(arrays), download=True, timeout=5, mirrors=[f"{base}/broken/"])
@@ -477,7 +477,7 @@ def test_cache_round_trip(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     def must_not_parse(*args: object) -> None:
         raise AssertionError("sources were parsed although the cache is valid")
 
-    monkeypatch.setattr(mnist_mod, "_read_checked", must_not_parse)
+    monkeypatch.setattr(mnist_mod, "read_checked", must_not_parse)
     second = load_idx_dataset(data, checksums=checksums)
     for a, b in zip(itertools.chain(*first), itertools.chain(*second), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -38,7 +38,8 @@ from fastnet import (
 from fastnet import functions as F
 from fastnet import layers as L
 from fastnet.backend import NumpyBackend
-from fastnet.datasets import MNIST_FILES, _files, load_idx_dataset, write_idx
+from fastnet.datasets import MNIST_FILES, load_idx_dataset, write_idx
+from fastnet.datasets import fileio as file_helpers
 from fastnet.datasets import mnist as mnist_mod
 from fastnet.datasets.idx import encode_idx
 from fastnet.errors import DatasetError, DownloadError
@@ -541,7 +542,7 @@ class FullDisk:
         return getattr(self.f, name)
 
 
-REAL_ATOMIC_WRITER = _files.atomic_writer
+REAL_ATOMIC_WRITER = file_helpers.atomic_writer
 
 
 def full_disk_writer(room: int):
@@ -563,7 +564,7 @@ def test_full_disk_while_downloading_stops_at_once_and_a_retry_recovers(tmp_path
         return Response(files[url.rsplit("/", 1)[1]])
 
     data = tmp_path / "data"
-    monkeypatch.setattr(_files, "atomic_writer", full_disk_writer(room=100))
+    monkeypatch.setattr(file_helpers, "atomic_writer", full_disk_writer(room=100))
     with pytest.raises(DownloadError, match=r"no space left in .*data.*Free some space") as info:
         load_idx_dataset(data, checksums=checksums(arrays), download=True,
                          mirrors=["http://a/", "http://b/"], opener=opener)
@@ -571,7 +572,7 @@ def test_full_disk_while_downloading_stops_at_once_and_a_retry_recovers(tmp_path
     assert len(calls) == 1  # another mirror cannot help a full disk
     assert list(data.iterdir()) == []  # no partial file, no final file
 
-    monkeypatch.setattr(_files, "atomic_writer", full_disk_writer(room=10**9))  # space freed
+    monkeypatch.setattr(file_helpers, "atomic_writer", full_disk_writer(room=10**9))  # space freed
     (_, t), _ = load_idx_dataset(data, checksums=checksums(arrays), download=True,
                                  mirrors=["http://a/", "http://b/"], opener=opener)
     np.testing.assert_array_equal(t, arrays["train_label"])
@@ -584,7 +585,7 @@ def test_full_disk_while_caching_still_loads(tmp_path, no_home, monkeypatch):
     data.mkdir()
     for key, a in arrays.items():
         write_idx(data / MNIST_FILES[key], a)
-    monkeypatch.setattr(_files, "atomic_writer", full_disk_writer(room=50))
+    monkeypatch.setattr(file_helpers, "atomic_writer", full_disk_writer(room=50))
     (_, t), _ = load_idx_dataset(data, checksums=checksums(arrays))  # the cache is only an optimisation
     np.testing.assert_array_equal(t, arrays["train_label"])
     assert not (data / "mnist.npz").exists() and leftovers(data) == []
@@ -793,6 +794,6 @@ def test_random_search_checks_the_data_before_any_cluster(x, t, error, message):
         raise AssertionError("a cluster was asked for before the data were checked")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("fastnet.tune._as_client", no_cluster)
+        mp.setattr("fastnet.tune.as_client", no_cluster)
         with pytest.raises(error, match=message):
             random_search(x, t, trials=2, epochs=1)

@@ -166,3 +166,57 @@ def test_cli_defaults_learn_on_mnist(mnist_dir, capsys):
     rows = _table_rows(capsys.readouterr().out)
     accs = [float(row.split()[1]) for row in rows[1:]]
     assert max(accs) > 0.5 and min(accs) < 0.2  # a spread over the learning rates, as in the book
+
+
+def test_python_defaults_are_the_books_search():
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(tune.random_search).parameters.items()}
+    assert defaults["epochs"] == 50 and defaults["train_size"] == 500 and defaults["validation_rate"] == 0.2
+    space = tune.SearchSpace()
+    assert space.lr == (1e-6, 1e-2) and space.weight_decay == (1e-8, 1e-4)
+    assert space.hidden_sizes == ((100,) * 6,) and space.optimizers == ("sgd",)
+    X, y = spiral_data(10, 2, seed=0)
+    with pytest.raises(ValueError, match="train_size"):
+        tune.random_search(X, y, train_size=1)
+
+
+def test_train_size_keeps_the_first_samples():
+    X, y = spiral_data(50, 3, seed=0)  # 150 samples, sorted by class
+    with pytest.raises(ValueError, match="single class.*shuffle"):
+        tune.random_search(X, y, train_size=40)
+    order = np.random.default_rng(0).permutation(len(X))
+    X, y = X[order], y[order]
+    space = tune.SearchSpace(lr=(0.1, 0.1), hidden_sizes=((8,),), batch_sizes=(8,))
+    cluster, client = _cluster(1)
+    try:
+        trials = tune.random_search(X, y, trials=1, epochs=1, space=space, train_size=40, client=client,
+                                    progress=False)
+    finally:
+        client.close()
+        cluster.close()
+    assert trials[0].error is None
+    assert len(trials[0].history["step_loss"]) == 4  # 32 training samples (8 held out) in batches of 8
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_python_defaults_learn_on_mnist():
+    """The book's picture: a few learning rates near 1e-2 learn, the small ones stay at chance."""
+    import os
+
+    if not os.environ.get("FASTNET_DATA"):
+        pytest.skip("needs the real MNIST (set FASTNET_DATA)")
+    from fastnet.datasets import load_mnist
+
+    (x, t), _ = load_mnist(download=False)
+    cluster, client = _cluster(2)
+    try:
+        trials = tune.random_search(x, t, trials=16, seed=0, client=client, progress=False)
+    finally:
+        client.close()
+        cluster.close()
+    accs = [tr.val_acc for tr in trials]
+    assert max(accs) > 0.5 and min(accs) < 0.2  # a spread, as in the book's figure
+    best = trials[0].config["lr"]
+    assert best > 1e-3  # the winners sit at the top of the learning-rate range

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ._files import atomic_writer
+from .fileio import atomic_writer
 
 __all__ = ["IDX_TYPES", "read_idx", "write_idx", "encode_idx", "decode_idx", "gunzip_if_needed"]
 

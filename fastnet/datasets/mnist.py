@@ -16,8 +16,6 @@ invalidates the cache.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,9 +25,20 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ..errors import ChecksumError, DatasetError
-from . import _files
-from .idx import decode_idx, gunzip_if_needed
+from ..errors import DatasetError
+from . import fileio
+from .mnist_cache import (
+    CACHE_NAME,
+    CACHE_VERSION,
+    IMAGE_SIDE,
+    NUM_CLASSES,
+    check_structure,
+    first_writable,
+    read_cache,
+    read_checked,
+    source_key,
+    write_cache,
+)
 
 __all__ = [
     "MNIST_FILES",
@@ -69,14 +78,10 @@ MNIST_MIRRORS: tuple[str, ...] = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 
-IMAGE_SIDE = 28
-NUM_CLASSES = 10
-CACHE_NAME = "mnist.npz"
-_CACHE_VERSION = 1
 _DEFAULT_TIMEOUT = 30.0
 
 # Module-level so tests can monkeypatch it; signature ``(url, timeout)``.
-urlopen: _files.Opener = _files.urlopen
+urlopen: fileio.Opener = fileio.urlopen
 
 
 # --------------------------------------------------------------------------- paths
@@ -87,7 +92,7 @@ def default_data_dir() -> Path:
     env = os.environ.get("FASTNET_DATA", "")
     if env:
         return Path(env).expanduser()
-    return _files.user_cache_dir() / "mnist"
+    return fileio.user_cache_dir() / "mnist"
 
 
 def _offline() -> bool:
@@ -112,116 +117,6 @@ def _locate(dirs: Sequence[Path], filename: str) -> Path | None:
             if p.is_file():
                 return p
     return None
-
-
-def _first_writable(dirs: Sequence[Path]) -> Path | None:
-    for d in dirs:
-        if _files.ensure_writable_dir(d):
-            return d
-    return None
-
-
-# ------------------------------------------------------------------ verification
-
-
-def _read_checked(path: Path, filename: str, expected: str | None) -> tuple[np.ndarray, str]:
-    """Parse one IDX file, checking the SHA-256 of its decompressed bytes."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read file ({exc})") from exc
-    raw = gunzip_if_needed(data, str(path))
-    digest = hashlib.sha256(raw).hexdigest()
-    if expected is not None and digest != expected.lower():
-        raise ChecksumError(
-            f"{path}: SHA-256 of the decompressed content is {digest}, expected {expected} "
-            f"(for {filename}). The file is corrupt or not the right file: delete it and "
-            "load again with download allowed to fetch a fresh copy."
-        )
-    return decode_idx(raw, str(path)), digest
-
-
-def _check_structure(arrays: Mapping[str, np.ndarray], where: Mapping[str, str]) -> None:
-    """MNIST-format checks: 28x28 uint8 images, uint8 labels 0..9, equal counts."""
-    for split in ("train", "test"):
-        img, lab = arrays[f"{split}_img"], arrays[f"{split}_label"]
-        img_name, lab_name = where[f"{split}_img"], where[f"{split}_label"]
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-            raise DatasetError(
-                f"{img_name}: expected uint8 images of shape (N, {IMAGE_SIDE}, {IMAGE_SIDE}), "
-                f"got {img.dtype} {img.shape}"
-            )
-        if lab.dtype != np.uint8 or lab.ndim != 1:
-            raise DatasetError(f"{lab_name}: expected a 1-D uint8 label vector, got {lab.dtype} {lab.shape}")
-        if lab.size and int(lab.max()) >= NUM_CLASSES:
-            bad = int(np.count_nonzero(lab >= NUM_CLASSES))
-            raise DatasetError(
-                f"{lab_name}: {bad} labels outside 0..{NUM_CLASSES - 1} (max {int(lab.max())})"
-            )
-        if img.shape[0] != lab.shape[0]:
-            raise DatasetError(
-                f"{img_name} holds {img.shape[0]} images but {lab_name} holds {lab.shape[0]} labels; "
-                "the two files must come from the same release"
-            )
-
-
-# ------------------------------------------------------------------------- cache
-
-
-def _source_key(path: Path | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-    st = path.stat()
-    return {"name": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _read_cache(
-    path: Path,
-    files: Mapping[str, str],
-    checksums: Mapping[str, str | None] | None,
-    sources: Mapping[str, Path | None],
-    *,
-    load_arrays: bool = True,
-) -> dict[str, np.ndarray] | None:
-    """Return the cached arrays if ``path`` is a valid, current cache, else None.
-
-    Any problem (truncated zip, wrong keys, stale sources) means "no cache":
-    the caller rebuilds it, so a damaged cache never stops a load.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"][()]))
-            if meta.get("version") != _CACHE_VERSION or meta.get("files") != dict(files):
-                return None
-            for key, filename in files.items():
-                entry = meta["sources"][key]
-                want = (checksums or {}).get(filename)
-                if want is not None and entry["sha256"] != want.lower():
-                    return None
-                here = _source_key(sources.get(key))
-                if here is not None and here != entry["stat"]:
-                    return None
-            if not load_arrays:
-                return {}
-            arrays = {key: npz[key] for key in files}
-        _check_structure(arrays, {k: f"{path} [{k}]" for k in files})
-        return arrays
-    except Exception:  # noqa: BLE001 -- any failure just means "rebuild"
-        return None
-
-
-def _write_cache(dirs: Sequence[Path], arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Save the arrays atomically in the first writable directory; skip if none."""
-    target = _first_writable(dirs)
-    if target is None:
-        return
-    try:
-        with _files.atomic_writer(target / CACHE_NAME) as f:
-            members: dict[str, Any] = dict(arrays, meta=np.array(json.dumps(meta, sort_keys=True)))
-            np.savez(f, **members)
-    except OSError:
-        # A cache is an optimisation; a full disk must not fail the load.
-        pass
 
 
 # ----------------------------------------------------------------------- loading
@@ -282,7 +177,7 @@ def load_raw_idx_dataset(
     download: bool = False,
     mirrors: Sequence[str] = MNIST_MIRRORS,
     cache_dir: str | os.PathLike | None = None,
-    opener: _files.Opener | None = None,
+    opener: fileio.Opener | None = None,
     timeout: float = _DEFAULT_TIMEOUT,
 ) -> dict[str, np.ndarray]:
     """Load an MNIST-format data set as raw arrays keyed like ``files``.
@@ -296,14 +191,14 @@ def load_raw_idx_dataset(
             f"data folder {data_path} is a file, not a folder; point data_dir (or FASTNET_DATA) "
             "at the folder that holds the MNIST .gz files"
         )
-    cache_path = Path(cache_dir).expanduser() if cache_dir is not None else _files.user_cache_dir() / "mnist"
+    cache_path = Path(cache_dir).expanduser() if cache_dir is not None else fileio.user_cache_dir() / "mnist"
     dirs = _search_dirs(data_path, cache_path)
     sources = {key: _locate(dirs, name) for key, name in files.items()}
 
     for d in dirs:
         cached = d / CACHE_NAME
         if cached.is_file():
-            hit = _read_cache(cached, files, checksums, sources)
+            hit = read_cache(cached, files, checksums, sources)
             if hit is not None:
                 return hit
 
@@ -313,7 +208,7 @@ def load_raw_idx_dataset(
         if not download or _offline():
             why = "Downloading is off (download=False)." if not download else "Downloading is off (FASTNET_OFFLINE=1)."
             raise DatasetError(_missing_message(names, dirs, why))
-        target = _first_writable(dirs)
+        target = first_writable(dirs)
         if target is None:
             raise DatasetError(
                 _missing_message(names, dirs, "None of these directories is writable, so nothing could be downloaded.")
@@ -323,10 +218,10 @@ def load_raw_idx_dataset(
             want = (checksums or {}).get(name)
 
             def verify(tmp: Path, name: str = name, want: str | None = want) -> None:
-                _read_checked(tmp, name, want)
+                read_checked(tmp, name, want)
 
             urls = [m if m.endswith("/") else m + "/" for m in mirrors]
-            sources[key] = _files.download(
+            sources[key] = fileio.download(
                 [u + name for u in urls],
                 target / name,
                 verify=verify,
@@ -339,12 +234,12 @@ def load_raw_idx_dataset(
     for key, name in files.items():
         path = sources[key]
         assert path is not None
-        arrays[key], digest = _read_checked(path, name, (checksums or {}).get(name))
-        meta_sources[key] = {"sha256": digest, "stat": _source_key(path)}
-    _check_structure(arrays, {k: str(sources[k]) for k in files})
+        arrays[key], digest = read_checked(path, name, (checksums or {}).get(name))
+        meta_sources[key] = {"sha256": digest, "stat": source_key(path)}
+    check_structure(arrays, {k: str(sources[k]) for k in files})
 
-    meta = {"version": _CACHE_VERSION, "files": dict(files), "sources": meta_sources}
-    _write_cache(dirs, arrays, meta)
+    meta = {"version": CACHE_VERSION, "files": dict(files), "sources": meta_sources}
+    write_cache(dirs, arrays, meta)
     return arrays
 
 
@@ -360,7 +255,7 @@ def load_idx_dataset(
     download: bool = False,
     mirrors: Sequence[str] = MNIST_MIRRORS,
     cache_dir: str | os.PathLike | None = None,
-    opener: _files.Opener | None = None,
+    opener: fileio.Opener | None = None,
     timeout: float = _DEFAULT_TIMEOUT,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load an MNIST-format data set (four IDX files) from ``data_dir``.
@@ -466,12 +361,12 @@ def mnist_available(data_dir: str | os.PathLike | None = None) -> bool:
     files are not computed here; :func:`load_mnist` does that.
     """
     data_path = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    dirs = _search_dirs(data_path, _files.user_cache_dir() / "mnist")
+    dirs = _search_dirs(data_path, fileio.user_cache_dir() / "mnist")
     sources = {key: _locate(dirs, name) for key, name in MNIST_FILES.items()}
     if all(p is not None for p in sources.values()):
         return True
     return any(
         (d / CACHE_NAME).is_file()
-        and _read_cache(d / CACHE_NAME, MNIST_FILES, MNIST_SHA256, sources, load_arrays=False) is not None
+        and read_cache(d / CACHE_NAME, MNIST_FILES, MNIST_SHA256, sources, load_arrays=False) is not None
         for d in dirs
     )

@@ -1,34 +1,23 @@
-"""Run fastnet's benchmark suites, or read a saved run, and print what they show.
+"""The benchmark report: every case of a pytest-benchmark run as Markdown tables.
 
-Usage (``fastnet bench`` takes the same arguments)::
-
-    python -m fastnet.benchreport                 # run the suites (a few minutes), report
-    python -m fastnet.benchreport --quick         # fewer rounds (about a minute)
-    python -m fastnet.benchreport --json run.json # report a saved pytest-benchmark JSON
-
-The report holds: the median of every case; the numerical / backprop ratio per
-backend and size; each backend's speed-up over numpy; the ratios with
-targets; and a log-scale PNG chart (needs matplotlib).
+The report holds the median of every case; the numerical / backprop ratio per
+backend and size; each backend's speed-up over numpy; and the ratios with
+targets. ``benchmarks/run.py`` (``fastnet bench``) runs the suites and prints it;
+``benchmarks/chart.py`` draws the chart.
 
 Cases of the numerical gradient that ran the book's loop were timed on a
 subset of parameters: their ``extra_info["scale"]`` multiplies them up to the
-whole net here, and the table marks them with ``*``.
+whole net here, and the tables mark them with ``*``.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
 import json
 import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from .benchrun import best_of, find_suites, load, run_suites
-
-__all__ = ["Case", "best_of", "cases", "find_suites", "load", "main", "report", "run_suites", "write_chart"]
+__all__ = ["Case", "cases", "fmt_ratio", "fmt_time", "groups", "load", "machine_lines", "report"]
 
 BACKENDS = ("numpy", "numba", "cupy")
 SUITE_ORDER = ("step", "predict", "numgrad")
@@ -94,6 +83,15 @@ ROUND_TARGETS = (
 
 
 # ------------------------------------------------------------------ reading
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """A pytest-benchmark JSON file, checked to hold a ``benchmarks`` list."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError(f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list)")  # noqa: TRY004
+    return data
+
+
 def cases(data: dict[str, Any], stat: str = "median") -> list[Case]:
     """Every benchmark of a run; cases timed on a subset are scaled up."""
     out = []
@@ -116,7 +114,7 @@ def _index(rows: list[Case]) -> dict[tuple[str, str], Case]:
     return {(r.group, r.name): r for r in rows}
 
 
-def _groups(rows: list[Case]) -> list[str]:
+def groups(rows: list[Case]) -> list[str]:
     def order(group: str) -> tuple[int, str]:
         suite = group.split("-")[0]
         rank = SUITE_ORDER.index(suite) if suite in SUITE_ORDER else len(SUITE_ORDER)
@@ -198,7 +196,7 @@ def times_section(rows: list[Case], stat: str) -> list[str]:
     index = _index(rows)
     out = [f"## {stat.capitalize()} time of every case", ""]
     body = []
-    for group in _groups(rows):
+    for group in groups(rows):
         for r in sorted((r for r in rows if r.group == group), key=lambda r: r.seconds):
             ref = _counterpart(r, index)
             speed = ref.seconds / r.seconds if ref is not None and ref is not r else None
@@ -219,12 +217,12 @@ def summary_section(rows: list[Case], stat: str) -> list[str]:
     for r in rows:  # a prediction's floor is named "matmul"
         if r.suite == "predict" and r.name == "matmul":
             index.setdefault((r.group, "matmul-floor"), r)
-    groups = [g for g in _groups(rows) if g.split("-")[0] in ("step", "predict")]
-    columns = [c for c in SUMMARY_COLUMNS if any((g, c) in index for g in groups)]
-    groups = [g for g in groups if any((g, c) in index for c in columns)]  # not the "-rounds" groups
-    if not groups or not columns:
+    timed = [g for g in groups(rows) if g.split("-")[0] in ("step", "predict")]
+    columns = [c for c in SUMMARY_COLUMNS if any((g, c) in index for g in timed)]
+    timed = [g for g in timed if any((g, c) in index for c in columns)]  # not the "-rounds" groups
+    if not timed or not columns:
         return []
-    body = [[g] + [fmt_time(index[g, c].seconds) if (g, c) in index else "–" for c in columns] for g in groups]
+    body = [[g] + [fmt_time(index[g, c].seconds) if (g, c) in index else "–" for c in columns] for g in timed]
     return [f"## Summary ({stat})", ""] + _table(["group"] + columns, body)
 
 
@@ -247,7 +245,7 @@ def _footnote(rows: list[Case]) -> list[str]:
 def numgrad_section(rows: list[Case]) -> list[str]:
     index = _index(rows)
     body = []
-    for group in _groups(rows):
+    for group in groups(rows):
         for impl in BACKENDS:
             num, back = index.get((group, f"{impl}-numerical")), index.get((group, f"{impl}-backprop"))
             if num is None or back is None:
@@ -268,7 +266,7 @@ def speedup_section(rows: list[Case]) -> list[str]:
     if not present:
         return []
     body = []
-    for group in _groups(rows):
+    for group in groups(rows):
         for name in ("numpy", "numpy-bookstyle", "numpy-numerical", "numpy-backprop"):
             ref = index.get((group, name))
             if ref is None:
@@ -358,125 +356,3 @@ def report(data: dict[str, Any], stat: str = "median") -> str:
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
 
 
-# ------------------------------------------------------------------ chart
-def write_chart(data: dict[str, Any], path: str | os.PathLike, stat: str = "median") -> str:
-    """Write a log-scale bar chart of every case; returns a line saying what happened."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "no chart: matplotlib is not installed (pip install 'fastnet[plot]')"
-    rows = [r for r in cases(data, stat) if r.name != "rounds"]  # a round is three kinds of step
-    if not rows:
-        return "no chart: the run holds no benchmarks"
-    ordered = [r for g in _groups(rows) for r in sorted((r for r in rows if r.group == g), key=lambda r: r.seconds)]
-    colours = {"numpy": "tab:blue", "numba": "tab:orange", "cupy": "tab:green", "book": "tab:gray",
-               "matmul": "black", "torch": "tab:red", "jax": "tab:purple"}
-    fig, ax = plt.subplots(figsize=(9, 0.22 * len(ordered) + 1.5))
-    y = list(range(len(ordered)))[::-1]
-    ax.barh(y, [r.seconds for r in ordered],
-            color=[colours.get(r.impl.split("-")[0], "tab:cyan") for r in ordered])
-    ax.set_yticks(y, [f"{r.group} · {r.name}{'*' if r.scale != 1 else ''}" for r in ordered], fontsize=7)
-    ax.set_xscale("log")
-    ax.set_ylim(-0.7, len(ordered) - 0.3)
-    ax.set_xlabel(f"{stat} time per call, seconds (log scale; * = scaled from a subset)")
-    ax.set_title(machine_lines(data)[0], fontsize=8)
-    ax.grid(axis="x", which="both", alpha=0.3)
-    ax.set_axisbelow(True)
-    from matplotlib.patches import Patch
-
-    used = dict.fromkeys(r.impl.split("-")[0] for r in ordered)
-    ax.legend(handles=[Patch(color=colours.get(k, "tab:cyan"), label=k) for k in used],
-              loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"chart written to {path}"
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastnet bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", metavar="PATH", help="report this saved pytest-benchmark JSON instead of running")
-    p.add_argument("--quick", action="store_true", help="fewer rounds: about a minute, noisier")
-    p.add_argument("-k", dest="select", metavar="EXPR", help="only cases matching this pytest -k expression")
-    p.add_argument("--save", metavar="PATH", help="where a new run's JSON goes (default .benchmarks/fastnet-<time>.json)")
-    p.add_argument("--chart", metavar="PATH", help="PNG chart path (default: the JSON's path with .png)")
-    p.add_argument("--no-chart", action="store_true", help="do not write a chart")
-    p.add_argument("--report", metavar="PATH", help="also write the report (Markdown) to this file")
-    p.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="run the suites N times and keep each case's least disturbed run (default 1)")
-    p.add_argument("--stat", choices=("median", "min", "mean"), default="median",
-                   help="statistic of each case's rounds (default median)")
-    p.add_argument("--suites", metavar="DIR", help="the benchmarks folder (default: found beside fastnet)")
-    return p
-
-
-def missing_tools() -> list[str]:
-    """The packages the suites need that this Python lacks (the ``bench`` extra)."""
-    import importlib.util
-
-    return [name for name, module in (("pytest", "pytest"), ("pytest-benchmark", "pytest_benchmark"))
-            if importlib.util.find_spec(module) is None]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    status = 0
-    if args.json:
-        path = Path(args.json)
-        if not path.is_file():
-            print(f"fastnet bench: no such file: {path}", file=sys.stderr)
-            return 2
-    else:
-        missing = missing_tools()
-        if missing:
-            print(f"fastnet bench: running the suites needs {' and '.join(missing)}: "
-                  f"pip install 'fastnet[bench]' (in a clone: pip install -e '.[bench]')", file=sys.stderr)
-            return 2
-        folder = Path(args.suites) if args.suites else find_suites()
-        if folder is None or not folder.is_dir():
-            print("fastnet bench: benchmark suites not found; run from a fastnet checkout, pass "
-                  "--suites DIR, or report a saved run with --json PATH", file=sys.stderr)
-            return 2
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        path = Path(args.save) if args.save else Path(".benchmarks") / f"fastnet-{stamp}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if args.repeat < 1:
-            print("fastnet bench: --repeat must be at least 1", file=sys.stderr)
-            return 2
-        if args.repeat == 1:
-            status = run_suites(folder, path, quick=args.quick, select=args.select)
-        else:
-            runs = []
-            for i in range(args.repeat):
-                part = path.with_suffix(f".run{i + 1}.json")
-                status = run_suites(folder, part, quick=args.quick, select=args.select) or status
-                if part.is_file():
-                    runs.append(load(part))
-            if runs:
-                path.write_text(json.dumps(best_of(runs, args.stat), indent=1), encoding="utf-8")
-        if not path.is_file():
-            print("fastnet bench: the suites produced no results (see the log above)", file=sys.stderr)
-            return status or 1
-        if status:
-            print(f"fastnet bench: some cases failed (pytest exit {status}); reporting the others",
-                  file=sys.stderr)
-        print(f"results saved to {path}")
-    try:
-        data = load(path)
-    except (OSError, ValueError) as exc:
-        print(f"fastnet bench: {exc}", file=sys.stderr)
-        return 2
-    text = report(data, args.stat)
-    print(text)
-    if args.report:
-        Path(args.report).write_text(text, encoding="utf-8")
-    if not args.no_chart:
-        print(write_chart(data, Path(args.chart) if args.chart else path.with_suffix(".png"), args.stat))
-    return 1 if status else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
