@@ -49,7 +49,7 @@ class Case(NamedTuple):
     @property
     def label(self) -> str:
         tail = "-mnist" if self.data == "mnist" else ""
-        tail += "-sigmoid" if self.activation == "sigmoid" else ""
+        tail += "" if self.activation == "relu" else f"-{self.activation}"
         return f"{'-'.join(map(str, self.sizes))}-B{self.batch}{tail}"
 
 
@@ -61,6 +61,7 @@ CASES = [
     Case(SIZES, 100, "mnist"),
     Case(SIZES, 100, "dense", "sigmoid"),  # ch.4's net
     Case(SIZES, 100, "mnist", "sigmoid"),
+    Case(SIZES, 100, "mnist", "tanh"),
 ]
 
 

@@ -49,13 +49,13 @@ class Target(NamedTuple):
 # The numba backend's targets, each a ratio of two cases of one run.
 TARGETS = (
     Target("numba step / matmul floor (B100 fp64)", ("step-B100-float64", "numba"),
-           ("step-B100-float64", "matmul-floor"), "<=", 1.25),
-    Target("book step / numba step (B100 fp64)", ("step-B100-float64", "book"),
-           ("step-B100-float64", "numba"), ">=", 1.5),
+           ("step-B100-float64", "matmul-floor"), "<=", 1.35),
+    Target("numpy / numba, the book's ch.5 net layer by layer (B100 fp64)", ("step-B100-float64", "numpy-layers"),
+           ("step-B100-float64", "numba-layers"), ">=", 1.3),
     Target("numgrad: book loop / numba, 784-50-10 B100 dense", ("numgrad-784-50-10-B100", "numpy-numerical"),
-           ("numgrad-784-50-10-B100", "numba-numerical"), ">=", 200),
+           ("numgrad-784-50-10-B100", "numba-numerical"), ">=", 400),
     Target("numgrad: book loop / numba, 784-50-10 B100 MNIST", ("numgrad-784-50-10-B100-mnist", "numpy-numerical"),
-           ("numgrad-784-50-10-B100-mnist", "numba-numerical"), ">=", 600),
+           ("numgrad-784-50-10-B100-mnist", "numba-numerical"), ">=", 900),
     Target("numgrad: book loop / numba, sigmoid, dense",
            ("numgrad-784-50-10-B100-sigmoid", "numpy-numerical"),
            ("numgrad-784-50-10-B100-sigmoid", "numba-numerical"), ">=", 200),
@@ -72,13 +72,13 @@ TARGETS = (
            ("step-B100-float32", "numba"), ">=", 1.0),
 )
 
-# The same two step targets from ``bench_step.test_step_rounds``: ratios taken
-# round by round with the three kinds of step timed in turn (extra_info).
+# The same step targets from ``bench_step.test_step_rounds`` and ``test_layers_rounds``:
+# ratios taken round by round with the kinds of step timed in turn (extra_info).
 ROUND_TARGETS = (
     ("numba step / matmul floor (B100 fp64), in turn per round", "step-B100-float64-rounds",
-     "numba/matmul-floor", "<=", 1.25),
-    ("book step / numba step (B100 fp64), in turn per round", "step-B100-float64-rounds",
-     "book/numba", ">=", 1.5),
+     "numba/matmul-floor", "<=", 1.35),
+    ("numpy / numba, ch.5 layer net (B100 fp64), in turn per round", "step-B100-float64-layers-rounds",
+     "numpy-layers/numba-layers", ">=", 1.3),
 )
 
 
@@ -332,7 +332,7 @@ def targets_section(rows: list[Case]) -> list[str]:
         ratio = top.seconds / bottom.seconds
         met = ratio <= t.bound if t.op == "<=" else ratio >= t.bound
         body.append([t.label, f"{ratio:,.3g}", f"{t.op} {t.bound:g}", "yes" if met else "no"])
-    rounds = {r.group: r for r in rows if r.name == "rounds"}
+    rounds = {r.group: r for r in rows if r.name in ("rounds", "layers-rounds")}
     for label, group, key, op, bound in ROUND_TARGETS:
         ratio = (rounds[group].info.get("ratios") or {}).get(key) if group in rounds else None
         if ratio is None:

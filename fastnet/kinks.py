@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy
 
+from . import activations
+
 
 def kink_units(net: Any, x: Any, h: float = 1e-4) -> dict[int, numpy.ndarray] | None:
     """Per hidden layer i (1-based), the units some sample puts within reach of ReLU's kink.
@@ -20,7 +22,7 @@ def kink_units(net: Any, x: Any, h: float = 1e-4) -> dict[int, numpy.ndarray] | 
     ``h * max(1, max |layer input|)``; units closer to 0 than that are kinks.
     None when the net has no ReLU or runs batch norm (not analysed here).
     """
-    if getattr(net, "activation", None) != "relu" or getattr(net, "use_batchnorm", False):
+    if activations.builtin(getattr(net, "activation", None)) != "relu" or getattr(net, "use_batchnorm", False):
         return None
     to_numpy = net.backend.to_numpy
     layer_in = numpy.asarray(to_numpy(x), dtype=numpy.float64)

@@ -353,6 +353,6 @@ class Net:
     def __repr__(self) -> str:
         sizes = [self.input_size] + [int(self.params[f"W{i}"].shape[1]) for i in range(1, self.depth + 1)]
         return (
-            f"{type(self).__name__}({'-'.join(map(str, sizes))}, activation={self.activation!r}, "
+            f"{type(self).__name__}({'-'.join(map(str, sizes))}, activation={activations.name_of(self.activation)!r}, "
             f"dtype={self.dtype.name}, backend={self.backend.name!r})"
         )
