@@ -72,8 +72,8 @@ def main(rows: int = 100, dtype: str = "float32") -> None:
     for name, op in zip(plan.names, plan.ops):
         print(f"  op {name:14s} eager    {per_call(op, sync, n=500):8.1f} µs")
     # the two-kernel step in each variant: graph replays of one step, and a whole epoch
-    from fastnet.backend.cupy_kernels.device import CupyDevice
-    from fastnet.backend.cupy_kernels.engine import FusedEngine
+    from fastnet.backend.cupy.device import CupyDevice
+    from fastnet.backend.cupy.engine import FusedEngine
 
     old = 8 if rows < 1000 else 16  # kernel B's split before the one-wave rule
     variants = [  # threads, rows per block, prefetch, compact, split

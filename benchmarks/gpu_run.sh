@@ -53,8 +53,10 @@ fi
 
 # 1. every generated kernel variant through NVRTC for this GPU's architecture
 timeout 90 python - >"$OUT/compile.txt" 2>&1 <<'EOF'
+import sys
 import cupy
-from fastnet.backend.cupy_kernels import checks
+sys.path.insert(0, "tests/backend/cupy")
+import cuda_checks as checks
 cc = cupy.cuda.Device().compute_capability
 ok = bad = 0
 for label, text in checks.variants(full=False):

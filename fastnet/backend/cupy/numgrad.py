@@ -23,10 +23,14 @@ Array = Any
 
 
 def activate(xp: Any, a: Array, activation: str) -> Array:
-    """The activation as the kernels compute it (ReLU from the mask a <= 0)."""
+    """A built-in activation (by kernel name) as activations.cuh computes it."""
     if activation == "relu":
         return xp.where(a <= 0, 0.0, a)
-    return 1.0 / (1.0 + xp.exp(-a))
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + xp.exp(-a))
+    if activation == "tanh":
+        return xp.tanh(a)
+    raise ValueError(f"no kernel for activation {activation!r}")
 
 
 def forward64(xp: Any, Ws: list[Array], bs: list[Array], x: Array, activation: str) -> tuple[list[Array], list[Array]]:

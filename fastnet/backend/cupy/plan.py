@@ -45,11 +45,11 @@ class Layout:
     sizes: tuple[int, ...]  # n0, n1, ..., nL
     rows: int  # batch size
     dtype: str  # "float32" | "float64"
-    activation: str
+    activation: str  # the activation's kernel name
     onehot: bool  # targets as one-hot rows (else class indices)
     weight_decay: float
     stage: str
-    kind: str | None = None  # optimizer kind for stage "train"
+    rule: str | None = None  # the optimizer's kernel name, stage "train"
     gather: bool = False  # read mini-batches of a device data set by index
     blas: tuple[bool, ...] = ()  # per layer: use cuBLAS (eager only) instead of tiled kernels
     target_blocks: int = 264  # split-K until about this many blocks (2 per H100 SM)
@@ -74,18 +74,6 @@ def choose_split(M: int, N: int, K: int, target_blocks: int, min_k: int) -> int:
     return split
 
 
-def hyper_values(kind: str, optimizer: Any) -> tuple[float, float, float]:
-    """[lr, a, b] of a known optimizer, in the order the update kernel reads them."""
-    lr = float(optimizer.lr)
-    if kind in ("momentum", "nesterov"):
-        return lr, float(optimizer.momentum), 0.0
-    if kind == "rmsprop":
-        return lr, float(optimizer.decay_rate), 0.0
-    if kind == "adam":
-        return lr, float(optimizer.beta1), float(optimizer.beta2)
-    return lr, 0.0, 0.0
-
-
 class Plan:
     """Buffers and launches of one stage for one layout and one set of arrays."""
 
@@ -105,8 +93,8 @@ class Plan:
         self.graph: Any = None
         self.capture_failed = False
         self.runs = 0
-        self._hyper: tuple[float, ...] | None = None
-        self._adam_t: int | None = None
+        self._scalars: list[tuple[float, ...]] | None = None
+        self._rows = 1  # rows of the scalars table the clock points at
         self.steps = steps
         self.bound: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (x ptr, t ptr) -> graph or None
         self.bound_misses = 0
@@ -114,7 +102,7 @@ class Plan:
         self._alloc()
         self.ops: list[Callable[[], None]] = []
         self.names: list[str] = []  # launch names, in order (for tests and docs)
-        self._sources: list[str] = [src.prelude(src.real_type(layout.dtype), layout.activation)]
+        self._sources: list[str] = [src.prelude(src.real_type(layout.dtype), layout.activation, layout.rule)]
         self._pending: list[tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]] = []
         self._build()
         self.module = device.module("".join(self._sources))
@@ -143,7 +131,8 @@ class Plan:
             self.grads.append(self.gflat[w_off : w_off + n[i] * n[i + 1]].reshape(n[i], n[i + 1]))
             self.grads.append(self.gflat[b_off : b_off + n[i + 1]])
         self.clock = xp.zeros(src.CLOCK_SIZE, numpy.int64)
-        self.hyper = xp.zeros(4, numpy.float64)
+        self.device.upload(self.clock, numpy.array([0, 0, 0, 1], numpy.int64))  # a table of one row
+        self.hyper = xp.zeros(max(self.steps, 1) * src.SCALARS, numpy.float64)
         self.dummy = xp.zeros(1, dt)
         self.dummy_i = xp.zeros(1, numpy.int64)
         self.ring = xp.zeros(RING_SIZE, dt)
@@ -284,7 +273,6 @@ class Plan:
 
     def _update(self) -> None:
         L, dev = self.layout, self.device
-        assert L.kind is not None
         P, G, S1, S2, sizes, ctensor, cstart = [], [], [], [], [], [], []
         for ti, (p, g) in enumerate(zip(self.params, self.grads)):
             slots = [s[ti] for s in self.state]
@@ -302,7 +290,7 @@ class Plan:
             self._table(sizes, numpy.int64), self._table(ctensor, numpy.int32),
             self._table(cstart, numpy.int64),
         )
-        self._kernel("update", src.update_source("update", L.kind), (len(ctensor), 1, 1),
+        self._kernel("update", src.update_source("update"), (len(ctensor), 1, 1),
                      (src.UPDATE_THREADS, 1, 1), (*self.update_tables, self.hyper, self.clock))
 
     # ---------------------------------------------------------------- runs
@@ -400,42 +388,22 @@ class Plan:
         self.ring_pos += count
         return start
 
-    def before_step(self, optimizer: Any) -> None:
-        """Host bookkeeping of one optimizer step, and uploads only when values changed."""
-        kind = self.layout.kind
-        begin = getattr(optimizer, "_begin_step", None)
-        if begin is not None:
-            begin()  # Adam's host-side step count and lr_t stay what the book's loop gives
-        self.set_hyper(hyper_values(kind, optimizer))  # type: ignore[arg-type]
-        if kind == "adam":
-            before = int(optimizer.iter) - 1  # the loss kernel bumps the device count first
-            if self._adam_t != before:
-                c = src.CLOCK_ADAM_T
-                self.device.upload(self.clock[c : c + 1], numpy.array([before], numpy.int64))
-            self._adam_t = before + 1
+    def set_scalars(self, rows: list[tuple[float, ...]]) -> None:
+        """The optimizer's step_scalars() for the next run of len(rows) steps, one row each.
 
-    @property
-    def hyper_now(self) -> tuple[float, ...] | None:
-        """The hyper-parameters the kernels will read next (as last uploaded)."""
-        return self._hyper
-
-    def set_hyper(self, hyper: tuple[float, ...]) -> None:
-        """Upload [lr, a, b] for the next launches, only when they changed (stream-ordered)."""
-        if hyper != self._hyper:
-            self.device.upload(self.hyper, numpy.array([*hyper, 0.0], numpy.float64))
-            self._hyper = hyper
-
-    def host_step(self, optimizer: Any) -> None:
-        """An optimizer step's host bookkeeping alone, for steps already on the device.
-
-        Valid after one ``before_step`` in the same run of steps; the caller
-        uploads hyper-parameters that change on the way (``set_hyper``).
+        Uploaded (stream-ordered) only when they differ from the last upload;
+        the step counter restarts, so the next step reads row 0.
         """
-        begin = getattr(optimizer, "_begin_step", None)
-        if begin is not None:
-            begin()
-        if self.layout.kind == "adam":
-            self._adam_t = int(optimizer.iter)
+        if rows != self._scalars:
+            table = numpy.zeros((len(rows), src.SCALARS), numpy.float64)
+            for k, row in enumerate(rows):
+                table[k, : len(row)] = row
+            self.device.upload(self.hyper[: table.size], table.reshape(-1))
+            self._scalars = rows
+        if len(rows) > 1 or self._rows != 1:
+            for slot, value in ((src.CLOCK_STEP, 0), (src.CLOCK_ROWS, len(rows))):
+                self.device.upload(self.clock[slot : slot + 1], numpy.array([value], numpy.int64))
+        self._rows = len(rows)
 
     def launch_steps(self, steps: int) -> None:
         """`steps` runs in a row: one graph of every step once a run has gone eagerly.

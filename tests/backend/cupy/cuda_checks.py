@@ -2,7 +2,7 @@
 
 A plan's module text depends on its layout, so the text for many layouts is
 assembled here on a "dry" device (NumPy buffers, nothing compiled) and handed
-to a compiler. Run ``python -m fastnet.backend.cupy_kernels.checks`` to
+to a compiler. Run ``python -m cuda_checks (tests/backend/cupy)`` to
 compile every variant of ``variants(full=True)`` with each compiler found.
 """
 
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy
 
-from .elementwise import check_source
-from .plan import Layout, Plan
-from .plan_rows import RowsPlan
-from .source_rows import rows_shape
-from .source import OPTIMIZER_KINDS
-from .source_numgrad import numgrad_source
+from fastnet import optimizers
+from fastnet.backend.cupy import cuda
+from fastnet.backend.cupy.plan import Layout, Plan
+from fastnet.backend.cupy.plan_rows import RowsPlan
+from fastnet.backend.cupy.source_rows import rows_shape
+from fastnet.backend.cupy.source_numgrad import numgrad_source
 
 
 class _DryModule:
@@ -67,8 +67,8 @@ def plan_source(layout: Layout) -> str:
     for a, b in zip(layout.sizes, layout.sizes[1:]):
         params += [numpy.zeros((a, b), dt), numpy.zeros(b, dt)]
     state = None
-    if layout.kind:
-        count = {"adam": 2, "sgd": 0}.get(layout.kind, 1)
+    if layout.rule:
+        count = len(optimizers.OPTIMIZERS[layout.rule].state_names)
         state = [[numpy.zeros_like(p) for p in params] for _ in range(count)]
     data = None
     if layout.gather:
@@ -96,14 +96,16 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
         ((784, 50, 10), 10000, "float32", "relu", False, 0.0, "predict", None, False, (True, False)),
         ((784, 50, 10), 100, "float32", "sigmoid", True, 0.0, "loss", None, False, ()),
         ((784, 50, 10), 100, "float64", "relu", False, 0.0, "grad", None, False, ()),
+        ((784, 50, 10), 100, "float32", "tanh", False, 0.01, "train", "adamw", False, ()),
+        ((784, 100, 60, 10), 64, "float64", "tanh", True, 0.0, "train", "adamw", False, (True, False, False)),
     ]
     cases = short
     if full:
         cases = [
             ((784, 50, 10), 100, dt, act, oh, dec, "train", kind, gather, ())
             for dt, act, oh, dec, kind, gather in itertools.product(
-                ("float32", "float64"), ("relu", "sigmoid"), (False, True), (0.0, 0.1),
-                OPTIMIZER_KINDS, (False, True),
+                ("float32", "float64"), tuple(cuda.ACTIVATIONS), (False, True), (0.0, 0.1),
+                tuple(cuda.RULES), (False, True),
             )
         ] + short
     rows_cases = [  # the two-kernel step: every stage, optimizer and label form
@@ -115,10 +117,11 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
             (100, "float64", "relu", False, 0.01, "grad", None, False),
             (100, "float32", "sigmoid", True, 0.0, "loss", None, False),
             (10000, "float32", "relu", False, 0.0, "predict", None, False),
+            (100, "float32", "tanh", False, 0.0, "train", "adamw", True),
         )
     ] + [
         ((784, 100, 60, 10), 64, "float64", "relu", True, 0.0, "train", kind, False, ())
-        for kind in OPTIMIZER_KINDS
+        for kind in tuple(cuda.RULES)
     ]
     for sizes, rows, dt, act, oh, dec, stage, kind, gather, blas in cases:
         layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, blas)
@@ -143,10 +146,24 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
                + ("" if gather else "-batch") + ("" if prefetch else "-noprefetch") + ("" if compact else "-nocompact"),
                plan_source(layout))
     for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
-                       ((9, 7, 5, 3), "sigmoid")):
+                       ((9, 7, 5, 3), "sigmoid"), ((9, 7, 5, 3), "tanh")):
         yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", numgrad_source("ng", 100, sizes, act)
-    for real in ("float", "double"):
-        yield f"elementwise-updates-{real}", check_source(real)
+    yield "updates", update_source()
+
+
+def update_names() -> list[str]:
+    """The instantiations of updates.cu the library asks for."""
+    return [cuda.rule_kernel(r, k) for r in ("float", "double") for k in cuda.RULES]
+
+
+def update_source() -> str:
+    """updates.cu with its instantiations spelled out, for compilers given no name expressions."""
+    lines = [cuda.source("updates.cu")]
+    for name in update_names():
+        real = name.split("<")[1].split(",")[0]
+        lines.append(f"template __global__ void {name}({real}*, const {real}*, {real}*, {real}*,"
+                     " double, double, double, double, long long);")
+    return "\n".join(lines) + "\n"
 
 
 def nvcc() -> str | None:
@@ -174,7 +191,7 @@ def compile_nvrtc(source: str, arch: str = "90") -> None:
     """Compile with NVRTC through CuPy's own wrapper, with the options the backend uses."""
     from cupy.cuda import compiler
 
-    from .device import NVRTC_OPTIONS
+    from fastnet.backend.cupy.device import NVRTC_OPTIONS
 
     prog = compiler._NVRTCProgram(source, "fastnet.cu", method="cubin")
     prog.compile((*NVRTC_OPTIONS, f"-arch=sm_{arch}", "--device-as-default-execution-space"))

@@ -16,6 +16,7 @@ summed in a fixed order and (f+ - f-) / 2h written out.
 
 from __future__ import annotations
 
+from . import cuda
 from .source import CE_DELTA, activation_functions
 
 NG_ARGS_LAST = (
@@ -43,7 +44,9 @@ def threads_for(rows: int) -> int:
 
 
 def _helpers(classes: int, activation: str | None) -> str:
-    acts = "\n".join(activation_functions(activation, "double", "a64")) if activation else ""
+    acts = ""
+    if activation:
+        acts = cuda.source("activations.cuh") + "\n".join(activation_functions(activation, "double", "a64"))
     C = classes
     return f"""
 // log(softmax(s')[lab] + 1e-7) for the row s' = s + d * e_j (one score changed)

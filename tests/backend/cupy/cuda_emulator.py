@@ -89,6 +89,7 @@ static void emu_launch(dim3 g, dim3 b, const std::function<void()>& body) {
 """
 
 _KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\s*\(([^)]*)\)')
+_TEMPLATE = re.compile(r"template\s*<(.*?)>\s*__global__ void (\w+)\s*\(([^)]*)\)", re.S)
 
 _SCALARS = {
     "int": (ctypes.c_int, numpy.int32),
@@ -153,21 +154,60 @@ class EmuKernel:
             self.fn(*g, *b, *cargs)
 
 
+def _split_top(text: str) -> list[str]:
+    """`text` split at commas outside <...>."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur.strip()] if cur.strip() else parts
+
+
+def _instantiate(source: str, expr: str) -> tuple[str, list[tuple[str, str, bool]]]:
+    """(the call target, its parameters with template types substituted) of a
+    name expression like ``apply_rule<float, Sgd>`` (as NVRTC is given it)."""
+    base, args = expr.split("<", 1)
+    args_list = _split_top(args.rsplit(">", 1)[0])
+    for m in _TEMPLATE.finditer(source):
+        if m.group(2) != base.strip():
+            continue
+        names = [p.split()[-1] for p in _split_top(m.group(1))]
+        types = {n: a for n, a in zip(names, args_list)}
+        params = []
+        for text in m.group(3).split(","):
+            ctype, pname, ptr = _param(text)
+            params.append((" ".join(types.get(w, w) for w in ctype.split()), pname, ptr))
+        return expr, params
+    raise KeyError(f"no __global__ template {base!r} for {expr!r}")
+
+
 class EmuModule:
-    def __init__(self, source: str, workdir: str) -> None:
+    """A module compiled by g++: its ``extern "C"`` kernels, and the template
+    instantiations named in `names` (what NVRTC's name expressions give)."""
+
+    def __init__(self, source: str, workdir: str, names: tuple[str, ...] = ()) -> None:
         real_match = re.search(r"typedef (float|double) real;", source)
         self.real = _POINTEES[real_match.group(1)] if real_match else None
-        self.kernels = {m.group(1): [_param(p) for p in m.group(2).split(",")] for m in _KERNEL.finditer(source)}
+        self.kernels = {m.group(1): (m.group(1), [_param(p) for p in m.group(2).split(",")])
+                        for m in _KERNEL.finditer(source)}
+        for expr in names:
+            self.kernels[expr] = _instantiate(source, expr)
+        self.symbols = {name: f"emu_k{i}" for i, name in enumerate(self.kernels)}
         wrappers = []
-        for name, params in self.kernels.items():
+        for name, (target, params) in self.kernels.items():
             decl = ", ".join(("void*" if ptr else t) + " " + n for t, n, ptr in params)
             cast = ", ".join(
                 f"({t}*){n}" if ptr else n for t, n, ptr in params
             )
             wrappers.append(
-                f'extern "C" void emu_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
+                f'extern "C" void {self.symbols[name]}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
                 f" unsigned by, unsigned bz, {decl}) {{"
-                f" emu_launch({{gx, gy, gz}}, {{bx, by, bz}}, [&] {{ {name}({cast}); }}); }}"
+                f" emu_launch({{gx, gy, gz}}, {{bx, by, bz}}, [&] {{ {target}({cast}); }}); }}"
             )
         text = _HEADER + source + "\n" + "\n".join(wrappers) + "\n"
         digest = hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -185,8 +225,8 @@ class EmuModule:
         self.lib = ctypes.CDLL(lib)
 
     def get_function(self, name: str) -> EmuKernel:
-        params = self.kernels[name]
-        fn = getattr(self.lib, f"emu_{name}")
+        _, params = self.kernels[name]
+        fn = getattr(self.lib, self.symbols[name])
         fn.restype = None
         fn.argtypes = [ctypes.c_uint] * 6 + [
             ctypes.c_void_p if ptr else _SCALARS[t][0] for t, _, ptr in params
@@ -206,10 +246,11 @@ class EmuDevice:
         self._modules: dict[str, EmuModule] = {}
         self.launches = 0  # counted so tests can tell the fused path ran
 
-    def module(self, source: str) -> EmuModule:
-        mod = self._modules.get(source)
+    def module(self, source: str, names: tuple[str, ...] | list[str] = ()) -> EmuModule:
+        key = (source, tuple(names))
+        mod = self._modules.get(key)
         if mod is None:
-            mod = self._modules[source] = EmuModule(source, self.workdir)
+            mod = self._modules[key] = EmuModule(source, self.workdir, tuple(names))
         return mod
 
     def launch(self, kernel: EmuKernel, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
@@ -240,26 +281,3 @@ class EmuDevice:
 
     def synchronize(self) -> None:
         pass
-
-
-class EmuUpdateKernels:
-    """``elementwise.UpdateKernels`` on the emulator: ``kernels.sgd(g, lr, p)`` etc."""
-
-    def __init__(self, device: EmuDevice) -> None:
-        from .elementwise import UPDATE_KERNELS, raw_source
-
-        self.device = device
-        self.modules = {d: device.module(raw_source(d)) for d in ("float", "double")}
-        for name in UPDATE_KERNELS:
-            setattr(self, name, self._caller(name))
-
-    def _caller(self, name: str) -> Callable[..., None]:
-        def call(*args: Any) -> None:
-            arrays = [a for a in args if isinstance(a, numpy.ndarray)]
-            real = "double" if arrays[0].dtype == numpy.float64 else "float"
-            kernel = self.modules[real].get_function(f"ew_{name}")
-            n = arrays[0].size
-            conv = tuple(a if isinstance(a, numpy.ndarray) else numpy.float64(a) for a in args)
-            self.device.launch(kernel, (-(-n // 128), 1, 1), (128, 1, 1), (*conv, numpy.int64(n)))
-
-        return call

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .source import (
     CE_DELTA,
-    CLOCK_ADAM_T,
+    CLOCK_STEP,
     CLOCK_BATCH,
     CLOCK_RING,
     _block_sum,
@@ -355,7 +355,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
             )
         lines += [_block_sum("sqs", TH).replace("\n", "\n  "), "    if (tid == 0) sq[0] = sqs;", "  }"]
     lines += [
-        f"  if (blockIdx.x == 0 && tid == 0) clock[{CLOCK_ADAM_T}] += 1;  // kernel B reads Adam's step",
+        f"  if (blockIdx.x == 0 && tid == 0) clock[{CLOCK_STEP}] += 1;  // kernel B reads its scalars row by it",
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -401,7 +401,7 @@ def rows_b_blocks(shape: RowsShape, stage: str) -> int:
 
 
 def rows_b_source(
-    name: str, shape: RowsShape, stage: str, kind: str | None, decay: bool, gather: bool = True
+    name: str, shape: RowsShape, stage: str, decay: bool, gather: bool = True
 ) -> str:
     """Kernel B: each parameter's gradient summed over the batch (+ its update); the loss.
 
@@ -452,9 +452,8 @@ def rows_b_source(
         "  long long i = 0;",
     ]
     if stage == "train":
-        assert kind is not None
-        setup, body = update_body(kind)
-        lines.append("  " + setup + "  // hyper-parameters: loaded before the sums need them")
+        setup, body = update_body()
+        lines.append("  " + setup + "  // the rule's scalars: loaded before the sums need them")
     start, branch = 0, "if"
     for li in range(L):
         K, N = n[li], n[li + 1]

@@ -17,35 +17,25 @@ from typing import Any
 
 import numpy
 
+from ... import activations, optimizers
 from . import numgrad
-from .plan import Layout, Plan, hyper_values
+from .plan import Layout, Plan
 from .plan_rows import RowsPlan
-from .source import OPTIMIZER_KINDS
 from .source_rows import rows_shape
 
 Array = Any
 FLOAT_DTYPES = ("float32", "float64")
 
 
-def _step_count(optimizer: Any, restore: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read (or put back) the host-side step bookkeeping an optimizer keeps (Adam's)."""
-    if restore is not None:
-        for key, value in restore.items():
-            setattr(optimizer, key, value)
-        return restore
-    return {key: getattr(optimizer, key) for key in ("iter", "lr_t") if hasattr(optimizer, key)}
+def _snapshot(optimizer: Any) -> dict[str, Any]:
+    """The optimizer's attributes, to put back when a fused step fails after
+    ``step_scalars()`` advanced them (the fallback's own update counts the step)."""
+    return dict(vars(optimizer))
 
 
-def _no_step_hook(optimizer: Any) -> bool:
-    """True when the optimizer keeps no per-step host state (its ``_begin_step`` is the base no-op).
-
-    Looked up on the instance, as the step calls it: a hook set on one
-    optimizer (a learning-rate schedule, say) keeps the step-by-step walk.
-    """
-    from ...optimizers import Optimizer
-
-    hook = getattr(optimizer, "_begin_step", None)
-    return getattr(hook, "__func__", None) is Optimizer._begin_step
+def _restore(optimizer: Any, saved: dict[str, Any]) -> None:
+    vars(optimizer).clear()
+    vars(optimizer).update(saved)
 
 
 def _locked(method: Any) -> Any:
@@ -157,11 +147,12 @@ class FusedEngine:
             self._warned.add(what)
             warnings.warn(f"fastnet: fused CUDA {what} failed, using plain CuPy ({exc!r})", RuntimeWarning, stacklevel=4)
 
-    def _layout(self, spec: Any, x: Array, t: Array | None, stage: str, kind: str | None = None,
+    def _layout(self, spec: Any, x: Array, t: Array | None, stage: str, rule: str | None = None,
                 gather: bool = False) -> Layout | None:
         params = [spec.params[k] for k in spec.names()]
         dtype = numpy.dtype(x.dtype).name
-        if dtype not in FLOAT_DTYPES or spec.activation not in ("relu", "sigmoid") or spec.depth < 1:
+        act = activations.builtin(spec.activation)
+        if dtype not in FLOAT_DTYPES or act is None or spec.depth < 1:
             return None
         sizes = [int(params[0].shape[0])] + [int(p.shape[1]) for p in params[0::2]]
         for i, (W, b) in enumerate(zip(params[0::2], params[1::2])):
@@ -179,12 +170,12 @@ class FusedEngine:
         if shape is not None:
             weights = sum(a * b + b for a, b in zip(sizes, sizes[1:])) * shape.itemsize
             if weights * shape.blocks <= self.rows_max_traffic:
-                return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay, stage, kind, gather, (),
+                return Layout(tuple(sizes), rows, dtype, act, onehot, decay, stage, rule, gather, (),
                               rows_per_block=shape.per_block, rows_threads=shape.threads,
                               rows_prefetch=shape.prefetch, rows_compact=shape.compact, rows_split=shape.split,
                               **self.tuning)
-        return Layout(tuple(sizes), rows, dtype, spec.activation, onehot, decay,
-                      stage, kind, gather, blas, **self.tuning)
+        return Layout(tuple(sizes), rows, dtype, act, onehot, decay,
+                      stage, rule, gather, blas, **self.tuning)
 
     def _plan(self, layout: Layout, params: list[Array], state: list[list[Array]] | None = None,
               data: tuple[Array, Array] | None = None, steps: int = 0) -> Plan:
@@ -223,23 +214,13 @@ class FusedEngine:
         return out
 
     def _state(self, spec: Any, optimizer: Any) -> list[list[Array]] | None:
-        """The optimizer's state arrays per parameter, created as its own code would."""
-        names = getattr(optimizer, "state_names", ())
-        xp = self.device.xp
-        state = []
-        for sname in names:
-            slots = optimizer.state.setdefault(sname, {})
-            row = []
-            for key in spec.names():
-                p = spec.params[key]
-                s = slots.get(key)
-                if s is None:
-                    s = slots[key] = xp.zeros_like(p)
-                if s.shape != p.shape or s.dtype != p.dtype or not s.flags.c_contiguous:
-                    return None
-                row.append(s)
-            state.append(row)
-        return state
+        """The optimizer's state arrays (``slots``), one list per state name."""
+        per_param = [optimizer.slots(key, spec.params[key]) for key in spec.names()]
+        for key, slots in zip(spec.names(), per_param):
+            p = spec.params[key]
+            if any(s.shape != p.shape or s.dtype != p.dtype or not s.flags.c_contiguous for s in slots):
+                return None
+        return [list(row) for row in zip(*per_param)] if per_param and per_param[0] else []
 
     # --------------------------------------------------------- entry points
     @_locked
@@ -329,36 +310,28 @@ class FusedEngine:
 
     @_locked
     def train_step(self, spec: Any, x: Array, t: Array, optimizer: Any) -> Array | None:
+        rule = optimizers.builtin(optimizer)
+        if rule is None:
+            return None  # not a built-in rule: the optimizer's own update runs
         key, plan = self._fast_plan(spec, x, t, optimizer)
-        if plan is not None:
-            saved = _step_count(optimizer)
-            try:
-                plan.before_step(optimizer)
-                return self._run(plan, x, t)
-            except Exception as exc:
-                _step_count(optimizer, saved)
-                self._fast.clear()
-                self._fallback("training step", exc)
+        if plan is None:
+            layout = self._layout(spec, x, t, "train", rule)
+            state = self._state(spec, optimizer) if layout is not None else None
+            if layout is None or state is None:
                 return None
-        kind = getattr(optimizer, "kind", "")
-        if kind not in OPTIMIZER_KINDS:
-            return None
-        layout = self._layout(spec, x, t, "train", kind)
-        state = self._state(spec, optimizer) if layout is not None else None
-        if layout is None or state is None:
-            return None
-        saved = _step_count(optimizer)
+        saved = _snapshot(optimizer)
         try:
-            params = [spec.params[k] for k in spec.names()]
-            plan = self._plan(layout, params, state)
-            plan.before_step(optimizer)
-            loss = self._run(plan, x, t)
+            if plan is None:
+                params = [spec.params[k] for k in spec.names()]
+                plan = self._plan(layout, params, state)
+                self._remember(key, plan, tuple(params) + tuple(s for row in state for s in row), optimizer)
+            plan.set_scalars([optimizer.step_scalars()])
+            return self._run(plan, x, t)
         except Exception as exc:
-            _step_count(optimizer, saved)  # the fallback's own update counts this step
+            _restore(optimizer, saved)  # the fallback's own update counts this step
+            self._fast.clear()
             self._fallback("training step", exc)
             return None
-        self._remember(key, plan, tuple(params) + tuple(s for row in state for s in row), optimizer)
-        return loss
 
     def _remember(self, key: tuple, plan: Plan, arrays: tuple, optimizer: Any) -> None:
         """Memo for _fast_plan: the plan and the arrays it was built on."""
@@ -373,11 +346,12 @@ class FusedEngine:
         `batches` is a (steps, rows) index array (what ``batch_indices``
         gives) or a sequence of equal-length index arrays. Every step is a
         replay of one captured step whose first kernel gathers its rows on the
-        device. Returns the losses as one 1-D device array (no sync).
+        device; each step reads its own row of the optimizer's scalars. Returns
+        the losses as one 1-D device array (no sync).
         """
-        kind = getattr(optimizer, "kind", "")
+        rule = optimizers.builtin(optimizer)
         xp = self.device.xp
-        if kind not in OPTIMIZER_KINDS:
+        if rule is None:
             return None
         if getattr(batches, "ndim", None) == 2:
             idx = xp.asarray(batches)
@@ -394,31 +368,20 @@ class FusedEngine:
         steps, rows = int(idx.shape[0]), int(idx.shape[1])
         X = self._dataset(x, x.dtype)
         T = self._dataset(t, numpy.int64 if t.ndim == 1 else t.dtype)
-        layout = self._layout(spec, X[:rows], T[:rows], "train", kind, gather=True)
+        layout = self._layout(spec, X[:rows], T[:rows], "train", rule, gather=True)
         state = self._state(spec, optimizer) if layout is not None else None
         if layout is None or state is None:
             return None
-        saved = _step_count(optimizer)
+        saved = _snapshot(optimizer)
         try:
             plan = self._plan(layout, [spec.params[k] for k in spec.names()], state, (X, T), steps)
             plan.start_batches(xp.ascontiguousarray(idx, dtype=numpy.int64))
             first = plan.reserve(steps)
-            plan.before_step(optimizer)  # uploads what changed for the first step
-            hypers = [plan.hyper_now]
-            if _no_step_hook(optimizer):  # nothing changes between steps: spare 600 Python calls
-                hypers *= steps
-            for _ in range(steps - len(hypers)):
-                plan.host_step(optimizer)
-                hypers.append(hyper_values(kind, optimizer))
-            if all(h == hypers[0] for h in hypers):
-                plan.launch_steps(steps)  # one graph of the whole epoch
-            else:  # an optimizer that changes its rate step by step: upload before each step
-                for h in hypers:
-                    plan.set_hyper(h)
-                    plan.launch()
+            plan.set_scalars([optimizer.step_scalars() for _ in range(steps)])
+            plan.launch_steps(steps)  # one graph of the whole epoch
             return plan.ring[first : first + steps]  # a view: a full ring is replaced, never reused
         except Exception as exc:
-            _step_count(optimizer, saved)
+            _restore(optimizer, saved)
             self._fallback("epoch", exc)
             return None
 
@@ -430,12 +393,13 @@ class FusedEngine:
 
     @_locked
     def numerical_gradient(self, spec: Any, x: Array, t: Array, h: float) -> dict[str, Array] | None:
-        if spec.activation not in ("relu", "sigmoid") or spec.depth < 1:
+        act = activations.builtin(spec.activation)
+        if act is None or spec.depth < 1:
             return None
         names = spec.names()
         try:
             grads = numgrad.numerical_gradient(
-                self.device, [spec.params[k] for k in names], x, t, spec.activation,
+                self.device, [spec.params[k] for k in names], x, t, act,
                 float(spec.weight_decay or 0.0), h,
             )
         except Exception as exc:

@@ -28,13 +28,18 @@ class CupyDevice:
         self._modules: dict[str, Any] = {}
         self.launches = 0
 
-    def module(self, source: str) -> Any:
-        """A compiled module (NVRTC, cached in memory here and on disk by CuPy)."""
-        mod = self._modules.get(source)
+    def module(self, source: str, names: tuple[str, ...] | list[str] = ()) -> Any:
+        """A compiled module (NVRTC, cached in memory here and on disk by CuPy).
+
+        `names` are the template instantiations the caller will ask for
+        (``name_expressions``); plain ``extern "C"`` kernels need none.
+        """
+        key = (source, tuple(names))
+        mod = self._modules.get(key)
         if mod is None:
-            mod = self.cupy.RawModule(code=source, options=NVRTC_OPTIONS)
+            mod = self.cupy.RawModule(code=source, options=NVRTC_OPTIONS, name_expressions=list(names) or None)
             mod.compile()  # compile now, not lazily during a graph capture
-            self._modules[source] = mod
+            self._modules[key] = mod
         return mod
 
     def launch(self, kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy
+from . import cuda
 
 TILE = 16  # matmul tile edge: blocks of TILE x TILE threads, one output each
 LOSS_THREADS = 256  # the loss kernel is one block of this many threads
@@ -29,22 +29,13 @@ CE_DELTA = 1e-7  # the book's log(y + 1e-7)
 
 # Slots of the int64 "clock" array each plan keeps on the device.
 CLOCK_RING = 0  # next free slot of the loss ring
-CLOCK_ADAM_T = 1  # Adam's step count, bumped by the loss kernel
+CLOCK_STEP = 1  # steps since the scalars table was loaded; bumped before the update reads it
 CLOCK_BATCH = 2  # which mini-batch of an epoch the gather kernel reads
+CLOCK_ROWS = 3  # rows of the scalars table: step k (from 1) reads row (k - 1) % rows
 CLOCK_SIZE = 4
 
-OPTIMIZER_KINDS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
-STATE_COUNT = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
-
-
-def real_type(dtype: object) -> str:
-    """The C type of a NumPy float dtype we generate kernels for."""
-    d = numpy.dtype(dtype)  # type: ignore[call-overload]
-    if d == numpy.float32:
-        return "float"
-    if d == numpy.float64:
-        return "double"
-    raise TypeError(f"fused kernels support float32 and float64, not {d}")
+SCALARS = cuda.SCALARS
+real_type = cuda.real_type
 
 
 def _lit(value: float, real: str) -> str:
@@ -52,45 +43,25 @@ def _lit(value: float, real: str) -> str:
     return f"{value!r}f" if real == "float" else repr(float(value))
 
 
-def prelude(real: str, activation: str | None = None) -> str:
-    """Typedef, math wrappers and the activation pair shared by a module."""
-    suffix = "f" if real == "float" else ""
-    lines = [
-        f"typedef {real} real;",
-        "#define R(x) ((real)(x))",
-        f"static __device__ __forceinline__ real r_exp(real x) {{ return exp{suffix}(x); }}",
-        f"static __device__ __forceinline__ real r_log(real x) {{ return log{suffix}(x); }}",
-        f"static __device__ __forceinline__ real r_sqrt(real x) {{ return sqrt{suffix}(x); }}",
-        "static __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }",
-        (
-            "static __device__ __forceinline__ long long lmin(long long a, long long b)"
-            " { return a < b ? a : b; }"
-        ),
-    ]
+def prelude(real: str, activation: str | None = None, rule: str | None = None) -> str:
+    """The typedefs and kernel files a module shares: math, the activation, the update rule."""
+    files = ["common.cuh"]
+    lines = []
     if activation is not None:
+        files.append("activations.cuh")
         lines += activation_functions(activation)
-    return "\n".join(lines) + "\n"
+    if rule is not None:
+        files.append("optimizers.cuh")
+        lines.append(f"typedef {cuda.RULES[rule]}<real> Rule;")
+    return f"typedef {real} real;\n#define R(x) ((real)(x))\n" + cuda.source(*files) + "".join(l + "\n" for l in lines)
 
 
 def activation_functions(activation: str, real: str = "real", prefix: str = "act") -> list[str]:
-    """Forward act(a) and backward act_b(dout, out), written from the output.
-
-    ReLU's mask is recovered from its output: out <= 0 exactly where a <= 0
-    (out is a itself where a > 0), so only the output needs keeping.
-    """
-    one, zero = f"({real})1", f"({real})0"
-    if activation == "relu":
-        fwd = f"return a <= {zero} ? {zero} : a;"
-        bwd = f"return h <= {zero} ? {zero} : d;"
-    elif activation == "sigmoid":
-        exp = "exp" if real == "double" else "r_exp"
-        fwd = f"return {one} / ({one} + {exp}(-a));"
-        bwd = f"return d * ({one} - h) * h;"  # the book's dout * (1 - out) * out
-    else:
-        raise ValueError(f"unknown activation {activation!r}")
+    """``{prefix}_f(a)`` and ``{prefix}_b(dout, out)`` of a built-in activation (activations.cuh)."""
+    struct = f"{cuda.ACTIVATIONS[activation]}<{real}>"
     return [
-        f"static __device__ __forceinline__ {real} {prefix}_f({real} a) {{ {fwd} }}",
-        f"static __device__ __forceinline__ {real} {prefix}_b({real} d, {real} h) {{ {bwd} }}",
+        f"static __device__ __forceinline__ {real} {prefix}_f({real} a) {{ return {struct}::f(a); }}",
+        f"static __device__ __forceinline__ {real} {prefix}_b({real} d, {real} h) {{ return {struct}::b(d, h); }}",
     ]
 
 
@@ -308,11 +279,12 @@ extern "C" __global__ void {name}{LOSS_ARGS} {{
     const long long pos = clock[{CLOCK_RING}];
     ring[pos] = loss;
     clock[{CLOCK_RING}] = pos + 1;
-    clock[{CLOCK_ADAM_T}] += 1;
+    clock[{CLOCK_STEP}] += 1;
     clock[{CLOCK_BATCH}] += 1;
   }}
 }}
 """
+
 
 
 # ------------------------------------------------------------- optimizer
@@ -323,82 +295,28 @@ UPDATE_ARGS = (
     " const long long* __restrict__ cstart, const double* __restrict__ hyper,"
     " const long long* __restrict__ clock)"
 )
-
-# One element's update in the book's operation order. Coefficients that the
-# book computes in Python floats (double) are computed in double here too and
-# rounded to `real` once, as NumPy does with a Python scalar.
-_UPDATES = {
-    "sgd": "p[i] -= c_lr * g[i];",
-    "momentum": "real v = s1[i] * c_mom - c_lr * g[i]; s1[i] = v; p[i] += v;",
-    "nesterov": (
-        "real v = s1[i] * c_mom - c_lr * g[i]; s1[i] = v;"
-        " real q = p[i] + c_mom2 * v; p[i] = q - c_nes * g[i];"
-    ),
-    "adagrad": (
-        "real gi = g[i]; real h = s1[i] + gi * gi; s1[i] = h;"
-        " p[i] -= c_lr * gi / (r_sqrt(h) + c_eps);"
-    ),
-    "rmsprop": (
-        "real gi = g[i]; real h = s1[i] * c_dec; h = h + c_1mdec * gi * gi; s1[i] = h;"
-        " p[i] -= c_lr * gi / (r_sqrt(h) + c_eps);"
-    ),
-    "adam": (
-        "real gi = g[i]; real m = s1[i]; m = m + c_1mb1 * (gi - m); s1[i] = m;"
-        " real v = s2[i]; v = v + c_1mb2 * (gi * gi - v); s2[i] = v;"
-        " p[i] -= c_lrt * m / (r_sqrt(v) + c_eps);"
-    ),
-}
-_COEFS = {
-    "c_lr": "(real)lr",
-    "c_mom": "(real)ha",
-    "c_mom2": "(real)(ha * ha)",
-    "c_nes": "(real)((1.0 + ha) * lr)",
-    "c_dec": "(real)ha",
-    "c_1mdec": "(real)(1.0 - ha)",
-    "c_1mb1": "(real)(1.0 - ha)",
-    "c_1mb2": "(real)(1.0 - hb)",
-    "c_lrt": "(real)(lr * sqrt(1.0 - pow(hb, t)) / (1.0 - pow(ha, t)))",
-    "c_eps": f"R({_lit(CE_DELTA, 'double')})",
-}
+# The module's Rule (optimizers.cuh) built from this step's row of the scalars table.
+HYPER_ROW = (
+    f"const double* h = hyper + {SCALARS} * ((clock[{CLOCK_STEP}] - 1) % clock[{CLOCK_ROWS}]);"
+    " const Rule rule(h[0], h[1], h[2], h[3]);"
+)
 
 
-def _update_setup(kind: str, body: str) -> list[str]:
-    """Declarations an update body needs: hyper-parameters and its coefficients."""
-    lines = ["const double lr = hyper[0], ha = hyper[1], hb = hyper[2];",
-             "(void)lr; (void)ha; (void)hb;"]
-    if kind == "adam":
-        lines.append(f"const double t = (double)clock[{CLOCK_ADAM_T}];")
-    lines += [f"const real {c} = {expr};" for c, expr in _COEFS.items() if c in body]
-    return lines
-
-
-def update_body(kind: str) -> tuple[str, str]:
-    """(setup, body) of one element's update for kernels that compute the gradient
+def update_body() -> tuple[str, str]:
+    """(setup, body) of one element's update in kernels that compute the gradient
     themselves: the gradient is the local ``gv``; ``ti`` (tensor) and ``i``
     (element) index the P/S1/S2 pointer tables."""
-    if kind not in _UPDATES:
-        raise ValueError(f"no fused update for optimizer kind {kind!r}")
-    body = _UPDATES[kind]
-    ptrs = ["real* __restrict__ p = (real*)P[ti];"]
-    ptrs += [f"real* __restrict__ s{i} = (real*)S{i}[ti];" for i in (1, 2) if f"s{i}[" in body]
-    return " ".join(_update_setup(kind, body)), "{ " + " ".join(ptrs) + " " + body.replace("g[i]", "gv") + " }"
+    return HYPER_ROW, "rule.step((real*)P[ti], gv, (real*)S1[ti], (real*)S2[ti], i);"
 
 
-def update_source(name: str, kind: str) -> str:
-    """One launch updating every parameter: a chunk table maps blocks to tensors.
+def update_source(name: str) -> str:
+    """One launch updating every parameter with the module's ``Rule``; a chunk
+    table maps blocks to tensors.
 
-    ``hyper`` holds [lr, a, b] (a, b: momentum / decay_rate / beta1, beta2),
-    read from device memory so a captured graph sees a changed learning rate;
-    Adam's bias-corrected rate comes from its step count in ``clock``.
+    The rule's scalars (``step_scalars()``) come from device memory, a table
+    with a row per step: a captured graph sees a changed learning rate, and
+    an epoch graph a different Adam rate at every step.
     """
-    if kind not in _UPDATES:
-        raise ValueError(f"no fused update for optimizer kind {kind!r}")
-    body = _UPDATES[kind]
-    lines = _update_setup(kind, body)
-    for i in (1, 2):
-        if f"s{i}[" in body:
-            lines.append(f"real* __restrict__ s{i} = (real*)S{i}[ti];")
-    setup = "\n  ".join(lines)
     return f"""
 extern "C" __global__ void {name}{UPDATE_ARGS} {{
   const int ti = ctensor[blockIdx.x];
@@ -406,8 +324,10 @@ extern "C" __global__ void {name}{UPDATE_ARGS} {{
   const long long end = lmin(start + {UPDATE_CHUNK}LL, sizes[ti]);
   real* __restrict__ p = (real*)P[ti];
   const real* __restrict__ g = (const real*)G[ti];
-  {setup}
-  for (long long i = start + threadIdx.x; i < end; i += blockDim.x) {{ {body} }}
+  real* s1 = (real*)S1[ti];
+  real* s2 = (real*)S2[ti];
+  {HYPER_ROW}
+  for (long long i = start + threadIdx.x; i < end; i += blockDim.x) rule.step(p, g[i], s1, s2, i);
 }}
 """
 

@@ -58,7 +58,7 @@ class RowsPlan(Plan):
             return
         P, G, S1, S2 = self._pointer_tables()
         self._kernel(
-            "rows_b", rs.rows_b_source("rows_b", shape, L.stage, L.kind, decay, L.gather),
+            "rows_b", rs.rows_b_source("rows_b", shape, L.stage, decay, L.gather),
             (rs.rows_b_blocks(shape, L.stage), 1, 1), (rs.B_THREADS, 1, 1),
             (XB if compact else X, self.rowix, self.H, self.D, self.rowloss, self.sq, P, G, S1, S2, self.hyper,
              self.clock, self.ringptr, lam),
