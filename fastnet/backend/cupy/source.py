@@ -19,12 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import cuda
+from .launch import EW_THREADS, TILE
 
-TILE = 16  # matmul tile edge: blocks of TILE x TILE threads, one output each
 LOSS_THREADS = 256  # the loss kernel is one block of this many threads
 UPDATE_THREADS = 256
 UPDATE_CHUNK = 4096  # elements per block in the multi-tensor optimizer update
-EW_THREADS = 256  # elementwise kernels
 CE_DELTA = 1e-7  # the book's log(y + 1e-7)
 
 # Slots of the int64 "clock" array each plan keeps on the device.
@@ -38,7 +37,7 @@ SCALARS = cuda.SCALARS
 real_type = cuda.real_type
 
 
-def _lit(value: float, real: str) -> str:
+def c_literal(value: float, real: str) -> str:
     """A C literal of type `real` (repr keeps every digit of a Python float)."""
     return f"{value!r}f" if real == "float" else repr(float(value))
 
@@ -201,7 +200,7 @@ LOSS_ARGS = (
 )
 
 
-def _block_sum(var: str, threads: int) -> str:
+def block_sum(var: str, threads: int) -> str:
     """Fixed-order tree sum of `var` over the block into red[0] (deterministic)."""
     return f"""  red[tid] = {var};
   __syncthreads();
@@ -253,7 +252,7 @@ def loss_source(
                 f" for (long long j = tid; j < {size}LL; j += {LOSS_THREADS}) {{"
                 f" double v = (double)w[j]; sq += v * v; }} }}"
             )
-        decay_code = "\n".join(parts) + "\n" + _block_sum("sq", LOSS_THREADS)
+        decay_code = "\n".join(parts) + "\n" + block_sum("sq", LOSS_THREADS)
     return f"""
 extern "C" __global__ void {name}{LOSS_ARGS} {{
   __shared__ double red[{LOSS_THREADS}];
@@ -267,10 +266,10 @@ extern "C" __global__ void {name}{LOSS_ARGS} {{
     real sum = R(0);
     for (int c = 0; c < {C}; ++c) {{ real e = r_exp(s[c] - mx); d[c] = e; sum += e; }}
     {label}
-    part += (double)r_log(d[label] / sum + R({_lit(CE_DELTA, "double")}));
+    part += (double)r_log(d[label] / sum + R({c_literal(CE_DELTA, "double")}));
     for (int c = 0; c < {C}; ++c) {{ real y = d[c] / sum; d[c] = (y - {target}) / R({rows}); }}
   }}
-{_block_sum("part", LOSS_THREADS)}
+{block_sum("part", LOSS_THREADS)}
 {decay_code}
   if (tid == 0) {{
     real loss = (real)(-part / {rows}.0);
@@ -415,8 +414,3 @@ extern "C" __global__ void {name}(const real* __restrict__ D, real* gb, real* gW
     for (long long e = start; e < {fan_in * cols}LL; e += stride) gW[e] = gW[e] + R(lam) * W[e];
 }}
 """
-
-
-def ew_grid(size: int) -> tuple[int, int, int]:
-    """Blocks for a grid-stride elementwise kernel (capped: each thread loops)."""
-    return (max(1, min(-(-size // EW_THREADS), 4096)), 1, 1)

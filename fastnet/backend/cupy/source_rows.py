@@ -14,131 +14,17 @@ The plan picks this layout when every block can afford to read all weights
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .source import (
     CE_DELTA,
     CLOCK_STEP,
     CLOCK_BATCH,
     CLOCK_RING,
-    _block_sum,
-    _lit,
+    block_sum,
+    c_literal,
     label_code,
     update_body,
 )
-
-ROW_THREADS = 1024  # kernel A: enough threads that each one's chain of loads is short (512 measured as fast)
-B_THREADS = 256  # kernel B
-SHARED_LIMIT = 40 * 1024  # bytes of static shared memory kernel A's rows may use (48 KiB is the cap)
-STAGED_LIMIT = 46 * 1024  # ... with the later layers' weights staged as well
-SM_TARGET = 132  # blocks we aim for (an H100 has 132 SMs)
-WAVE_THREADS = SM_TARGET * 2048  # threads resident at once on such a GPU (one wave)
-
-
-@dataclass(frozen=True)
-class RowsShape:
-    """Sizes kernel A and B are specialised on."""
-
-    sizes: tuple[int, ...]
-    rows: int  # batch size B
-    per_block: int  # rows per block of kernel A (R)
-    itemsize: int
-    threads: int = ROW_THREADS  # threads per block of kernel A
-    prefetch: bool = True  # weights loaded while the rows arrive (see first_in_registers)
-    compact: bool = True  # a gathered batch is copied for kernel B (see rows_b_source)
-    split: int = 0  # threads per parameter in kernel B (0: row_split's rule)
-
-    @property
-    def depth(self) -> int:
-        return len(self.sizes) - 1
-
-    @property
-    def b_split(self) -> int:
-        n = self.sizes
-        return self.split or row_split(self.rows, sum(a * b + b for a, b in zip(n, n[1:])))
-
-    def first_in_registers(self) -> int:
-        """Weights per thread of layer 0 loaded into registers up front (0: none).
-
-        Each thread of layer 0 reads one column slice of W; loading (the start
-        of) it before the rows arrive overlaps those L2 reads with the row
-        gather. Only when one pass covers the layer; as many as leave the
-        thread's other values their registers (ptxas showed no spills for
-        784-50-10 at B=100 and 1000, 512 and 1024 threads).
-        """
-        K, N, Sp = self.sizes[0], self.sizes[1], self.splits(0)
-        KS = -(-K // Sp)
-        # 32-bit registers left for the slice (float64 values need pairs, and a little slack)
-        # (a register file holds 65536; more blocks than SMs must share one)
-        words = self.itemsize // 4  # registers per value
-        regs = 65536 // (self.threads * self.blocks_per_sm) - 32 - words * self.per_block - (4 if words == 2 else 0)
-        if not self.prefetch or N * Sp > self.threads or KS > 96 or regs < 8:
-            return 0
-        return min(KS, regs * 4 // self.itemsize)
-
-    def staged_weights(self) -> int:
-        """Elements of b0 and the later layers' weights and biases kept in shared memory (0: none).
-
-        Only with one block per SM: measured on an H100, staging helped there
-        (B=100) and cost 10% where two blocks share an SM (B=1000, 4 rows each).
-        """
-        n = self.sizes
-        size = n[1] + sum(n[i] * n[i + 1] + n[i + 1] for i in range(1, self.depth))
-        ok = self.prefetch and self.blocks_per_sm == 1 and self.shared_bytes() + size * self.itemsize <= STAGED_LIMIT
-        return size if ok else 0
-
-    @property
-    def blocks_per_sm(self) -> int:
-        """Blocks of kernel A an SM runs at once (when they all fit one wave)."""
-        return min(-(-self.blocks // SM_TARGET), max(1, 2048 // self.threads))
-
-    @property
-    def blocks(self) -> int:
-        return -(-self.rows // self.per_block)
-
-    def splits(self, i: int) -> int:
-        """K-splits of layer i's forward product, so about `threads` threads work."""
-        K, N = self.sizes[i], self.sizes[i + 1]
-        return max(1, min(self.threads // N, K // 8))
-
-    def shared_bytes(self) -> int:
-        R, n = self.per_block, self.sizes
-        part = max(self.splits(i) * R * n[i + 1] for i in range(self.depth))
-        acts = R * sum(n[1:])
-        deltas = 2 * R * max(n[1:])
-        return (part + acts + deltas + R * n[0]) * self.itemsize + 8 * (self.threads + R)
-
-    # offsets (in elements) of each layer in the flat global buffers
-    def h_offset(self, i: int) -> int:
-        """Activation buffer: outputs of layers 1..L-1, each (B, n_i), concatenated."""
-        return self.rows * sum(self.sizes[1:i])
-
-    def d_offset(self, i: int) -> int:
-        """Delta buffer: gradient w.r.t. layer i's pre-activation output, each (B, n_{i+1})."""
-        return self.rows * sum(self.sizes[1 : i + 1])
-
-
-def rows_shape(
-    sizes: tuple[int, ...], rows: int, itemsize: int, per_block: int | None = None, threads: int = ROW_THREADS,
-    prefetch: bool = True, compact: bool = True, split: int = 0,
-) -> RowsShape | None:
-    """The kernel-A shape for a net, or None when its activations do not fit a block.
-
-    Rows per block: the fewest (of 1, 2, 4, 8) that keep the blocks within
-    one wave of SMs, unless `per_block` says otherwise.
-    """
-    per = 1
-    while per < 8 and -(-rows // per) > SM_TARGET:
-        per *= 2
-    if per_block is not None:
-        per = per_block
-    while per >= 1:
-        shape = RowsShape(tuple(sizes), rows, per, itemsize, threads, prefetch, compact, split)
-        if shape.shared_bytes() <= SHARED_LIMIT:
-            return shape
-        per //= 2
-    return None
-
+from .launch import B_THREADS, RowsShape
 
 ROWS_A_ARGS = (
     "(const real* __restrict__ X, const long long* __restrict__ lab, const real* __restrict__ T,"
@@ -315,7 +201,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         "    real sum = R(0);",
         f"    for (int c = 0; c < {C}; ++c) {{ real e = r_exp(s[c] - mx); d[c] = e; sum += e; }}",
         f"    {label}",
-        f"    rowloss[r0 + r] = (double)r_log(d[label] / sum + R({_lit(CE_DELTA, 'double')}));",
+        f"    rowloss[r0 + r] = (double)r_log(d[label] / sum + R({c_literal(CE_DELTA, 'double')}));",
         f"    for (int c = 0; c < {C}; ++c) {{",
         f"      real y = d[c] / sum; real g = (y - {target}) / R({B});",
         f"      d[c] = g; D[{shape.d_offset(L - 1)} + (long long)(r0 + r) * {C} + c] = g;",
@@ -353,7 +239,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
                 f" for (long long j = tid; j < {n[i] * n[i + 1]}LL; j += {TH}) {{"
                 " double v = (double)w[j]; sqs += v * v; } }"
             )
-        lines += [_block_sum("sqs", TH).replace("\n", "\n  "), "    if (tid == 0) sq[0] = sqs;", "  }"]
+        lines += [block_sum("sqs", TH).replace("\n", "\n  "), "    if (tid == 0) sq[0] = sqs;", "  }"]
     lines += [
         f"  if (blockIdx.x == 0 && tid == 0) clock[{CLOCK_STEP}] += 1;  // kernel B reads its scalars row by it",
         "}",
@@ -369,22 +255,6 @@ ROWS_B_ARGS = (
     " const double* __restrict__ hyper, long long* clock, const unsigned long long* __restrict__ ringptr,"
     " double lam)"
 )
-
-
-def row_split(rows: int, params: int = 0) -> int:
-    """Threads sharing one parameter's sum over the batch in kernel B (a power of two).
-
-    More threads per parameter shorten each one's chain of dependent loads
-    (down to about 16 rows each), but only while the kernel stays within one
-    wave of resident threads: a second, partial wave costs more than longer
-    chains (measured on an H100: for 784-50-10, 4 threads a parameter beat
-    8 and 16 at B=100 and B=1000). The partial sums meet in shared memory in
-    a fixed order.
-    """
-    split = 1
-    while split < 16 and rows > 16 * split and params * split * 2 <= WAVE_THREADS:
-        split *= 2
-    return split
 
 
 STAGED_ROWS = 4096  # kernel B keeps a gathered batch's row numbers in shared memory up to this
@@ -420,7 +290,7 @@ def rows_b_source(
         f"  if (blockIdx.x == {nb}) {{  // the loss: fixed-order sum over rows",
         "    double part = 0.0;",
         f"    for (int m = tid; m < {B}; m += {TH}) part += rowloss[m];",
-        _block_sum("part", TH),
+        block_sum("part", TH),
         "    if (tid == 0) {",
         f"      real loss = (real)(-part / {B}.0);",
         ("      if (lam != 0.0) loss = loss + (real)(0.5 * lam * sq[0]);" if decay else ""),

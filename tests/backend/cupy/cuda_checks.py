@@ -21,9 +21,11 @@ import numpy
 
 from fastnet import optimizers
 from fastnet.backend.cupy import cuda
-from fastnet.backend.cupy.plan import Layout, Plan
+from fastnet.backend.cupy.launch import rows_shape
+from fastnet.backend.cupy.plan import Layout
 from fastnet.backend.cupy.plan_rows import RowsPlan
-from fastnet.backend.cupy.source_rows import rows_shape
+from fastnet.backend.cupy.plan_tiled import TiledPlan
+from cuda_emulator import H100
 from fastnet.backend.cupy.source_numgrad import numgrad_source
 
 
@@ -42,7 +44,10 @@ class DryDevice:
         self.xp = numpy
         self.sources: list[str] = []
 
-    def module(self, source: str) -> _DryModule:
+    def hardware(self) -> Any:
+        return H100
+
+    def module(self, source: str, names: Any = ()) -> _DryModule:
         self.sources.append(source)
         return _DryModule()
 
@@ -62,19 +67,7 @@ class DryDevice:
 def plan_source(layout: Layout) -> str:
     """The CUDA module text a plan with this layout compiles."""
     dev = DryDevice()
-    dt = numpy.dtype(layout.dtype)
-    params = []
-    for a, b in zip(layout.sizes, layout.sizes[1:]):
-        params += [numpy.zeros((a, b), dt), numpy.zeros(b, dt)]
-    state = None
-    if layout.rule:
-        count = len(optimizers.OPTIMIZERS[layout.rule].state_names)
-        state = [[numpy.zeros_like(p) for p in params] for _ in range(count)]
-    data = None
-    if layout.gather:
-        t = numpy.zeros((50, layout.sizes[-1]), dt) if layout.onehot else numpy.zeros(50, numpy.int64)
-        data = (numpy.zeros((50, layout.sizes[0]), dt), t)
-    (RowsPlan if layout.rows_per_block else Plan)(dev, layout, params, state, data, steps=3)
+    (RowsPlan if layout.rows_per_block else TiledPlan)(dev, layout, H100)
     return dev.sources[-1]
 
 
@@ -124,27 +117,18 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
         for kind in tuple(cuda.RULES)
     ]
     for sizes, rows, dt, act, oh, dec, stage, kind, gather, blas in cases:
-        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, blas)
+        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, blas, steps=3 if gather else 0)
         label = f"{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{'onehot' if oh else 'labels'}" + (
             f"-{kind}" if kind else "") + ("-decay" if dec else "") + ("-gather" if gather else "") + (
             "-blas" if any(blas) else "")
         yield label, plan_source(layout)
-    for sizes, rows, dt, act, oh, dec, stage, kind, gather, extra in rows_cases + [
-        ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", True, (1024,)),
-        ((784, 50, 10), 1000, "float64", "sigmoid", False, 0.0, "train", "adam", True, (1024,)),
-        ((784, 100, 60, 10), 100, "float64", "relu", True, 0.1, "train", "adam", True, (1024,)),
-        ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", True, (1024, False, False)),
-    ]:
-        # the last field: threads per row block (512 if absent), early loads and compact copy (on if absent)
-        threads, prefetch, compact = tuple(extra) + (512, True, True)[len(extra):]
-        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize, threads=threads, prefetch=prefetch,
-                           compact=compact)
+    for sizes, rows, dt, act, oh, dec, stage, kind, gather, _ in rows_cases:
+        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize, H100)
         assert shape is not None
         layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, rows_per_block=shape.per_block,
-                        rows_threads=shape.threads, rows_prefetch=prefetch, rows_compact=compact)
-        yield (f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}-t{shape.threads}"
-               + ("" if gather else "-batch") + ("" if prefetch else "-noprefetch") + ("" if compact else "-nocompact"),
-               plan_source(layout))
+                        steps=3 if gather else 0)
+        yield (f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}"
+               + ("" if gather else "-batch"), plan_source(layout))
     for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
                        ((9, 7, 5, 3), "sigmoid"), ((9, 7, 5, 3), "tanh")):
         yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", numgrad_source("ng", 100, sizes, act)

@@ -29,6 +29,12 @@ from typing import Any
 
 import numpy
 
+from fastnet.backend.cupy.launch import Hardware
+
+# The device the launch shapes are made for in these tests: an H100's numbers
+# (the shapes the kernels of commit b2f66d5 were generated for).
+H100 = Hardware(sms=132, threads_per_sm=2048, registers_per_sm=65536)
+
 _HEADER = r"""
 #include <math.h>
 #include <cmath>
@@ -240,8 +246,9 @@ class EmuDevice:
     name = "cpu-emulator"
     can_capture = False
 
-    def __init__(self, workdir: str | None = None) -> None:
+    def __init__(self, workdir: str | None = None, hardware: Hardware = H100) -> None:
         self.xp = numpy
+        self.hw = hardware
         self.workdir = workdir or tempfile.mkdtemp(prefix="fastnet_emu_")
         self._modules: dict[str, EmuModule] = {}
         self.launches = 0  # counted so tests can tell the fused path ran
@@ -252,6 +259,9 @@ class EmuDevice:
         if mod is None:
             mod = self._modules[key] = EmuModule(source, self.workdir, tuple(names))
         return mod
+
+    def hardware(self) -> Hardware:
+        return self.hw
 
     def launch(self, kernel: EmuKernel, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
         self.launches += 1

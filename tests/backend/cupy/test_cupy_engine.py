@@ -18,6 +18,8 @@ from fastnet.backend.cupy import numgrad
 from fastnet.backend.cupy import plan as plan_mod
 from fastnet.backend.cupy.cuda import RULES
 from fastnet.backend.cupy.engine import FusedEngine
+from fastnet.backend.cupy.launch import Hardware, choose_split, rows_shape
+from fastnet.backend.cupy.plan_tiled import TiledPlan
 from fastnet.backend.spec import MLPSpec
 
 import cuda_checks as checks
@@ -52,7 +54,7 @@ def test_emulated_train_steps_match_numpy(engine, emu, kind, sizes, activation, 
         ref_loss = REF.mlp_train_step(ref_spec, x, t, o2)
         assert loss.shape == () and abs(float(loss) - float(ref_loss)) < 1e-12
     assert emu.launches > launches  # the fused kernels ran (strict: no silent fallback)
-    assert plan_kinds(engine) == {"RowsPlan" if engine.mode == "rows" else "Plan"}
+    assert plan_kinds(engine) == {"RowsPlan" if engine.mode == "rows" else "TiledPlan"}
     assert worst(ours, ref) < 1e-12
     for name in o2.state_names:
         assert worst(o1.state[name], o2.state[name]) < 1e-12
@@ -62,9 +64,7 @@ def test_emulated_train_steps_match_numpy(engine, emu, kind, sizes, activation, 
 @needs_cxx
 def test_emulated_split_k_is_used():
     layout = plan_mod.Layout((130, 9, 5), 6, "float64", "relu", False, 0.0, "train", "sgd")
-    dev = checks.DryDevice()
-    params = list(make_params((130, 9, 5)).values())
-    p = plan_mod.Plan(dev, layout, params, [], None)
+    p = TiledPlan(checks.DryDevice(), layout, emulator.H100)
     assert "fwd0_reduce" in p.names  # so the sgd case above ran the split path
 
 
@@ -82,7 +82,7 @@ def test_emulated_steps_on_ever_new_buffers_fall_back_to_copying(engine):
         kept.append((x, t))
         assert abs(float(engine.train_step(spec, x, t, o1)) - float(REF.mlp_train_step(ref_spec, x, t, o2))) < 1e-12
     (plan,) = engine.plans.values()
-    assert plan.bound_misses > plan_mod.BOUND_MISSES  # gave up binding: now copies each batch
+    assert plan.batch_misses > plan_mod.BOUND_MISSES  # gave up binding: now copies each batch
     assert worst(ours, ref) < 1e-12
 
 
@@ -166,7 +166,7 @@ def test_emulated_epoch_reads_a_different_adam_rate_every_step(engine):
 
 
 @needs_cxx
-def test_emulated_settings_and_clear_reach_the_memoised_step(emu):
+def test_emulated_settings_and_clear_apply_from_the_next_call(emu):
     engine = FusedEngine(emu, strict=True)
     sizes = (12, 7, 4)
     params = make_params(sizes)
@@ -177,75 +177,31 @@ def test_emulated_settings_and_clear_reach_the_memoised_step(emu):
     assert plan_kinds(engine) == {"RowsPlan"}
     engine.rows_max_traffic = 0.0  # a setting: the next step must see it
     engine.train_step(MLPSpec(params, 2, RELU, 0.0), x, t, sgd)
-    assert "Plan" in plan_kinds(engine)
+    assert "TiledPlan" in plan_kinds(engine)
     engine.clear()
     assert not engine.plans
     engine.train_step(MLPSpec(params, 2, RELU, 0.0), x, t, sgd)
-    assert plan_kinds(engine) == {"Plan"}  # rebuilt, not a memo of a dropped plan
+    assert plan_kinds(engine) == {"TiledPlan"}
 
 
-def test_engine_settings_are_checked():
-    engine = FusedEngine(checks.DryDevice())
-    with pytest.raises(ValueError, match="rows_threads must be a power of two"):
-        engine.rows_threads = 96
-    with pytest.raises(ValueError, match="rows_per_block must be 1, 2, 4, 8"):
-        engine.rows_per_block = 3
-    with pytest.raises(ValueError, match="rows_split must be 0"):
-        engine.rows_split = 3
-    with pytest.raises(ValueError, match="rows_prefetch must be True or False"):
-        engine.rows_prefetch = 1
-    engine.rows_threads, engine.rows_per_block, engine.rows_split, engine.rows_compact = 256, None, 4, False
-
-
-def test_row_kernel_loads_weights_early_where_registers_allow():
-    from fastnet.backend.cupy.source_rows import rows_shape
-
-    s32 = rows_shape((784, 50, 10), 100, 4, threads=1024)
-    assert (s32.splits(0), s32.first_in_registers()) == (20, 31)  # 31 of its 40 weights
+def test_launch_shapes_follow_the_device_numbers():
+    h100 = emulator.H100
+    s32 = rows_shape((784, 50, 10), 100, 4, h100)
+    assert (s32.per_block, s32.splits(0), s32.first_in_registers()) == (1, 20, 31)  # 31 of its 40 weights
     assert s32.staged_weights() == 50 + 500 + 10  # b1, W2, b2
-    assert rows_shape((784, 50, 10), 100, 8, threads=1024).first_in_registers() == 13
-    assert rows_shape((784, 50, 10), 100, 4, threads=512).first_in_registers() == 79  # its whole slice
-    off = rows_shape((784, 50, 10), 100, 4, threads=1024, prefetch=False)
-    assert off.first_in_registers() == 0 and off.staged_weights() == 0
-    assert rows_shape((784, 50, 10), 100, 4, threads=128).first_in_registers() == 0  # 7 passes over W1
-    big = rows_shape((784, 50, 10), 1000, 4, threads=1024)  # 250 blocks: two share an SM
+    assert rows_shape((784, 50, 10), 100, 8, h100).first_in_registers() == 13
+    big = rows_shape((784, 50, 10), 1000, 4, h100)  # 250 blocks: two share an SM
     assert big.per_block == 4 and big.first_in_registers() == 0 and big.staged_weights() == 0
-    # kernel B: threads per parameter while one wave holds them all (39,760 parameters)
-    assert rows_shape((784, 50, 10), 100, 4).b_split == 4
-    assert rows_shape((784, 50, 10), 1000, 4).b_split == 4
-    assert rows_shape((30, 20, 5), 1000, 4).b_split == 16  # few parameters: about 16 rows each
-    assert rows_shape((30, 20, 5), 8, 4).b_split == 1
-    assert rows_shape((784, 50, 10), 100, 4, split=8).b_split == 8
-
-
-@needs_cxx
-def test_emulated_row_kernel_variants_agree(emu):
-    """Early weight loads and the compact batch copy change no bit; other splits stay within 1e-13."""
-    sizes = (300, 100, 4)  # 1024 threads: W1 split 10 ways, 30 weights a thread, 13 in registers (float64)
-    rng = np.random.default_rng(5)
-    X, T = rng.random((30, 300)), rng.integers(0, 4, 30)
-    batches = np.stack([rng.choice(30, 8, replace=False) for _ in range(3)])
-    ref = make_params(sizes)
-    o_ref = opt.Momentum(lr=0.05)
-    o_ref.backend = REF
-    REF.mlp_train_batches(MLPSpec(ref, 2, RELU, 0.0), X, T, list(batches), o_ref)
-    results = {}
-    for prefetch, compact, split in ((True, True, 0), (False, True, 0), (True, False, 0), (True, True, 2)):
-        engine = FusedEngine(emu, strict=True)
-        engine.rows_prefetch, engine.rows_compact, engine.rows_split = prefetch, compact, split
-        ours = make_params(sizes)
-        o = opt.Momentum(lr=0.05)
-        o.backend = REF
-        engine.train_batches(MLPSpec(ours, 2, RELU, 0.0), X, T, batches, o)
-        (plan,) = engine.plans.values()
-        assert type(plan).__name__ == "RowsPlan"
-        if prefetch:
-            assert 0 < plan.shape.first_in_registers() < 30 and plan.shape.staged_weights() > 0
-        assert worst(ours, ref) < 1e-13
-        results[(prefetch, compact, split)] = ours
-    base = results[(True, True, 0)]
-    for key in ((False, True, 0), (True, False, 0)):
-        assert all(np.array_equal(results[key][k], base[k]) for k in base), key
+    # rows_b: threads per parameter while one wave holds them all (39,760 parameters)
+    assert rows_shape((784, 50, 10), 100, 4, h100).b_split == 4
+    assert rows_shape((784, 50, 10), 1000, 4, h100).b_split == 4
+    assert rows_shape((30, 20, 5), 1000, 4, h100).b_split == 16  # few parameters: about 16 rows each
+    assert rows_shape((30, 20, 5), 8, 4, h100).b_split == 1
+    # a device with half the SMs: two rows a block at B=100, and a smaller wave for rows_b
+    half = Hardware(sms=66, threads_per_sm=2048, registers_per_sm=65536)
+    assert rows_shape((784, 50, 10), 100, 4, half).per_block == 2
+    assert rows_shape((784, 50, 10), 100, 4, half).b_split == 2
+    assert choose_split(16, 16, 65536, h100) == 256 and choose_split(16, 16, 65536, half) == 128
 
 
 @needs_cxx
@@ -315,7 +271,7 @@ def test_emulated_step_follows_rebound_parameters_and_optimizer_state(engine):
         if change == "param":  # a new array: the old plan's pointers are stale
             ours["W1"] = ours["W1"] * 0.5
             ref["W1"] = ref["W1"] * 0.5
-        elif change == "state":  # a new velocity array: the memo must not take the old plan
+        elif change == "state":  # a new velocity array: a binding of its own
             for o in (o1, o2):
                 o.state["v"]["W1"] = o.state["v"]["W1"] * 0.0
         elif change == "clear":  # velocities forgotten: both start again from zeros
@@ -324,7 +280,8 @@ def test_emulated_step_follows_rebound_parameters_and_optimizer_state(engine):
         engine.train_step(MLPSpec(ours, 2, RELU, 0.0), x, t, o1)
         REF.mlp_train_step(MLPSpec(ref, 2, RELU, 0.0), x, t, o2)
         assert worst(ours, ref) < 1e-13 and worst(o1.state["v"], o2.state["v"]) < 1e-13
-    assert len(engine.plans) == 4  # one per set of bound arrays
+    (plan,) = engine.plans.values()
+    assert len(plan.bindings) == 4  # one per set of bound arrays
 
 
 @needs_cxx
@@ -342,7 +299,7 @@ def test_emulated_failed_capture_warns_once_and_stays_eager(tmp_path):
             REF.mlp_train_step(MLPSpec(ref, 2, RELU, 0.0), x, t, o2)
     assert len([w for w in caught if "capture failed" in str(w.message)]) == 1
     (plan,) = engine.plans.values()
-    assert plan.capture_failed and not any(plan.bound.values())
+    assert plan.capture_failed and all(b.graph is None for b in plan.bindings.values())
     assert worst(ours, ref) < 1e-13
 
 
@@ -351,19 +308,20 @@ def test_emulated_gradient_reuses_its_plan_until_a_parameter_is_rebound(engine):
     sizes = (12, 6, 4)
     params = make_params(sizes)
     x, t = make_batch(5, sizes, onehot=False)
-    for _ in range(2):  # the second call takes the memo
+    for _ in range(2):  # the second call reuses the binding
         grads, _ = engine.gradient(MLPSpec(params, 2, RELU, 0.0), x, t)
         want, _ = REF.mlp_gradient(MLPSpec(params, 2, RELU, 0.0), x, t)
         assert worst(grads, want) < 1e-13
-    assert len(engine.plans) == 1
-    params["W2"] = params["W2"] * 0.5  # a new array: the memo must not take the old plan
+    (plan,) = engine.plans.values()
+    assert len(plan.bindings) == 1
+    params["W2"] = params["W2"] * 0.5  # a new array: a binding of its own, not the old one
     grads, _ = engine.gradient(MLPSpec(params, 2, RELU, 0.0), x, t)
     want, _ = REF.mlp_gradient(MLPSpec(params, 2, RELU, 0.0), x, t)
-    assert len(engine.plans) == 2 and worst(grads, want) < 1e-13
+    assert len(plan.bindings) == 2 and worst(grads, want) < 1e-13
     params["W2"][...] = 0.0  # in place: the plan reads the array where it is
     grads, _ = engine.gradient(MLPSpec(params, 2, RELU, 0.0), x, t)
     want, _ = REF.mlp_gradient(MLPSpec(params, 2, RELU, 0.0), x, t)
-    assert len(engine.plans) == 2 and worst(grads, want) < 1e-13
+    assert len(plan.bindings) == 2 and worst(grads, want) < 1e-13
 
 
 @needs_cxx
@@ -428,7 +386,7 @@ def test_failure_warns_falls_back_and_leaves_the_step_count(emu, monkeypatch):
     def broken(self: Any, *args: Any) -> None:
         raise RuntimeError("launch failed")
 
-    monkeypatch.setattr(plan_mod.Plan, "run", broken)
+    monkeypatch.setattr(plan_mod.Binding, "launch", broken)
     with pytest.warns(RuntimeWarning, match="fused CUDA training step failed"):
         assert engine.train_step(MLPSpec(params, 2, RELU, 0.0), x, t, optimizer) is None
     assert optimizer.iter == 0 and not engine.plans  # the caller's fallback will count the step
