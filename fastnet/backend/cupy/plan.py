@@ -31,8 +31,7 @@ from typing import Any
 import numpy
 
 from . import source as src
-from .launch import EW_THREADS, TILE, Hardware, choose_split
-from .source import Gemm
+from .launch import Hardware, choose_split
 
 RING_SIZE = 1 << 16  # loss slots before a fresh ring is allocated
 BINDINGS = 8  # bindings (each with its graph) kept per plan
@@ -104,6 +103,8 @@ class Binding:
 class Plan:
     """Buffers and launches of one stage for one layout."""
 
+    kernel_files: tuple[str, ...] = ()  # kernel files (templates) the module compiles
+
     def __init__(self, device: Any, layout: Layout, hw: Hardware, use_graph: bool = True) -> None:
         self.device, self.layout, self.hw = device, layout, hw
         self.use_graph = use_graph
@@ -116,10 +117,12 @@ class Plan:
         self._alloc()
         self.records: list[tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]] = []
         self.names: list[str] = []  # launch names, in order (for tests and docs)
-        self._sources: list[str] = [src.prelude(src.real_type(layout.dtype), layout.activation, layout.rule)]
+        self._sources: list[str] = [
+            src.prelude(src.real_type(layout.dtype), layout.activation, layout.rule, self.kernel_files)]
+        self.expressions: list[str] = []  # the template instantiations this plan launches
         self.capturable = True
         self._build()
-        self.module = device.module("".join(self._sources))
+        self.module = device.module("".join(self._sources), self.expressions)
 
     # ------------------------------------------------------------ buffers
     def _alloc(self) -> None:
@@ -167,20 +170,18 @@ class Plan:
         self.records.append((name, grid, block, args))
         self.names.append(name)
 
+    def instance(self, expr: str, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
+                 label: str | None = None) -> None:
+        """A launch of a template kernel: `expr` names the instantiation (an NVRTC name expression)."""
+        if expr not in self.expressions:
+            self.expressions.append(expr)
+        self.records.append((expr, grid, block, args))
+        self.names.append(label or expr.split("<")[0])
+
     def host(self, name: str, fn: Any, *args: Any) -> None:
         self.records.append((name, (), (), (fn, *args)))
         self.names.append(name)
         self.capturable = False  # CuPy refuses cuBLAS calls during stream capture
-
-    def gemm(self, g: Gemm, A: Any, B: Any, aux: Any, out: Any, out2: Any, lam: float) -> None:
-        ws = self.dummy
-        if g.split > 1:
-            ws = self.device.xp.empty(g.split * g.M * g.N, numpy.dtype(self.layout.dtype))
-        self.kernel(g.name, src.gemm_source(g), g.grid(), (TILE, TILE, 1), (A, B, aux, out, out2, ws, numpy.float64(lam)))
-        if g.split > 1:
-            self.names.append(g.name + "_reduce")
-            self.records.append((g.name + "_reduce", g.reduce_grid(), (EW_THREADS, 1, 1),
-                                 (ws, aux, out, out2, numpy.float64(lam))))
 
     def split_k(self, M: int, N: int, K: int) -> int:
         return choose_split(M, N, K, self.hw)

@@ -49,7 +49,7 @@ class RowsPlan(Plan):
         if L.stage == "predict":
             return
         self.kernel(
-            "rows_b", rs.rows_b_source("rows_b", shape, L.stage, decay, L.gather),
+            "rows_b", rs.rows_b_source("rows_b", shape, L.stage, decay, L.gather, L.rule),
             (rs.rows_b_blocks(shape, L.stage), 1, 1), (B_THREADS, 1, 1),
             (XB if compact else X, self.rowix, self.H, self.D, self.rowloss, self.sq, Slot("P"), self.gptrs,
              Slot("S1"), Slot("S2"), self.hyper, self.clock, self.ringptr, lam),

@@ -271,7 +271,7 @@ def rows_b_blocks(shape: RowsShape, stage: str) -> int:
 
 
 def rows_b_source(
-    name: str, shape: RowsShape, stage: str, decay: bool, gather: bool = True
+    name: str, shape: RowsShape, stage: str, decay: bool, gather: bool = True, rule: str | None = None
 ) -> str:
     """Kernel B: each parameter's gradient summed over the batch (+ its update); the loss.
 
@@ -322,7 +322,8 @@ def rows_b_source(
         "  long long i = 0;",
     ]
     if stage == "train":
-        setup, body = update_body()
+        assert rule is not None
+        setup, body = update_body(rule)
         lines.append("  " + setup + "  // the rule's scalars: loaded before the sums need them")
     start, branch = 0, "if"
     for li in range(L):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from fastnet.backend.cupy.launch import rows_shape
 from fastnet.backend.cupy.plan import Layout
 from fastnet.backend.cupy.plan_rows import RowsPlan
 from fastnet.backend.cupy.plan_tiled import TiledPlan
-from cuda_emulator import H100
+from cuda_emulator import H100, template_declaration
 from fastnet.backend.cupy.source_numgrad import numgrad_source
 
 
@@ -48,7 +49,7 @@ class DryDevice:
         return H100
 
     def module(self, source: str, names: Any = ()) -> _DryModule:
-        self.sources.append(source)
+        self.sources.append(explicit(source, names))
         return _DryModule()
 
     def ptr(self, arr: Any) -> int:
@@ -135,19 +136,25 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
     yield "updates", update_source()
 
 
+def explicit(source: str, names: Any) -> str:
+    """`source` with its template instantiations `names` spelled out, for compilers given
+    no name expressions (nvcc -cubin; NVRTC as called here)."""
+    lines = [source]
+    for name in names:
+        types, params = template_declaration(source, name)
+        params = re.sub(r"\b\w+\b", lambda m: types.get(m.group(0), m.group(0)), params)
+        lines.append(f"template __global__ void {name}({params});")
+    return "\n".join(lines) + "\n"
+
+
 def update_names() -> list[str]:
     """The instantiations of updates.cu the library asks for."""
     return [cuda.rule_kernel(r, k) for r in ("float", "double") for k in cuda.RULES]
 
 
 def update_source() -> str:
-    """updates.cu with its instantiations spelled out, for compilers given no name expressions."""
-    lines = [cuda.source("updates.cu")]
-    for name in update_names():
-        real = name.split("<")[1].split(",")[0]
-        lines.append(f"template __global__ void {name}({real}*, const {real}*, {real}*, {real}*,"
-                     " double, double, double, double, long long);")
-    return "\n".join(lines) + "\n"
+    """updates.cu with the instantiations the library asks for spelled out."""
+    return explicit(cuda.source("updates.cu"), update_names())
 
 
 def nvcc() -> str | None:

@@ -95,7 +95,7 @@ static void emu_launch(dim3 g, dim3 b, const std::function<void()>& body) {
 """
 
 _KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\s*\(([^)]*)\)')
-_TEMPLATE = re.compile(r"template\s*<(.*?)>\s*__global__ void (\w+)\s*\(([^)]*)\)", re.S)
+_TEMPLATE = re.compile(r"template\s*<([^{};]*?)>\s*__global__ void (\w+)\s*\(([^)]*)\)")
 
 _SCALARS = {
     "int": (ctypes.c_int, numpy.int32),
@@ -174,22 +174,26 @@ def _split_top(text: str) -> list[str]:
     return parts + [cur.strip()] if cur.strip() else parts
 
 
-def _instantiate(source: str, expr: str) -> tuple[str, list[tuple[str, str, bool]]]:
-    """(the call target, its parameters with template types substituted) of a
-    name expression like ``apply_rule<float, Sgd>`` (as NVRTC is given it)."""
+def template_declaration(source: str, expr: str) -> tuple[dict[str, str], str]:
+    """({template parameter: argument}, the kernel's parameter list) of a name
+    expression like ``apply_rule<float, Sgd>`` (as NVRTC is given it)."""
     base, args = expr.split("<", 1)
     args_list = _split_top(args.rsplit(">", 1)[0])
     for m in _TEMPLATE.finditer(source):
-        if m.group(2) != base.strip():
-            continue
-        names = [p.split()[-1] for p in _split_top(m.group(1))]
-        types = {n: a for n, a in zip(names, args_list)}
-        params = []
-        for text in m.group(3).split(","):
-            ctype, pname, ptr = _param(text)
-            params.append((" ".join(types.get(w, w) for w in ctype.split()), pname, ptr))
-        return expr, params
+        if m.group(2) == base.strip():
+            names = [p.split()[-1] for p in _split_top(m.group(1))]
+            return dict(zip(names, args_list)), m.group(3)
     raise KeyError(f"no __global__ template {base!r} for {expr!r}")
+
+
+def instantiate(source: str, expr: str) -> tuple[str, list[tuple[str, str, bool]]]:
+    """(the call target, its parameters with the template's types filled in)."""
+    types, text = template_declaration(source, expr)
+    params = []
+    for part in text.split(","):
+        ctype, pname, ptr = _param(part)
+        params.append((" ".join(types.get(w, w) for w in ctype.split()), pname, ptr))
+    return expr, params
 
 
 class EmuModule:
@@ -202,7 +206,7 @@ class EmuModule:
         self.kernels = {m.group(1): (m.group(1), [_param(p) for p in m.group(2).split(",")])
                         for m in _KERNEL.finditer(source)}
         for expr in names:
-            self.kernels[expr] = _instantiate(source, expr)
+            self.kernels[expr] = instantiate(source, expr)
         self.symbols = {name: f"emu_k{i}" for i, name in enumerate(self.kernels)}
         wrappers = []
         for name, (target, params) in self.kernels.items():

@@ -65,7 +65,7 @@ def test_emulated_train_steps_match_numpy(engine, emu, kind, sizes, activation, 
 def test_emulated_split_k_is_used():
     layout = plan_mod.Layout((130, 9, 5), 6, "float64", "relu", False, 0.0, "train", "sgd")
     p = TiledPlan(checks.DryDevice(), layout, emulator.H100)
-    assert "fwd0_reduce" in p.names  # so the sgd case above ran the split path
+    assert "gemm_reduce" in p.names  # so the sgd case above ran the split path
 
 
 @needs_cxx

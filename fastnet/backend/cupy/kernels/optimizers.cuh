@@ -91,3 +91,11 @@ struct AdamW {  // p *= 1 - lr * weight_decay, then the book's Adam
     adam.step(p, g, m, v, i);
   }
 };
+
+// A rule with this step's row of the scalars table (one row of 4 per step; the
+// clock counts the steps since the table was loaded).
+template <typename T, template <typename> class Rule>
+static __device__ __forceinline__ Rule<T> step_rule(const double* hyper, const long long* clock) {
+  const double* h = hyper + 4 * ((clock[CLOCK_STEP] - 1) % clock[CLOCK_ROWS]);
+  return Rule<T>(h[0], h[1], h[2], h[3]);
+}
