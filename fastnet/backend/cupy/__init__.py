@@ -3,11 +3,19 @@
 Inherits every kernel from the NumPy backend (they are written against
 ``self.xp``), with CuPy as the array module. On top of that:
 
-* whole-net kernels (predict, loss, gradient, training step, an epoch of
-  steps, the numerical gradient) run as a few generated CUDA kernels, a step
-  replayed as one CUDA graph (``cupy_kernels``); whatever they do not cover
-  (other dtypes, unknown optimizers) falls back to the inherited code;
-* each per-parameter optimizer update is one elementwise launch.
+* whole-net work (predict, loss, gradient, training step, an epoch of
+  steps, the numerical gradient) runs as a few fused CUDA kernels
+  (``kernels/``), a step replayed as one CUDA graph (``engine``, ``plan``);
+  only for the built-in activation objects and optimizer classes
+  themselves: anything else (other dtypes, a subclass, an activation of
+  your own) runs the inherited code and gets the NumPy backend's results;
+* a built-in optimizer's update of one parameter is one launch
+  (``updates``), the same rule code as the fused step.
+
+Modules: ``engine`` (what the backend calls), ``plan`` / ``plan_tiled`` /
+``plan_rows`` (launches over static buffers), ``launch`` (layout and launch
+shapes from the device's numbers), ``cuda`` (the kernel files), ``device``,
+``numgrad``, ``source`` / ``source_rows`` (the generated two-kernel step).
 
 ``fused = False`` (or ``FASTNET_CUPY_FUSED=0``) runs the book's algorithm on
 CuPy arrays instead, the reference the fused path is measured against.

@@ -1,8 +1,8 @@
-"""What the generated kernels (``source_rows``, ``source_numgrad``) share, and a module's prelude.
+"""A plan module's prelude, and what the generated two-kernel step (``source_rows``) uses.
 
-The kernel files under ``kernels/`` are templates; the two-kernel step and
-the numerical gradient unroll per layer, which a template cannot express
-for any depth, so their text is generated in Python. Everything here is
+The kernel files under ``kernels/`` are templates; the two-kernel step
+unrolls its work per layer, which a template cannot express for any depth,
+so its text is generated in Python. Everything here is
 plain string building (no CuPy import): NVRTC, nvcc and the CPU emulator
 compile the same text.
 

@@ -27,7 +27,7 @@ from fastnet.backend.cupy.plan import Layout
 from fastnet.backend.cupy.plan_rows import RowsPlan
 from fastnet.backend.cupy.plan_tiled import TiledPlan
 from cuda_emulator import H100, template_declaration
-from fastnet.backend.cupy.source_numgrad import numgrad_source
+from fastnet.backend.cupy.numgrad import kernel_names
 
 
 class _DryModule:
@@ -132,7 +132,8 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
                + ("" if gather else "-batch"), plan_source(layout))
     for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
                        ((9, 7, 5, 3), "sigmoid"), ((9, 7, 5, 3), "tanh")):
-        yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", numgrad_source("ng", 100, sizes, act)
+        names = list(kernel_names(100, sizes, act).values())
+        yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", explicit(cuda.source("numgrad.cu"), names)
     yield "updates", update_source()
 
 

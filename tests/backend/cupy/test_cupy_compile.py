@@ -33,3 +33,29 @@ def test_sources_compile_with_nvrtc():
         except Exception as exc:
             pytest.fail(f"{label}: {exc}")
 
+
+
+def test_clock_slots_agree_with_the_header():
+    """The clock slots Python indexes are the ones common.cuh names."""
+    import re
+
+    from fastnet.backend.cupy import cuda, source
+
+    text = cuda.source("common.cuh")
+    for name in ("CLOCK_RING", "CLOCK_STEP", "CLOCK_BATCH", "CLOCK_ROWS"):
+        m = re.search(rf"\b{name} = (\d+)", text)
+        assert m is not None and int(m.group(1)) == getattr(source, name), name
+
+
+def test_kernel_files_ship_as_package_data():
+    """pyproject's package data covers every kernel file the library loads."""
+    import tomllib
+    from pathlib import Path
+
+    from fastnet.backend.cupy import cuda
+
+    root = Path(__file__).resolve().parents[3]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    patterns = data["fastnet.backend.cupy"]
+    for path in cuda.KERNEL_DIR.iterdir():
+        assert any(path.match(p.split("/")[-1]) for p in patterns), path.name
