@@ -63,8 +63,7 @@ def main(rows: int = 100, dtype: str = "float32") -> None:
     print("plan:", type(plan).__name__, "launches:", plan.names, "bindings:", len(plan.bindings))
     if getattr(plan, "shape", None) is not None:
         shape = plan.shape
-        print(f"rows per block {shape.per_block}, weights in registers {shape.first_in_registers()},"
-              f" staged {shape.staged_weights()}, rows_b threads per parameter {shape.b_split}")
+        print(f"rows per block {shape.per_block}, rows_b threads per parameter {shape.b_split}")
     g = binding.graph
     print(f"graph.launch() only       {per_call(g.launch, sync):8.1f} µs/step")
     t0 = time.perf_counter()

@@ -17,7 +17,6 @@ B_THREADS = 256  # rows_b: threads per block
 MIN_SPLIT_K = 64  # tiled matmul: K left to each split at least
 # CUDA's cap on static shared memory is 48 KiB a block; rows_a keeps some of it spare
 SHARED_LIMIT = 40 * 1024  # bytes rows_a's rows may use
-STAGED_LIMIT = 46 * 1024  # ... with the later layers' weights staged as well
 
 
 @dataclass(frozen=True)
@@ -26,13 +25,11 @@ class Hardware:
 
     sms: int  # MultiProcessorCount
     threads_per_sm: int  # MaxThreadsPerMultiProcessor
-    registers_per_sm: int  # MaxRegistersPerMultiprocessor (32-bit)
 
     @classmethod
     def of(cls, cupy: object) -> "Hardware":
         attrs = cupy.cuda.Device().attributes  # type: ignore[attr-defined]
-        return cls(int(attrs["MultiProcessorCount"]), int(attrs["MaxThreadsPerMultiProcessor"]),
-                   int(attrs["MaxRegistersPerMultiprocessor"]))
+        return cls(int(attrs["MultiProcessorCount"]), int(attrs["MaxThreadsPerMultiProcessor"]))
 
     @property
     def wave_threads(self) -> int:
@@ -64,8 +61,6 @@ class RowsShape:
     itemsize: int
     hw: Hardware
     threads: int = ROW_THREADS
-    prefetch: bool = True  # weights loaded while the rows arrive (first_in_registers, staged_weights)
-    compact: bool = True  # a gathered batch is copied for rows_b
 
     @property
     def depth(self) -> int:
@@ -75,36 +70,6 @@ class RowsShape:
     def b_split(self) -> int:
         n = self.sizes
         return row_split(self.rows, sum(a * b + b for a, b in zip(n, n[1:])), self.hw)
-
-    def first_in_registers(self) -> int:
-        """Weights per thread of layer 0 loaded into registers up front (0: none).
-
-        Each thread of layer 0 reads one column slice of W; loading (the start
-        of) it before the rows arrive overlaps those reads with the row
-        gather. Only when one pass covers the layer, and as many as leave the
-        thread's other values their registers.
-        """
-        K, N, Sp = self.sizes[0], self.sizes[1], self.splits(0)
-        KS = -(-K // Sp)
-        words = self.itemsize // 4  # registers per value
-        regs = (self.hw.registers_per_sm // (self.threads * self.blocks_per_sm) - 32 - words * self.per_block
-                - (4 if words == 2 else 0))
-        if not self.prefetch or N * Sp > self.threads or KS > 96 or regs < 8:
-            return 0
-        return min(KS, regs * 4 // self.itemsize)
-
-    def staged_weights(self) -> int:
-        """Elements of b0 and the later layers' weights kept in shared memory (0: none); only
-        with one block an SM (it cost 10% where two blocks share one)."""
-        n = self.sizes
-        size = n[1] + sum(n[i] * n[i + 1] + n[i + 1] for i in range(1, self.depth))
-        ok = self.prefetch and self.blocks_per_sm == 1 and self.shared_bytes() + size * self.itemsize <= STAGED_LIMIT
-        return size if ok else 0
-
-    @property
-    def blocks_per_sm(self) -> int:
-        """Blocks of rows_a an SM runs at once (when they all fit one wave)."""
-        return min(-(-self.blocks // self.hw.sms), max(1, self.hw.threads_per_sm // self.threads))
 
     @property
     def blocks(self) -> int:

@@ -38,19 +38,17 @@ class RowsPlan(Plan):
             X, nrows, idx = Slot("x"), numpy.int64(L.rows), self.dummy_i
             Tl, Tm = (self.dummy_i, Slot("t")) if L.onehot else (Slot("t"), self.dummy)
         shape = self.shape
-        compact = L.gather and shape.compact  # rows_a copies the gathered batch into self.x for rows_b
-        XB = self.x if compact else self.dummy
         self.kernel(
             "rows_a", rs.rows_a_source("rows_a", shape, L.stage, L.onehot, L.gather, decay),
             (shape.blocks, 1, 1), (shape.threads, 1, 1),
             (X, Tl, Tm, idx, self.clock, Slot("wptrs"), Slot("bptrs"), self.H, self.D, self.scores,
-             self.rowloss, self.rowix, self.sq, XB, nrows, lam),
+             self.rowloss, self.rowix, self.sq, nrows, lam),
         )
         if L.stage == "predict":
             return
         self.kernel(
             "rows_b", rs.rows_b_source("rows_b", shape, L.stage, decay, L.gather, L.rule),
             (rs.rows_b_blocks(shape, L.stage), 1, 1), (B_THREADS, 1, 1),
-            (XB if compact else X, self.rowix, self.H, self.D, self.rowloss, self.sq, Slot("P"), self.gptrs,
+            (X, self.rowix, self.H, self.D, self.rowloss, self.sq, Slot("P"), self.gptrs,
              Slot("S1"), Slot("S2"), self.hyper, self.clock, self.ringptr, lam),
         )

@@ -31,38 +31,16 @@ ROWS_A_ARGS = (
     " const long long* __restrict__ idx, long long* clock, const unsigned long long* __restrict__ wptrs,"
     " const unsigned long long* __restrict__ bptrs, real* __restrict__ H, real* __restrict__ D,"
     " real* __restrict__ S, double* __restrict__ rowloss, long long* __restrict__ rowix,"
-    " double* __restrict__ sq, real* __restrict__ XB, long long nrows, double lam)"
+    " double* __restrict__ sq, long long nrows, double lam)"
 )
 
 
 def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather: bool, decay: bool) -> str:
-    """Kernel A: forward (+ loss and backward of the data) for `per_block` rows per block.
-
-    The weights do not depend on the rows, so their loads are issued first,
-    while the block waits on the chain clock -> index -> row: layer 0's
-    column slices go to registers, b0 and the later layers' parameters to
-    shared memory (where they fit). Sums keep the same order either way.
-    """
+    """Kernel A: forward (+ loss and backward of the data) for `per_block` rows per block."""
     n, L, R, B, TH = shape.sizes, shape.depth, shape.per_block, shape.rows, shape.threads
     acts = [R * sum(n[1:i]) for i in range(L + 1)]  # shared offset of layer i's output (i >= 1)
     part_size = max(shape.splits(i) * R * n[i + 1] for i in range(L))
     dmax = R * max(n[1:])
-    Q0 = shape.first_in_registers()
-    staged = shape.staged_weights()
-    compact = gather and shape.compact
-    # offsets in wsh: b0, then W_i and b_i of each later layer
-    w_off, b_off, pos = {}, {0: 0}, n[1]
-    for i in range(1, L):
-        w_off[i], b_off[i] = pos, pos + n[i] * n[i + 1]
-        pos += n[i] * n[i + 1] + n[i + 1]
-
-    def weight(i: int, k: str, j: str) -> str:
-        if staged and i >= 1:
-            return f"wsh[{w_off[i]} + {k} * {n[i + 1]} + {j}]"
-        return f"W[(long long){k} * {n[i + 1]} + {j}]"
-
-    def bias(i: int) -> str:
-        return f"wsh[{b_off[i]} + j]" if staged else "b[j]"
 
     lines = [
         f'extern "C" __global__ void __launch_bounds__({TH}) {name}{ROWS_A_ARGS} {{',
@@ -80,29 +58,6 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         lines.insert(3, f"  __shared__ real dB[{dmax}];")  # deltas ping-pong between dA and dB
     if decay and stage != "predict":
         lines.insert(3, f"  __shared__ double red[{TH}];")
-    if staged:
-        lines.insert(3, f"  __shared__ real wsh[{staged}];  // b0, then W and b of layers 1..L-1")
-    if Q0:
-        K, N = n[0], n[1]
-        KS = -(-K // shape.splits(0))
-        lines += [
-            f"  const int pj = tid % {N}, ps = tid / {N}, pkb = ps * {KS};  // this thread's slice of layer 0's W",
-            f"  real w0[{Q0}];  // its first {Q0} weights",
-            f"  if (tid < {N * shape.splits(0)}) {{",
-            "    const real* __restrict__ W = (const real*)wptrs[0];",
-            "#pragma unroll",
-            f"    for (int q = 0; q < {Q0}; ++q) w0[q] = pkb + q < {K} ? W[(long long)(pkb + q) * {N} + pj] : R(0);",
-            "  }",
-        ]
-    if staged:
-        segments = [("bptrs[0]", 0, n[1])]
-        for i in range(1, L):
-            segments += [(f"wptrs[{i}]", w_off[i], n[i] * n[i + 1]), (f"bptrs[{i}]", b_off[i], n[i + 1])]
-        for table, off, size in segments:
-            lines.append(
-                f"  {{ const real* __restrict__ p = (const real*){table};"
-                f" for (int e = tid; e < {size}; e += {TH}) wsh[{off} + e] = p[e]; }}"
-            )
     lines += [
         f"  if (tid < {R}) {{",
         "    long long i = r0 + tid;",
@@ -111,7 +66,6 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         lines.append(
             f"    if (tid < nr) {{ i = idx[clock[{CLOCK_BATCH}] * {B} + r0 + tid]; if (i < 0) i += nrows; }}"
         )
-    copy = f" if (r < nr) XB[(long long)(r0 + r) * {n[0]} + k] = v;" if compact else ""
     lines += [
         "    rix[tid] = i;",
         "    if (tid < nr) rowix[r0 + tid] = i;",
@@ -120,7 +74,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         f"  for (int e = tid; e < {R * n[0]}; e += {TH}) {{",
         f"    const int r = e / {n[0]}, k = e % {n[0]};",
         f"    const real v = r < nr ? X[rix[r] * {n[0]} + k] : R(0);",
-        f"    xs[e] = v;{copy}" + ("  // kernel B reads the batch from XB" if compact else ""),
+        "    xs[e] = v;",
         "  }",
         "  __syncthreads();",
     ]
@@ -137,41 +91,24 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
             store += f" H[{shape.h_offset(i + 1)} + (long long)(r0 + r) * {N} + j] = v;"
         elif stage == "predict":
             store += f" S[(long long)(r0 + r) * {N} + j] = v;"
-        value = f"v + {bias(i)}" if last else f"act_f(v + {bias(i)})"
+        value = "v + b[j]" if last else "act_f(v + b[j])"
         lines.append(f"  {{  // layer {i}: ({K} -> {N}), K split {Sp} ways")
-        if not (staged and i >= 1) and not (Q0 == KS and i == 0):
-            lines.append(f"    const real* __restrict__ W = (const real*)wptrs[{i}];")
-        if not staged:
-            lines.append(f"    const real* __restrict__ b = (const real*)bptrs[{i}];")
-        if Q0 and i == 0:  # the slice, or its start, is in w0 already
-            w = "w0[q]" if Q0 == KS else f"(q < {Q0} ? w0[q < {Q0} ? q : 0] : W[(long long)k * {N} + pj])"
-            lines += [
-                f"    if (tid < {N * Sp}) {{",
-                f"      real acc[{R}];",
-                f"      for (int r = 0; r < {R}; ++r) acc[r] = R(0);",
-                "#pragma unroll",
-                f"      for (int q = 0; q < {KS}; ++q) {{",
-                "        const int k = pkb + q;",
-                f"        if (k < {K}) {{ const real w = {w}; for (int r = 0; r < {R}; ++r) acc[r] += {inp} * w; }}",
-                "      }",
-                f"      for (int r = 0; r < {R}; ++r) part[(ps * {R} + r) * {N} + pj] = acc[r];",
-                "    }",
-            ]
-        else:
-            lines += [
-                f"    for (int jj = tid; jj < {N * Sp}; jj += {TH}) {{",
-                f"      const int j = jj % {N}, s = jj / {N};",
-                f"      const int kb = s * {KS}, ke = imin({K}, kb + {KS});",
-                f"      real acc[{R}];",
-                f"      for (int r = 0; r < {R}; ++r) acc[r] = R(0);",
-                "#pragma unroll 16",
-                "      for (int k = kb; k < ke; ++k) {",
-                f"        const real w = {weight(i, 'k', 'j')};",
-                f"        for (int r = 0; r < {R}; ++r) acc[r] += {inp} * w;  // rows past nr: unused",
-                "      }",
-                f"      for (int r = 0; r < {R}; ++r) part[(s * {R} + r) * {N} + j] = acc[r];",
-                "    }",
-            ]
+        lines.append(f"    const real* __restrict__ W = (const real*)wptrs[{i}];")
+        lines.append(f"    const real* __restrict__ b = (const real*)bptrs[{i}];")
+        lines += [
+            f"    for (int jj = tid; jj < {N * Sp}; jj += {TH}) {{",
+            f"      const int j = jj % {N}, s = jj / {N};",
+            f"      const int kb = s * {KS}, ke = imin({K}, kb + {KS});",
+            f"      real acc[{R}];",
+            f"      for (int r = 0; r < {R}; ++r) acc[r] = R(0);",
+            "#pragma unroll 16",
+            "      for (int k = kb; k < ke; ++k) {",
+            f"        const real w = W[(long long)k * {N} + j];",
+            f"        for (int r = 0; r < {R}; ++r) acc[r] += {inp} * w;  // rows past nr: unused",
+            "      }",
+            f"      for (int r = 0; r < {R}; ++r) part[(s * {R} + r) * {N} + j] = acc[r];",
+            "    }",
+        ]
         lines += [
             "    __syncthreads();",
             f"    for (int e = tid; e < {R * N}; e += {TH}) {{",
@@ -215,13 +152,13 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
             K, N = n[i], n[i + 1]
             lines += [
                 f"  {{  // back through layer {i}: delta of layer {i - 1}'s output",
-                *([] if staged else [f"    const real* __restrict__ W = (const real*)wptrs[{i}];"]),
+                f"    const real* __restrict__ W = (const real*)wptrs[{i}];",
                 f"    for (int e = tid; e < {R * K}; e += {TH}) {{",
                 f"      const int r = e / {K}, k = e % {K};",
                 "      if (r < nr) {",
                 "        real v = R(0);",
                 "#pragma unroll 8",
-                f"        for (int j = 0; j < {N}; ++j) v += {cur}[r * {N} + j] * {weight(i, 'k', 'j')};",
+                f"        for (int j = 0; j < {N}; ++j) v += {cur}[r * {N} + j] * W[(long long)k * {N} + j];",
                 f"        v = act_b(v, act[{acts[i]} + r * {K} + k]);",
                 (f"        {nxt}[r * {K} + k] = v;" if i > 1 else ""),
                 f"        D[{shape.d_offset(i - 1)} + (long long)(r0 + r) * {K} + k] = v;",
@@ -275,13 +212,10 @@ def rows_b_source(
 ) -> str:
     """Kernel B: each parameter's gradient summed over the batch (+ its update); the loss.
 
-    With ``shape.compact`` kernel A has copied a gathered batch into a
-    contiguous buffer, passed here as X: rows are read without the index.
     """
     n, L, B, TH = shape.sizes, shape.depth, shape.rows, B_THREADS
     nb = rows_b_blocks(shape, stage) - 1  # parameter blocks; block nb sums the loss
     RS = shape.b_split
-    gather = gather and not shape.compact
     PB, RB = TH // RS, -(-B // RS)
     lines = [
         f'extern "C" __global__ void {name}{ROWS_B_ARGS} {{',

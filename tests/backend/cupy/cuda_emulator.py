@@ -33,7 +33,7 @@ from fastnet.backend.cupy.launch import Hardware
 
 # The device the launch shapes are made for in these tests: an H100's numbers
 # (the shapes the kernels of commit b2f66d5 were generated for).
-H100 = Hardware(sms=132, threads_per_sm=2048, registers_per_sm=65536)
+H100 = Hardware(sms=132, threads_per_sm=2048)
 
 _HEADER = r"""
 #include <math.h>

@@ -187,18 +187,15 @@ def test_emulated_settings_and_clear_apply_from_the_next_call(emu):
 def test_launch_shapes_follow_the_device_numbers():
     h100 = emulator.H100
     s32 = rows_shape((784, 50, 10), 100, 4, h100)
-    assert (s32.per_block, s32.splits(0), s32.first_in_registers()) == (1, 20, 31)  # 31 of its 40 weights
-    assert s32.staged_weights() == 50 + 500 + 10  # b1, W2, b2
-    assert rows_shape((784, 50, 10), 100, 8, h100).first_in_registers() == 13
-    big = rows_shape((784, 50, 10), 1000, 4, h100)  # 250 blocks: two share an SM
-    assert big.per_block == 4 and big.first_in_registers() == 0 and big.staged_weights() == 0
+    assert (s32.per_block, s32.splits(0), s32.blocks) == (1, 20, 100)
+    assert rows_shape((784, 50, 10), 1000, 4, h100).per_block == 4  # 250 blocks: two share an SM
     # rows_b: threads per parameter while one wave holds them all (39,760 parameters)
     assert rows_shape((784, 50, 10), 100, 4, h100).b_split == 4
     assert rows_shape((784, 50, 10), 1000, 4, h100).b_split == 4
     assert rows_shape((30, 20, 5), 1000, 4, h100).b_split == 16  # few parameters: about 16 rows each
     assert rows_shape((30, 20, 5), 8, 4, h100).b_split == 1
     # a device with half the SMs: two rows a block at B=100, and a smaller wave for rows_b
-    half = Hardware(sms=66, threads_per_sm=2048, registers_per_sm=65536)
+    half = Hardware(sms=66, threads_per_sm=2048)
     assert rows_shape((784, 50, 10), 100, 4, half).per_block == 2
     assert rows_shape((784, 50, 10), 100, 4, half).b_split == 2
     assert choose_split(16, 16, 65536, h100) == 256 and choose_split(16, 16, 65536, half) == 128
