@@ -78,7 +78,7 @@ def gpu() -> Any:
 
 def _book_backend() -> Any:
     """A CuPy backend running the inherited (book's) algorithm, not the fused kernels."""
-    from fastnet.backend.cupy_backend import CupyBackend
+    from fastnet.backend.cupy import CupyBackend
 
     bk = CupyBackend()
     bk.fused = False
