@@ -78,7 +78,7 @@ def gpu() -> Any:
 
 def _book_backend() -> Any:
     """A CuPy backend running the inherited (book's) algorithm, not the fused kernels."""
-    from fastnet.backend.cupy_backend import CupyBackend
+    from fastnet.backend.cupy import CupyBackend
 
     bk = CupyBackend()
     bk.fused = False
@@ -119,8 +119,8 @@ def test_gpu_step(benchmark: Any, gpu: Any, rows: int, dtype: Any, impl: str) ->
     x, t = bk.asarray(x_host), bk.asarray(t_host)
     optimizer = SGD(LR)
     if impl == "cupy-eager":
-        from fastnet.backend.cupy_kernels.device import CupyDevice
-        from fastnet.backend.cupy_kernels.engine import FusedEngine
+        from fastnet.backend.cupy.device import CupyDevice
+        from fastnet.backend.cupy.engine import FusedEngine
 
         engine = FusedEngine(CupyDevice(), use_graphs=False, strict=True)
 
@@ -286,8 +286,8 @@ def test_gpu_numgrad(benchmark: Any, gpu: Any, impl: str) -> None:
 @pytest.mark.parametrize("impl", ["cupy-rows", "cupy-tiled", "cupy-blas", "cupy-auto", "cupy-book"])
 @pytest.mark.parametrize("sizes", CROSSOVER_NETS, ids=["-".join(map(str, s)) for s in CROSSOVER_NETS])
 def test_gpu_crossover(benchmark: Any, gpu: Any, sizes: tuple[int, ...], impl: str) -> None:
-    from fastnet.backend.cupy_kernels.device import CupyDevice
-    from fastnet.backend.cupy_kernels.engine import FusedEngine
+    from fastnet.backend.cupy.device import CupyDevice
+    from fastnet.backend.cupy.engine import FusedEngine
 
     rows = 1000
     bk = _book_backend() if impl == "cupy-book" else gpu

@@ -2,8 +2,9 @@
 
 Run on a GPU machine: ``python -m benchmarks.gpu_profile [rows] [dtype]``.
 Prints per-step times for ``net.train_step`` (host + device, throughput),
-graph replays alone, each captured kernel launched alone, a few primitive
-CuPy host costs, and a cProfile of the Python side of ``train_step``.
+graph replays alone, each kernel launched alone, the two-kernel step's
+shape, a few primitive CuPy host costs, and a cProfile of the Python side
+of ``train_step``.
 """
 
 from __future__ import annotations
@@ -57,54 +58,23 @@ def main(rows: int = 100, dtype: str = "float32") -> None:
     eng = bk.engine
     spec = net.spec()
     print(f"engine.train_step         {per_call(lambda: eng.train_step(spec, x, t, opt), sync):8.1f} µs/step")
-    plan = next(p for k, p in eng.plans.items() if k[0].stage == "train")
-    print("plan:", type(plan).__name__, "launches:", len(plan.ops), plan.names, "bound graphs:", len(plan.bound))
-    graphs = [g for g in plan.bound.values() if g is not None] or [plan.graph]
-    if graphs[0] is not None:
-        g = graphs[0]
-        print(f"graph.launch() only       {per_call(g.launch, sync):8.1f} µs/step")
-        t0 = time.perf_counter()
-        for _ in range(2000):
-            g.launch()
-        host = (time.perf_counter() - t0) / 2000 * 1e6
-        sync()
-        print(f"graph.launch() host side  {host:8.1f} µs/call")
-    for name, op in zip(plan.names, plan.ops):
-        print(f"  op {name:14s} eager    {per_call(op, sync, n=500):8.1f} µs")
-    # the two-kernel step in each variant: graph replays of one step, and a whole epoch
-    from fastnet.backend.cupy_kernels.device import CupyDevice
-    from fastnet.backend.cupy_kernels.engine import FusedEngine
-
-    old = 8 if rows < 1000 else 16  # kernel B's split before the one-wave rule
-    variants = [  # threads, rows per block, prefetch, compact, split
-        (1024, None, True, True, 0), (1024, None, False, True, 0), (1024, None, True, False, 0),
-        (1024, None, False, False, 0), (1024, None, False, False, old), (512, None, True, True, 0),
-        (1024, None, True, True, 2), (1024, None, True, True, 8), (1024, None, True, True, 16),
-    ]
-    for threads, per, prefetch, compact, split in variants:
-        label = (f"threads {threads:4d}, rows/block {per or 'rule'}, prefetch {int(prefetch)},"
-                 f" compact {int(compact)}, split {split or 'rule'}")
-        e2 = FusedEngine(CupyDevice(), strict=True)
-        e2.rows_threads, e2.rows_per_block = threads, per
-        e2.rows_prefetch, e2.rows_compact, e2.rows_split = prefetch, compact, split
-        n2 = fastnet.TwoLayerNet(784, 50, 10, seed=0, dtype=np.dtype(dtype), backend=bk)
-        try:
-            for _ in range(3):
-                e2.train_step(n2.spec(), x, t, opt)
-            p2 = next(iter(e2.plans.values()))
-            g2 = next(g for g in p2.bound.values() if g is not None)
-            step = per_call(g2.launch, sync)
-            e2.train_batches(n2.spec(), X, T, idx, opt)
-            epoch = per_call(lambda: e2.train_batches(n2.spec(), X, T, idx, opt), sync, n=3)
-            t0 = time.perf_counter()
-            e2.train_batches(n2.spec(), X, T, idx, opt)
-            host = (time.perf_counter() - t0) * 1e6
-            sync()
-            print(f"{label}: R={p2.shape.per_block} Q0={p2.shape.first_in_registers()}"
-                  f" staged={p2.shape.staged_weights()} B-split={p2.shape.b_split}:"
-                  f" step replay {step:6.1f} µs, epoch {epoch / 1000:6.2f} ms (host {host:6.0f} µs)")
-        except Exception as exc:
-            print(f"{label}: {exc!r}")
+    plan = next(p for layout, p in eng.plans.items() if layout.stage == "train" and not layout.gather)
+    binding = next(b for b in plan.bindings.values() if b.graph is not None)
+    print("plan:", type(plan).__name__, "launches:", plan.names, "bindings:", len(plan.bindings))
+    if getattr(plan, "shape", None) is not None:
+        shape = plan.shape
+        print(f"rows per block {shape.per_block}, rows_b threads per parameter {shape.b_split}")
+    g = binding.graph
+    print(f"graph.launch() only       {per_call(g.launch, sync):8.1f} µs/step")
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        g.launch()
+    host = (time.perf_counter() - t0) / 2000 * 1e6
+    sync()
+    print(f"graph.launch() host side  {host:8.1f} µs/call")
+    for name, op in zip(plan.names, binding.ops):
+        if op[0] is not None:
+            print(f"  op {name:14s} eager    {per_call(lambda: bk.engine.device.launch(*op), sync, n=500):8.1f} µs")
     # primitive host costs
     a = cupy.zeros(100 * 784, np.float32)
     b = cupy.zeros(100 * 784, np.float32)
@@ -115,7 +85,6 @@ def main(rows: int = 100, dtype: str = "float32") -> None:
     ring = cupy.zeros(1000, np.float32)
     print(f"ring[i] (0-d view)        {per_call(lambda: ring[5], sync):8.1f} µs")
     print(f"net.spec()                {per_call(net.spec, sync):8.1f} µs")
-    print(f"net._xt(x, t)             {per_call(lambda: net._xt(x, t), sync):8.1f} µs")
     # cProfile of the host side
     pr = cProfile.Profile()
     pr.enable()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: the CuPy checks and the GPU benchmarks, results under $OUT.
 #
-#   bash benchmarks/gpu_run.sh          # NVRTC compile of the kernel variants, tests/test_cupy.py (GPU and
+#   bash benchmarks/gpu_run.sh          # NVRTC compile of the kernel variants, tests/backend/cupy (GPU and
 #                                       # selection tests; the emulated ones run in CI),
 #                                       # benchmarks/bench_gpu.py with a report (about 5-8 minutes)
 #   bash benchmarks/gpu_run.sh suite    # the whole test suite, every backend (a second call)
@@ -53,8 +53,10 @@ fi
 
 # 1. every generated kernel variant through NVRTC for this GPU's architecture
 timeout 90 python - >"$OUT/compile.txt" 2>&1 <<'EOF'
+import sys
 import cupy
-from fastnet.backend.cupy_kernels import checks
+sys.path.insert(0, "tests/backend/cupy")
+import cuda_checks as checks
 cc = cupy.cuda.Device().compute_capability
 ok = bad = 0
 for label, text in checks.variants(full=False):
@@ -69,7 +71,7 @@ EOF
 echo "compile rc=$?" >>"$OUT/compile.txt"
 
 # 2. the CuPy tests (strict: a fused path that fails raises instead of falling back)
-FASTNET_CUPY_STRICT=1 timeout 200 python -m pytest -q -rs --tb=short $PYTEST_TIMEOUT tests/test_cupy.py -k "not emulated" \
+FASTNET_CUPY_STRICT=1 timeout 200 python -m pytest -q -rs --tb=short $PYTEST_TIMEOUT tests/backend/cupy -k "not emulated" \
   --junitxml="$OUT/tests.xml" >"$OUT/tests.txt" 2>&1
 echo "tests rc=$?" >>"$OUT/tests.txt"
 

@@ -33,7 +33,7 @@ __all__ = [
 _MODULES = {
     "numpy": "fastnet.backend.numpy_backend",
     "numba": "fastnet.backend.numba",
-    "cupy": "fastnet.backend.cupy_backend",
+    "cupy": "fastnet.backend.cupy",
 }
 BACKEND_NAMES: tuple[str, ...] = (*_MODULES, "auto")
 _AUTO_ORDER = ("cupy", "numba", "numpy")

@@ -14,169 +14,33 @@ The plan picks this layout when every block can afford to read all weights
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .source import (
     CE_DELTA,
-    CLOCK_ADAM_T,
+    CLOCK_STEP,
     CLOCK_BATCH,
     CLOCK_RING,
-    _block_sum,
-    _lit,
+    block_sum,
+    c_literal,
     label_code,
     update_body,
 )
-
-ROW_THREADS = 1024  # kernel A: enough threads that each one's chain of loads is short (512 measured as fast)
-B_THREADS = 256  # kernel B
-SHARED_LIMIT = 40 * 1024  # bytes of static shared memory kernel A's rows may use (48 KiB is the cap)
-STAGED_LIMIT = 46 * 1024  # ... with the later layers' weights staged as well
-SM_TARGET = 132  # blocks we aim for (an H100 has 132 SMs)
-WAVE_THREADS = SM_TARGET * 2048  # threads resident at once on such a GPU (one wave)
-
-
-@dataclass(frozen=True)
-class RowsShape:
-    """Sizes kernel A and B are specialised on."""
-
-    sizes: tuple[int, ...]
-    rows: int  # batch size B
-    per_block: int  # rows per block of kernel A (R)
-    itemsize: int
-    threads: int = ROW_THREADS  # threads per block of kernel A
-    prefetch: bool = True  # weights loaded while the rows arrive (see first_in_registers)
-    compact: bool = True  # a gathered batch is copied for kernel B (see rows_b_source)
-    split: int = 0  # threads per parameter in kernel B (0: row_split's rule)
-
-    @property
-    def depth(self) -> int:
-        return len(self.sizes) - 1
-
-    @property
-    def b_split(self) -> int:
-        n = self.sizes
-        return self.split or row_split(self.rows, sum(a * b + b for a, b in zip(n, n[1:])))
-
-    def first_in_registers(self) -> int:
-        """Weights per thread of layer 0 loaded into registers up front (0: none).
-
-        Each thread of layer 0 reads one column slice of W; loading (the start
-        of) it before the rows arrive overlaps those L2 reads with the row
-        gather. Only when one pass covers the layer; as many as leave the
-        thread's other values their registers (ptxas showed no spills for
-        784-50-10 at B=100 and 1000, 512 and 1024 threads).
-        """
-        K, N, Sp = self.sizes[0], self.sizes[1], self.splits(0)
-        KS = -(-K // Sp)
-        # 32-bit registers left for the slice (float64 values need pairs, and a little slack)
-        # (a register file holds 65536; more blocks than SMs must share one)
-        words = self.itemsize // 4  # registers per value
-        regs = 65536 // (self.threads * self.blocks_per_sm) - 32 - words * self.per_block - (4 if words == 2 else 0)
-        if not self.prefetch or N * Sp > self.threads or KS > 96 or regs < 8:
-            return 0
-        return min(KS, regs * 4 // self.itemsize)
-
-    def staged_weights(self) -> int:
-        """Elements of b0 and the later layers' weights and biases kept in shared memory (0: none).
-
-        Only with one block per SM: measured on an H100, staging helped there
-        (B=100) and cost 10% where two blocks share an SM (B=1000, 4 rows each).
-        """
-        n = self.sizes
-        size = n[1] + sum(n[i] * n[i + 1] + n[i + 1] for i in range(1, self.depth))
-        ok = self.prefetch and self.blocks_per_sm == 1 and self.shared_bytes() + size * self.itemsize <= STAGED_LIMIT
-        return size if ok else 0
-
-    @property
-    def blocks_per_sm(self) -> int:
-        """Blocks of kernel A an SM runs at once (when they all fit one wave)."""
-        return min(-(-self.blocks // SM_TARGET), max(1, 2048 // self.threads))
-
-    @property
-    def blocks(self) -> int:
-        return -(-self.rows // self.per_block)
-
-    def splits(self, i: int) -> int:
-        """K-splits of layer i's forward product, so about `threads` threads work."""
-        K, N = self.sizes[i], self.sizes[i + 1]
-        return max(1, min(self.threads // N, K // 8))
-
-    def shared_bytes(self) -> int:
-        R, n = self.per_block, self.sizes
-        part = max(self.splits(i) * R * n[i + 1] for i in range(self.depth))
-        acts = R * sum(n[1:])
-        deltas = 2 * R * max(n[1:])
-        return (part + acts + deltas + R * n[0]) * self.itemsize + 8 * (self.threads + R)
-
-    # offsets (in elements) of each layer in the flat global buffers
-    def h_offset(self, i: int) -> int:
-        """Activation buffer: outputs of layers 1..L-1, each (B, n_i), concatenated."""
-        return self.rows * sum(self.sizes[1:i])
-
-    def d_offset(self, i: int) -> int:
-        """Delta buffer: gradient w.r.t. layer i's pre-activation output, each (B, n_{i+1})."""
-        return self.rows * sum(self.sizes[1 : i + 1])
-
-
-def rows_shape(
-    sizes: tuple[int, ...], rows: int, itemsize: int, per_block: int | None = None, threads: int = ROW_THREADS,
-    prefetch: bool = True, compact: bool = True, split: int = 0,
-) -> RowsShape | None:
-    """The kernel-A shape for a net, or None when its activations do not fit a block.
-
-    Rows per block: the fewest (of 1, 2, 4, 8) that keep the blocks within
-    one wave of SMs, unless `per_block` says otherwise.
-    """
-    per = 1
-    while per < 8 and -(-rows // per) > SM_TARGET:
-        per *= 2
-    if per_block is not None:
-        per = per_block
-    while per >= 1:
-        shape = RowsShape(tuple(sizes), rows, per, itemsize, threads, prefetch, compact, split)
-        if shape.shared_bytes() <= SHARED_LIMIT:
-            return shape
-        per //= 2
-    return None
-
+from .launch import B_THREADS, RowsShape
 
 ROWS_A_ARGS = (
     "(const real* __restrict__ X, const long long* __restrict__ lab, const real* __restrict__ T,"
     " const long long* __restrict__ idx, long long* clock, const unsigned long long* __restrict__ wptrs,"
     " const unsigned long long* __restrict__ bptrs, real* __restrict__ H, real* __restrict__ D,"
     " real* __restrict__ S, double* __restrict__ rowloss, long long* __restrict__ rowix,"
-    " double* __restrict__ sq, real* __restrict__ XB, long long nrows, double lam)"
+    " double* __restrict__ sq, long long nrows, double lam)"
 )
 
 
 def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather: bool, decay: bool) -> str:
-    """Kernel A: forward (+ loss and backward of the data) for `per_block` rows per block.
-
-    The weights do not depend on the rows, so their loads are issued first,
-    while the block waits on the chain clock -> index -> row: layer 0's
-    column slices go to registers, b0 and the later layers' parameters to
-    shared memory (where they fit). Sums keep the same order either way.
-    """
+    """Kernel A: forward (+ loss and backward of the data) for `per_block` rows per block."""
     n, L, R, B, TH = shape.sizes, shape.depth, shape.per_block, shape.rows, shape.threads
     acts = [R * sum(n[1:i]) for i in range(L + 1)]  # shared offset of layer i's output (i >= 1)
     part_size = max(shape.splits(i) * R * n[i + 1] for i in range(L))
     dmax = R * max(n[1:])
-    Q0 = shape.first_in_registers()
-    staged = shape.staged_weights()
-    compact = gather and shape.compact
-    # offsets in wsh: b0, then W_i and b_i of each later layer
-    w_off, b_off, pos = {}, {0: 0}, n[1]
-    for i in range(1, L):
-        w_off[i], b_off[i] = pos, pos + n[i] * n[i + 1]
-        pos += n[i] * n[i + 1] + n[i + 1]
-
-    def weight(i: int, k: str, j: str) -> str:
-        if staged and i >= 1:
-            return f"wsh[{w_off[i]} + {k} * {n[i + 1]} + {j}]"
-        return f"W[(long long){k} * {n[i + 1]} + {j}]"
-
-    def bias(i: int) -> str:
-        return f"wsh[{b_off[i]} + j]" if staged else "b[j]"
 
     lines = [
         f'extern "C" __global__ void __launch_bounds__({TH}) {name}{ROWS_A_ARGS} {{',
@@ -194,29 +58,6 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         lines.insert(3, f"  __shared__ real dB[{dmax}];")  # deltas ping-pong between dA and dB
     if decay and stage != "predict":
         lines.insert(3, f"  __shared__ double red[{TH}];")
-    if staged:
-        lines.insert(3, f"  __shared__ real wsh[{staged}];  // b0, then W and b of layers 1..L-1")
-    if Q0:
-        K, N = n[0], n[1]
-        KS = -(-K // shape.splits(0))
-        lines += [
-            f"  const int pj = tid % {N}, ps = tid / {N}, pkb = ps * {KS};  // this thread's slice of layer 0's W",
-            f"  real w0[{Q0}];  // its first {Q0} weights",
-            f"  if (tid < {N * shape.splits(0)}) {{",
-            "    const real* __restrict__ W = (const real*)wptrs[0];",
-            "#pragma unroll",
-            f"    for (int q = 0; q < {Q0}; ++q) w0[q] = pkb + q < {K} ? W[(long long)(pkb + q) * {N} + pj] : R(0);",
-            "  }",
-        ]
-    if staged:
-        segments = [("bptrs[0]", 0, n[1])]
-        for i in range(1, L):
-            segments += [(f"wptrs[{i}]", w_off[i], n[i] * n[i + 1]), (f"bptrs[{i}]", b_off[i], n[i + 1])]
-        for table, off, size in segments:
-            lines.append(
-                f"  {{ const real* __restrict__ p = (const real*){table};"
-                f" for (int e = tid; e < {size}; e += {TH}) wsh[{off} + e] = p[e]; }}"
-            )
     lines += [
         f"  if (tid < {R}) {{",
         "    long long i = r0 + tid;",
@@ -225,7 +66,6 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         lines.append(
             f"    if (tid < nr) {{ i = idx[clock[{CLOCK_BATCH}] * {B} + r0 + tid]; if (i < 0) i += nrows; }}"
         )
-    copy = f" if (r < nr) XB[(long long)(r0 + r) * {n[0]} + k] = v;" if compact else ""
     lines += [
         "    rix[tid] = i;",
         "    if (tid < nr) rowix[r0 + tid] = i;",
@@ -234,7 +74,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         f"  for (int e = tid; e < {R * n[0]}; e += {TH}) {{",
         f"    const int r = e / {n[0]}, k = e % {n[0]};",
         f"    const real v = r < nr ? X[rix[r] * {n[0]} + k] : R(0);",
-        f"    xs[e] = v;{copy}" + ("  // kernel B reads the batch from XB" if compact else ""),
+        "    xs[e] = v;",
         "  }",
         "  __syncthreads();",
     ]
@@ -251,41 +91,24 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
             store += f" H[{shape.h_offset(i + 1)} + (long long)(r0 + r) * {N} + j] = v;"
         elif stage == "predict":
             store += f" S[(long long)(r0 + r) * {N} + j] = v;"
-        value = f"v + {bias(i)}" if last else f"act_f(v + {bias(i)})"
+        value = "v + b[j]" if last else "act_f(v + b[j])"
         lines.append(f"  {{  // layer {i}: ({K} -> {N}), K split {Sp} ways")
-        if not (staged and i >= 1) and not (Q0 == KS and i == 0):
-            lines.append(f"    const real* __restrict__ W = (const real*)wptrs[{i}];")
-        if not staged:
-            lines.append(f"    const real* __restrict__ b = (const real*)bptrs[{i}];")
-        if Q0 and i == 0:  # the slice, or its start, is in w0 already
-            w = "w0[q]" if Q0 == KS else f"(q < {Q0} ? w0[q < {Q0} ? q : 0] : W[(long long)k * {N} + pj])"
-            lines += [
-                f"    if (tid < {N * Sp}) {{",
-                f"      real acc[{R}];",
-                f"      for (int r = 0; r < {R}; ++r) acc[r] = R(0);",
-                "#pragma unroll",
-                f"      for (int q = 0; q < {KS}; ++q) {{",
-                "        const int k = pkb + q;",
-                f"        if (k < {K}) {{ const real w = {w}; for (int r = 0; r < {R}; ++r) acc[r] += {inp} * w; }}",
-                "      }",
-                f"      for (int r = 0; r < {R}; ++r) part[(ps * {R} + r) * {N} + pj] = acc[r];",
-                "    }",
-            ]
-        else:
-            lines += [
-                f"    for (int jj = tid; jj < {N * Sp}; jj += {TH}) {{",
-                f"      const int j = jj % {N}, s = jj / {N};",
-                f"      const int kb = s * {KS}, ke = imin({K}, kb + {KS});",
-                f"      real acc[{R}];",
-                f"      for (int r = 0; r < {R}; ++r) acc[r] = R(0);",
-                "#pragma unroll 16",
-                "      for (int k = kb; k < ke; ++k) {",
-                f"        const real w = {weight(i, 'k', 'j')};",
-                f"        for (int r = 0; r < {R}; ++r) acc[r] += {inp} * w;  // rows past nr: unused",
-                "      }",
-                f"      for (int r = 0; r < {R}; ++r) part[(s * {R} + r) * {N} + j] = acc[r];",
-                "    }",
-            ]
+        lines.append(f"    const real* __restrict__ W = (const real*)wptrs[{i}];")
+        lines.append(f"    const real* __restrict__ b = (const real*)bptrs[{i}];")
+        lines += [
+            f"    for (int jj = tid; jj < {N * Sp}; jj += {TH}) {{",
+            f"      const int j = jj % {N}, s = jj / {N};",
+            f"      const int kb = s * {KS}, ke = imin({K}, kb + {KS});",
+            f"      real acc[{R}];",
+            f"      for (int r = 0; r < {R}; ++r) acc[r] = R(0);",
+            "#pragma unroll 16",
+            "      for (int k = kb; k < ke; ++k) {",
+            f"        const real w = W[(long long)k * {N} + j];",
+            f"        for (int r = 0; r < {R}; ++r) acc[r] += {inp} * w;  // rows past nr: unused",
+            "      }",
+            f"      for (int r = 0; r < {R}; ++r) part[(s * {R} + r) * {N} + j] = acc[r];",
+            "    }",
+        ]
         lines += [
             "    __syncthreads();",
             f"    for (int e = tid; e < {R * N}; e += {TH}) {{",
@@ -315,7 +138,7 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
         "    real sum = R(0);",
         f"    for (int c = 0; c < {C}; ++c) {{ real e = r_exp(s[c] - mx); d[c] = e; sum += e; }}",
         f"    {label}",
-        f"    rowloss[r0 + r] = (double)r_log(d[label] / sum + R({_lit(CE_DELTA, 'double')}));",
+        f"    rowloss[r0 + r] = (double)r_log(d[label] / sum + R({c_literal(CE_DELTA, 'double')}));",
         f"    for (int c = 0; c < {C}; ++c) {{",
         f"      real y = d[c] / sum; real g = (y - {target}) / R({B});",
         f"      d[c] = g; D[{shape.d_offset(L - 1)} + (long long)(r0 + r) * {C} + c] = g;",
@@ -329,13 +152,13 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
             K, N = n[i], n[i + 1]
             lines += [
                 f"  {{  // back through layer {i}: delta of layer {i - 1}'s output",
-                *([] if staged else [f"    const real* __restrict__ W = (const real*)wptrs[{i}];"]),
+                f"    const real* __restrict__ W = (const real*)wptrs[{i}];",
                 f"    for (int e = tid; e < {R * K}; e += {TH}) {{",
                 f"      const int r = e / {K}, k = e % {K};",
                 "      if (r < nr) {",
                 "        real v = R(0);",
                 "#pragma unroll 8",
-                f"        for (int j = 0; j < {N}; ++j) v += {cur}[r * {N} + j] * {weight(i, 'k', 'j')};",
+                f"        for (int j = 0; j < {N}; ++j) v += {cur}[r * {N} + j] * W[(long long)k * {N} + j];",
                 f"        v = act_b(v, act[{acts[i]} + r * {K} + k]);",
                 (f"        {nxt}[r * {K} + k] = v;" if i > 1 else ""),
                 f"        D[{shape.d_offset(i - 1)} + (long long)(r0 + r) * {K} + k] = v;",
@@ -353,9 +176,9 @@ def rows_a_source(name: str, shape: RowsShape, stage: str, onehot: bool, gather:
                 f" for (long long j = tid; j < {n[i] * n[i + 1]}LL; j += {TH}) {{"
                 " double v = (double)w[j]; sqs += v * v; } }"
             )
-        lines += [_block_sum("sqs", TH).replace("\n", "\n  "), "    if (tid == 0) sq[0] = sqs;", "  }"]
+        lines += [block_sum("sqs", TH).replace("\n", "\n  "), "    if (tid == 0) sq[0] = sqs;", "  }"]
     lines += [
-        f"  if (blockIdx.x == 0 && tid == 0) clock[{CLOCK_ADAM_T}] += 1;  // kernel B reads Adam's step",
+        f"  if (blockIdx.x == 0 && tid == 0) clock[{CLOCK_STEP}] += 1;  // kernel B reads its scalars row by it",
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -369,22 +192,6 @@ ROWS_B_ARGS = (
     " const double* __restrict__ hyper, long long* clock, const unsigned long long* __restrict__ ringptr,"
     " double lam)"
 )
-
-
-def row_split(rows: int, params: int = 0) -> int:
-    """Threads sharing one parameter's sum over the batch in kernel B (a power of two).
-
-    More threads per parameter shorten each one's chain of dependent loads
-    (down to about 16 rows each), but only while the kernel stays within one
-    wave of resident threads: a second, partial wave costs more than longer
-    chains (measured on an H100: for 784-50-10, 4 threads a parameter beat
-    8 and 16 at B=100 and B=1000). The partial sums meet in shared memory in
-    a fixed order.
-    """
-    split = 1
-    while split < 16 and rows > 16 * split and params * split * 2 <= WAVE_THREADS:
-        split *= 2
-    return split
 
 
 STAGED_ROWS = 4096  # kernel B keeps a gathered batch's row numbers in shared memory up to this
@@ -401,17 +208,14 @@ def rows_b_blocks(shape: RowsShape, stage: str) -> int:
 
 
 def rows_b_source(
-    name: str, shape: RowsShape, stage: str, kind: str | None, decay: bool, gather: bool = True
+    name: str, shape: RowsShape, stage: str, decay: bool, gather: bool = True, rule: str | None = None
 ) -> str:
     """Kernel B: each parameter's gradient summed over the batch (+ its update); the loss.
 
-    With ``shape.compact`` kernel A has copied a gathered batch into a
-    contiguous buffer, passed here as X: rows are read without the index.
     """
     n, L, B, TH = shape.sizes, shape.depth, shape.rows, B_THREADS
     nb = rows_b_blocks(shape, stage) - 1  # parameter blocks; block nb sums the loss
     RS = shape.b_split
-    gather = gather and not shape.compact
     PB, RB = TH // RS, -(-B // RS)
     lines = [
         f'extern "C" __global__ void {name}{ROWS_B_ARGS} {{',
@@ -420,7 +224,7 @@ def rows_b_source(
         f"  if (blockIdx.x == {nb}) {{  // the loss: fixed-order sum over rows",
         "    double part = 0.0;",
         f"    for (int m = tid; m < {B}; m += {TH}) part += rowloss[m];",
-        _block_sum("part", TH),
+        block_sum("part", TH),
         "    if (tid == 0) {",
         f"      real loss = (real)(-part / {B}.0);",
         ("      if (lam != 0.0) loss = loss + (real)(0.5 * lam * sq[0]);" if decay else ""),
@@ -452,9 +256,9 @@ def rows_b_source(
         "  long long i = 0;",
     ]
     if stage == "train":
-        assert kind is not None
-        setup, body = update_body(kind)
-        lines.append("  " + setup + "  // hyper-parameters: loaded before the sums need them")
+        assert rule is not None
+        setup, body = update_body(rule)
+        lines.append("  " + setup + "  // the rule's scalars: loaded before the sums need them")
     start, branch = 0, "if"
     for li in range(L):
         K, N = n[li], n[li + 1]

@@ -29,6 +29,12 @@ from typing import Any
 
 import numpy
 
+from fastnet.backend.cupy.launch import Hardware
+
+# The device the launch shapes are made for in these tests: an H100's numbers
+# (the shapes the kernels of commit b2f66d5 were generated for).
+H100 = Hardware(sms=132, threads_per_sm=2048)
+
 _HEADER = r"""
 #include <math.h>
 #include <cmath>
@@ -89,6 +95,7 @@ static void emu_launch(dim3 g, dim3 b, const std::function<void()>& body) {
 """
 
 _KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\s*\(([^)]*)\)')
+_TEMPLATE = re.compile(r"template\s*<([^{};]*?)>\s*__global__ void (\w+)\s*\(([^)]*)\)")
 
 _SCALARS = {
     "int": (ctypes.c_int, numpy.int32),
@@ -153,21 +160,64 @@ class EmuKernel:
             self.fn(*g, *b, *cargs)
 
 
+def _split_top(text: str) -> list[str]:
+    """`text` split at commas outside <...>."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return parts + [cur.strip()] if cur.strip() else parts
+
+
+def template_declaration(source: str, expr: str) -> tuple[dict[str, str], str]:
+    """({template parameter: argument}, the kernel's parameter list) of a name
+    expression like ``apply_rule<float, Sgd>`` (as NVRTC is given it)."""
+    base, args = expr.split("<", 1)
+    args_list = _split_top(args.rsplit(">", 1)[0])
+    for m in _TEMPLATE.finditer(source):
+        if m.group(2) == base.strip():
+            names = [p.split()[-1] for p in _split_top(m.group(1))]
+            return dict(zip(names, args_list)), m.group(3)
+    raise KeyError(f"no __global__ template {base!r} for {expr!r}")
+
+
+def instantiate(source: str, expr: str) -> tuple[str, list[tuple[str, str, bool]]]:
+    """(the call target, its parameters with the template's types filled in)."""
+    types, text = template_declaration(source, expr)
+    params = []
+    for part in text.split(","):
+        ctype, pname, ptr = _param(part)
+        params.append((" ".join(types.get(w, w) for w in ctype.split()), pname, ptr))
+    return expr, params
+
+
 class EmuModule:
-    def __init__(self, source: str, workdir: str) -> None:
+    """A module compiled by g++: its ``extern "C"`` kernels, and the template
+    instantiations named in `names` (what NVRTC's name expressions give)."""
+
+    def __init__(self, source: str, workdir: str, names: tuple[str, ...] = ()) -> None:
         real_match = re.search(r"typedef (float|double) real;", source)
         self.real = _POINTEES[real_match.group(1)] if real_match else None
-        self.kernels = {m.group(1): [_param(p) for p in m.group(2).split(",")] for m in _KERNEL.finditer(source)}
+        self.kernels = {m.group(1): (m.group(1), [_param(p) for p in m.group(2).split(",")])
+                        for m in _KERNEL.finditer(source)}
+        for expr in names:
+            self.kernels[expr] = instantiate(source, expr)
+        self.symbols = {name: f"emu_k{i}" for i, name in enumerate(self.kernels)}
         wrappers = []
-        for name, params in self.kernels.items():
+        for name, (target, params) in self.kernels.items():
             decl = ", ".join(("void*" if ptr else t) + " " + n for t, n, ptr in params)
             cast = ", ".join(
                 f"({t}*){n}" if ptr else n for t, n, ptr in params
             )
             wrappers.append(
-                f'extern "C" void emu_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
+                f'extern "C" void {self.symbols[name]}(unsigned gx, unsigned gy, unsigned gz, unsigned bx,'
                 f" unsigned by, unsigned bz, {decl}) {{"
-                f" emu_launch({{gx, gy, gz}}, {{bx, by, bz}}, [&] {{ {name}({cast}); }}); }}"
+                f" emu_launch({{gx, gy, gz}}, {{bx, by, bz}}, [&] {{ {target}({cast}); }}); }}"
             )
         text = _HEADER + source + "\n" + "\n".join(wrappers) + "\n"
         digest = hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -185,8 +235,8 @@ class EmuModule:
         self.lib = ctypes.CDLL(lib)
 
     def get_function(self, name: str) -> EmuKernel:
-        params = self.kernels[name]
-        fn = getattr(self.lib, f"emu_{name}")
+        _, params = self.kernels[name]
+        fn = getattr(self.lib, self.symbols[name])
         fn.restype = None
         fn.argtypes = [ctypes.c_uint] * 6 + [
             ctypes.c_void_p if ptr else _SCALARS[t][0] for t, _, ptr in params
@@ -200,17 +250,22 @@ class EmuDevice:
     name = "cpu-emulator"
     can_capture = False
 
-    def __init__(self, workdir: str | None = None) -> None:
+    def __init__(self, workdir: str | None = None, hardware: Hardware = H100) -> None:
         self.xp = numpy
+        self.hw = hardware
         self.workdir = workdir or tempfile.mkdtemp(prefix="fastnet_emu_")
         self._modules: dict[str, EmuModule] = {}
         self.launches = 0  # counted so tests can tell the fused path ran
 
-    def module(self, source: str) -> EmuModule:
-        mod = self._modules.get(source)
+    def module(self, source: str, names: tuple[str, ...] | list[str] = ()) -> EmuModule:
+        key = (source, tuple(names))
+        mod = self._modules.get(key)
         if mod is None:
-            mod = self._modules[source] = EmuModule(source, self.workdir)
+            mod = self._modules[key] = EmuModule(source, self.workdir, tuple(names))
         return mod
+
+    def hardware(self) -> Hardware:
+        return self.hw
 
     def launch(self, kernel: EmuKernel, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
         self.launches += 1
@@ -240,26 +295,3 @@ class EmuDevice:
 
     def synchronize(self) -> None:
         pass
-
-
-class EmuUpdateKernels:
-    """``elementwise.UpdateKernels`` on the emulator: ``kernels.sgd(g, lr, p)`` etc."""
-
-    def __init__(self, device: EmuDevice) -> None:
-        from .elementwise import UPDATE_KERNELS, raw_source
-
-        self.device = device
-        self.modules = {d: device.module(raw_source(d)) for d in ("float", "double")}
-        for name in UPDATE_KERNELS:
-            setattr(self, name, self._caller(name))
-
-    def _caller(self, name: str) -> Callable[..., None]:
-        def call(*args: Any) -> None:
-            arrays = [a for a in args if isinstance(a, numpy.ndarray)]
-            real = "double" if arrays[0].dtype == numpy.float64 else "float"
-            kernel = self.modules[real].get_function(f"ew_{name}")
-            n = arrays[0].size
-            conv = tuple(a if isinstance(a, numpy.ndarray) else numpy.float64(a) for a in args)
-            self.device.launch(kernel, (-(-n // 128), 1, 1), (128, 1, 1), (*conv, numpy.int64(n)))
-
-        return call

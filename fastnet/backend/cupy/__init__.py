@@ -3,11 +3,19 @@
 Inherits every kernel from the NumPy backend (they are written against
 ``self.xp``), with CuPy as the array module. On top of that:
 
-* whole-net kernels (predict, loss, gradient, training step, an epoch of
-  steps, the numerical gradient) run as a few generated CUDA kernels, a step
-  replayed as one CUDA graph (``cupy_kernels``); whatever they do not cover
-  (other dtypes, unknown optimizers) falls back to the inherited code;
-* each per-parameter optimizer update is one elementwise launch.
+* whole-net work (predict, loss, gradient, training step, an epoch of
+  steps, the numerical gradient) runs as a few fused CUDA kernels
+  (``kernels/``), a step replayed as one CUDA graph (``engine``, ``plan``);
+  only for the built-in activation objects and optimizer classes
+  themselves: anything else (other dtypes, a subclass, an activation of
+  your own) runs the inherited code and gets the NumPy backend's results;
+* a built-in optimizer's update of one parameter is one launch
+  (``updates``), the same rule code as the fused step.
+
+Modules: ``engine`` (what the backend calls), ``plan`` / ``plan_tiled`` /
+``plan_rows`` (launches over static buffers), ``launch`` (layout and launch
+shapes from the device's numbers), ``cuda`` (the kernel files), ``device``,
+``numgrad``, ``source`` / ``source_rows`` (the generated two-kernel step).
 
 ``fused = False`` (or ``FASTNET_CUPY_FUSED=0``) runs the book's algorithm on
 CuPy arrays instead, the reference the fused path is measured against.
@@ -21,9 +29,9 @@ from typing import Any
 
 import numpy
 
-from ..errors import BackendMismatchError
-from .numpy_backend import NumpyBackend
-from .spec import MLPSpec
+from ...errors import BackendMismatchError
+from ..numpy_backend import NumpyBackend
+from ..spec import MLPSpec
 
 INSTALL_HINT = "install CuPy with: pip install 'fastnet[cuda12]' (or 'fastnet[cuda13]')"
 
@@ -138,8 +146,8 @@ class CupyBackend(NumpyBackend):
     def engine(self) -> Any:
         """The fused-kernel engine (built on first use: it imports the kernel code)."""
         if self._engine is None:
-            from .cupy_kernels.device import CupyDevice
-            from .cupy_kernels.engine import FusedEngine
+            from .device import CupyDevice
+            from .engine import FusedEngine
 
             self._engine = FusedEngine(CupyDevice(), use_graphs=self.use_graphs, strict=self.strict)
         return self._engine
@@ -177,42 +185,17 @@ class CupyBackend(NumpyBackend):
     @property
     def updates(self) -> Any:
         if self._updates is None:
-            from .cupy_kernels.elementwise import UpdateKernels
+            from .updates import RuleKernels
 
-            self._updates = UpdateKernels(self.xp)
+            self._updates = RuleKernels(self.engine.device)
         return self._updates
 
-    def sgd_update(self, p: Any, g: Any, lr: float) -> None:
-        if not self.fused:
-            return super().sgd_update(p, g, lr)
-        self.updates.sgd(g, lr, p)
-
-    def momentum_update(self, p: Any, g: Any, v: Any, lr: float, momentum: float) -> None:
-        if not self.fused:
-            return super().momentum_update(p, g, v, lr, momentum)
-        self.updates.momentum(g, lr, momentum, p, v)
-
-    def nesterov_update(self, p: Any, g: Any, v: Any, lr: float, momentum: float) -> None:
-        if not self.fused:
-            return super().nesterov_update(p, g, v, lr, momentum)
-        self.updates.nesterov(g, lr, momentum, momentum * momentum, (1 + momentum) * lr, p, v)
-
-    def adagrad_update(self, p: Any, g: Any, h: Any, lr: float, eps: float = 1e-7) -> None:
-        if not self.fused:
-            return super().adagrad_update(p, g, h, lr, eps)
-        self.updates.adagrad(g, lr, eps, p, h)
-
-    def rmsprop_update(self, p: Any, g: Any, h: Any, lr: float, decay: float, eps: float = 1e-7) -> None:
-        if not self.fused:
-            return super().rmsprop_update(p, g, h, lr, decay, eps)
-        self.updates.rmsprop(g, lr, decay, 1 - decay, eps, p, h)
-
-    def adam_update(
-        self, p: Any, g: Any, m: Any, v: Any, lr_t: float, beta1: float, beta2: float, eps: float = 1e-7
-    ) -> None:
-        if not self.fused:
-            return super().adam_update(p, g, m, v, lr_t, beta1, beta2, eps)
-        self.updates.adam(g, lr_t, 1 - beta1, 1 - beta2, eps, p, m, v)
+    def apply_rule(self, optimizer: Any, kernel: str | None, p: Any, g: Any,
+                   state: list[Any], scalars: tuple[float, ...]) -> None:
+        """A built-in rule (`kernel` names it) in one launch; anything else runs its own ``rule``."""
+        if kernel is None or not self.fused or not self.updates.fits(p, g, state):
+            return super().apply_rule(optimizer, kernel, p, g, state, scalars)
+        self.updates.apply(kernel, p, g, state, scalars)
 
 
 Backend = CupyBackend

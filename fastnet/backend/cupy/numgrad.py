@@ -5,7 +5,7 @@ parameter. Here all of them are evaluated at once, in float64 whatever the
 net's dtype (a central difference with h = 1e-4 in float32 has no correct
 digits): the forward pass is stored once, and for each perturbed parameter
 only the part of the forward pass that it changes is recomputed, exp and log
-included. The last two layers run as CUDA kernels (``source_numgrad``);
+included. The last two layers run as CUDA kernels (``kernels/numgrad.cu``);
 earlier layers of deeper nets, and every layer when asked, run as batched
 array code (``layer_gradient``) that works on NumPy and CuPy alike.
 """
@@ -16,17 +16,21 @@ from typing import Any
 
 import numpy
 
+from . import cuda
 from .source import CE_DELTA
-from .source_numgrad import numgrad_source, threads_for
 
 Array = Any
 
 
 def activate(xp: Any, a: Array, activation: str) -> Array:
-    """The activation as the kernels compute it (ReLU from the mask a <= 0)."""
+    """A built-in activation (by kernel name) as activations.cuh computes it."""
     if activation == "relu":
         return xp.where(a <= 0, 0.0, a)
-    return 1.0 / (1.0 + xp.exp(-a))
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + xp.exp(-a))
+    if activation == "tanh":
+        return xp.tanh(a)
+    raise ValueError(f"no kernel for activation {activation!r}")
 
 
 def forward64(xp: Any, Ws: list[Array], bs: list[Array], x: Array, activation: str) -> tuple[list[Array], list[Array]]:
@@ -47,6 +51,23 @@ def log_prob(xp: Any, s: Array, labels: Array) -> Array:
     idx = xp.broadcast_to(labels, s.shape[:-1])[..., None]
     el = xp.take_along_axis(e, idx, axis=-1)[..., 0]
     return xp.log(el / e.sum(axis=-1) + CE_DELTA)
+
+
+def threads_for(rows: int) -> int:
+    """A power of two (for the tree sum) covering the batch, 32..256."""
+    n = 32
+    while n < rows and n < 256:
+        n *= 2
+    return n
+
+
+def kernel_names(rows: int, sizes: tuple[int, ...], activation: str) -> dict[str, str]:
+    """The instantiations of kernels/numgrad.cu for a net and batch."""
+    C, K, T = sizes[-1], sizes[-2], threads_for(rows)
+    names = {"base": f"ng_base<{rows}, {C}>", "last": f"ng_last<{rows}, {C}, {K}, {T}>"}
+    if len(sizes) > 2:
+        names["prev"] = f"ng_prev<{cuda.ACTIVATIONS[activation]}<double>, {rows}, {C}, {sizes[-3]}, {K}, {T}>"
+    return names
 
 
 class Problem:
@@ -115,17 +136,17 @@ def kernel_gradients(device: Any, pb: Problem, h: float) -> dict[int, Array]:
     """Flat gradients of the last layer (and the one before it) from the CUDA kernels."""
     xp, L, B = pb.xp, pb.depth, pb.rows
     sizes = pb.sizes()
-    name = f"ng_{pb.activation}"
-    mod = device.module(numgrad_source(name, B, sizes, pb.activation))
+    names = kernel_names(B, sizes, pb.activation)
+    mod = device.module(cuda.source("numgrad.cu"), list(names.values()))
     T = threads_for(B)
     S = xp.ascontiguousarray(pb.pre[-1])
     base = xp.empty(B, numpy.float64)
-    device.launch(mod.get_function(f"{name}_base"), (-(-B // 128), 1, 1), (128, 1, 1), (S, pb.labels, base))
+    device.launch(mod.get_function(names["base"]), (-(-B // 128), 1, 1), (128, 1, 1), (S, pb.labels, base))
     f64 = numpy.float64
     K, C = sizes[-2], sizes[-1]
     out = {L - 1: xp.empty(K * C + C, numpy.float64)}
     device.launch(
-        mod.get_function(f"{name}_last"), (K * C + C, 1, 1), (T, 1, 1),
+        mod.get_function(names["last"]), (K * C + C, 1, 1), (T, 1, 1),
         (xp.ascontiguousarray(pb.hs[-1]), S, pb.labels, base, pb.Ws[-1], pb.bs[-1], out[L - 1],
          f64(h), f64(pb.sq), f64(pb.lam)),
     )
@@ -133,7 +154,7 @@ def kernel_gradients(device: Any, pb: Problem, h: float) -> dict[int, Array]:
         Kp, J = sizes[-3], sizes[-2]
         out[L - 2] = xp.empty(Kp * J + J, numpy.float64)
         device.launch(
-            mod.get_function(f"{name}_prev"), (Kp * J + J, 1, 1), (T, 1, 1),
+            mod.get_function(names["prev"]), (Kp * J + J, 1, 1), (T, 1, 1),
             (xp.ascontiguousarray(pb.hs[-2]), xp.ascontiguousarray(pb.pre[-2]),
              xp.ascontiguousarray(pb.hs[-1]), S, pb.labels, base, pb.Ws[-2], pb.bs[-2], pb.Ws[-1],
              out[L - 2], f64(h), f64(pb.sq), f64(pb.lam)),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .launch import Hardware
+
 # NVRTC options: C++14 for the generated text; no fast-math, so exp/log and
 # division stay IEEE and float64 results can match NumPy's to ~1e-15.
 NVRTC_OPTIONS = ("--std=c++14",)
@@ -25,16 +27,20 @@ class CupyDevice:
 
         self.cupy = cupy
         self.xp = cupy
-        self._modules: dict[str, Any] = {}
         self.launches = 0
 
-    def module(self, source: str) -> Any:
-        """A compiled module (NVRTC, cached in memory here and on disk by CuPy)."""
-        mod = self._modules.get(source)
-        if mod is None:
-            mod = self.cupy.RawModule(code=source, options=NVRTC_OPTIONS)
-            mod.compile()  # compile now, not lazily during a graph capture
-            self._modules[source] = mod
+    def hardware(self) -> Hardware:
+        """The current device's numbers the launch shapes are made for."""
+        return Hardware.of(self.cupy)
+
+    def module(self, source: str, names: tuple[str, ...] | list[str] = ()) -> Any:
+        """A compiled module (NVRTC; CuPy keeps the binary in its on-disk kernel cache).
+
+        `names` are the template instantiations the caller will ask for
+        (``name_expressions``); plain ``extern "C"`` kernels need none.
+        """
+        mod = self.cupy.RawModule(code=source, options=NVRTC_OPTIONS, name_expressions=list(names) or None)
+        mod.compile()  # compile now, not lazily during a graph capture
         return mod
 
     def launch(self, kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:

@@ -2,7 +2,7 @@
 
 A plan's module text depends on its layout, so the text for many layouts is
 assembled here on a "dry" device (NumPy buffers, nothing compiled) and handed
-to a compiler. Run ``python -m fastnet.backend.cupy_kernels.checks`` to
+to a compiler. Run ``python -m cuda_checks (tests/backend/cupy)`` to
 compile every variant of ``variants(full=True)`` with each compiler found.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,12 +20,14 @@ from typing import Any
 
 import numpy
 
-from .elementwise import check_source
-from .plan import Layout, Plan
-from .plan_rows import RowsPlan
-from .source_rows import rows_shape
-from .source import OPTIMIZER_KINDS
-from .source_numgrad import numgrad_source
+from fastnet import optimizers
+from fastnet.backend.cupy import cuda
+from fastnet.backend.cupy.launch import rows_shape
+from fastnet.backend.cupy.plan import Layout
+from fastnet.backend.cupy.plan_rows import RowsPlan
+from fastnet.backend.cupy.plan_tiled import TiledPlan
+from cuda_emulator import H100, template_declaration
+from fastnet.backend.cupy.numgrad import kernel_names
 
 
 class _DryModule:
@@ -42,8 +45,11 @@ class DryDevice:
         self.xp = numpy
         self.sources: list[str] = []
 
-    def module(self, source: str) -> _DryModule:
-        self.sources.append(source)
+    def hardware(self) -> Any:
+        return H100
+
+    def module(self, source: str, names: Any = ()) -> _DryModule:
+        self.sources.append(explicit(source, names))
         return _DryModule()
 
     def ptr(self, arr: Any) -> int:
@@ -62,19 +68,7 @@ class DryDevice:
 def plan_source(layout: Layout) -> str:
     """The CUDA module text a plan with this layout compiles."""
     dev = DryDevice()
-    dt = numpy.dtype(layout.dtype)
-    params = []
-    for a, b in zip(layout.sizes, layout.sizes[1:]):
-        params += [numpy.zeros((a, b), dt), numpy.zeros(b, dt)]
-    state = None
-    if layout.kind:
-        count = {"adam": 2, "sgd": 0}.get(layout.kind, 1)
-        state = [[numpy.zeros_like(p) for p in params] for _ in range(count)]
-    data = None
-    if layout.gather:
-        t = numpy.zeros((50, layout.sizes[-1]), dt) if layout.onehot else numpy.zeros(50, numpy.int64)
-        data = (numpy.zeros((50, layout.sizes[0]), dt), t)
-    (RowsPlan if layout.rows_per_block else Plan)(dev, layout, params, state, data, steps=3)
+    (RowsPlan if layout.rows_per_block else TiledPlan)(dev, layout, H100)
     return dev.sources[-1]
 
 
@@ -96,14 +90,16 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
         ((784, 50, 10), 10000, "float32", "relu", False, 0.0, "predict", None, False, (True, False)),
         ((784, 50, 10), 100, "float32", "sigmoid", True, 0.0, "loss", None, False, ()),
         ((784, 50, 10), 100, "float64", "relu", False, 0.0, "grad", None, False, ()),
+        ((784, 50, 10), 100, "float32", "tanh", False, 0.01, "train", "adamw", False, ()),
+        ((784, 100, 60, 10), 64, "float64", "tanh", True, 0.0, "train", "adamw", False, (True, False, False)),
     ]
     cases = short
     if full:
         cases = [
             ((784, 50, 10), 100, dt, act, oh, dec, "train", kind, gather, ())
             for dt, act, oh, dec, kind, gather in itertools.product(
-                ("float32", "float64"), ("relu", "sigmoid"), (False, True), (0.0, 0.1),
-                OPTIMIZER_KINDS, (False, True),
+                ("float32", "float64"), tuple(cuda.ACTIVATIONS), (False, True), (0.0, 0.1),
+                tuple(cuda.RULES), (False, True),
             )
         ] + short
     rows_cases = [  # the two-kernel step: every stage, optimizer and label form
@@ -115,38 +111,51 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
             (100, "float64", "relu", False, 0.01, "grad", None, False),
             (100, "float32", "sigmoid", True, 0.0, "loss", None, False),
             (10000, "float32", "relu", False, 0.0, "predict", None, False),
+            (100, "float32", "tanh", False, 0.0, "train", "adamw", True),
         )
     ] + [
         ((784, 100, 60, 10), 64, "float64", "relu", True, 0.0, "train", kind, False, ())
-        for kind in OPTIMIZER_KINDS
+        for kind in tuple(cuda.RULES)
     ]
     for sizes, rows, dt, act, oh, dec, stage, kind, gather, blas in cases:
-        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, blas)
+        layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, blas, steps=3 if gather else 0)
         label = f"{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{'onehot' if oh else 'labels'}" + (
             f"-{kind}" if kind else "") + ("-decay" if dec else "") + ("-gather" if gather else "") + (
             "-blas" if any(blas) else "")
         yield label, plan_source(layout)
-    for sizes, rows, dt, act, oh, dec, stage, kind, gather, extra in rows_cases + [
-        ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", True, (1024,)),
-        ((784, 50, 10), 1000, "float64", "sigmoid", False, 0.0, "train", "adam", True, (1024,)),
-        ((784, 100, 60, 10), 100, "float64", "relu", True, 0.1, "train", "adam", True, (1024,)),
-        ((784, 50, 10), 100, "float32", "relu", False, 0.0, "train", "sgd", True, (1024, False, False)),
-    ]:
-        # the last field: threads per row block (512 if absent), early loads and compact copy (on if absent)
-        threads, prefetch, compact = tuple(extra) + (512, True, True)[len(extra):]
-        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize, threads=threads, prefetch=prefetch,
-                           compact=compact)
+    for sizes, rows, dt, act, oh, dec, stage, kind, gather, _ in rows_cases:
+        shape = rows_shape(sizes, rows, numpy.dtype(dt).itemsize, H100)
         assert shape is not None
         layout = Layout(sizes, rows, dt, act, oh, dec, stage, kind, gather, rows_per_block=shape.per_block,
-                        rows_threads=shape.threads, rows_prefetch=prefetch, rows_compact=compact)
-        yield (f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}-t{shape.threads}"
-               + ("" if gather else "-batch") + ("" if prefetch else "-noprefetch") + ("" if compact else "-nocompact"),
-               plan_source(layout))
+                        steps=3 if gather else 0)
+        yield (f"rows-{stage}-{'-'.join(map(str, sizes))}-B{rows}-{dt}-{act}-{kind}"
+               + ("" if gather else "-batch"), plan_source(layout))
     for sizes, act in (((784, 50, 10), "relu"), ((784, 50, 10), "sigmoid"), ((20, 10), "relu"),
-                       ((9, 7, 5, 3), "sigmoid")):
-        yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", numgrad_source("ng", 100, sizes, act)
-    for real in ("float", "double"):
-        yield f"elementwise-updates-{real}", check_source(real)
+                       ((9, 7, 5, 3), "sigmoid"), ((9, 7, 5, 3), "tanh")):
+        names = list(kernel_names(100, sizes, act).values())
+        yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", explicit(cuda.source("numgrad.cu"), names)
+    yield "updates", update_source()
+
+
+def explicit(source: str, names: Any) -> str:
+    """`source` with its template instantiations `names` spelled out, for compilers given
+    no name expressions (nvcc -cubin; NVRTC as called here)."""
+    lines = [source]
+    for name in names:
+        types, params = template_declaration(source, name)
+        params = re.sub(r"\b\w+\b", lambda m: types.get(m.group(0), m.group(0)), params)
+        lines.append(f"template __global__ void {name}({params});")
+    return "\n".join(lines) + "\n"
+
+
+def update_names() -> list[str]:
+    """The instantiations of updates.cu the library asks for."""
+    return [cuda.rule_kernel(r, k) for r in ("float", "double") for k in cuda.RULES]
+
+
+def update_source() -> str:
+    """updates.cu with the instantiations the library asks for spelled out."""
+    return explicit(cuda.source("updates.cu"), update_names())
 
 
 def nvcc() -> str | None:
@@ -174,7 +183,7 @@ def compile_nvrtc(source: str, arch: str = "90") -> None:
     """Compile with NVRTC through CuPy's own wrapper, with the options the backend uses."""
     from cupy.cuda import compiler
 
-    from .device import NVRTC_OPTIONS
+    from fastnet.backend.cupy.device import NVRTC_OPTIONS
 
     prog = compiler._NVRTCProgram(source, "fastnet.cu", method="cubin")
     prog.compile((*NVRTC_OPTIONS, f"-arch=sm_{arch}", "--device-as-default-execution-space"))

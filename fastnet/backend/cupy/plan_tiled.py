@@ -1,0 +1,141 @@
+"""The tiled layout (``kernels/tiled.cu``): matmul kernels with fused
+epilogues, one loss kernel and one multi-tensor update; cuBLAS for layers past
+``blas_min_flops`` (then the step cannot be captured in a graph). Python picks
+each template instantiation and its launch shape here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy
+
+from . import cuda
+from . import source as src
+from .launch import EW_THREADS, TILE, ew_grid
+from .plan import Plan, Slot
+
+EPILOGUES = {"fwd_act": 0, "fwd": 1, "bwd_data": 2, "bwd_w": 3}  # tiled.cu's Epilogue
+
+
+def _b(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One product C[M, N] = A @ B of tiled.cu's ``gemm`` (its arguments there)."""
+
+    M: int
+    N: int
+    K: int
+    lda: int
+    ldb: int
+    a_trans: bool
+    b_trans: bool
+    ones_row: bool
+    epilogue: str
+    split: int = 1
+
+    def grid(self) -> tuple[int, int, int]:
+        return (-(-self.N // TILE), -(-self.M // TILE), self.split)
+
+    def reduce_grid(self) -> tuple[int, int, int]:
+        return (-(-(self.M * self.N) // EW_THREADS), 1, 1)
+
+
+class TiledPlan(Plan):
+    kernel_files = ("tiled.cu",)
+
+    def _types(self) -> tuple[str, str]:
+        real = cuda.real_type(self.layout.dtype)
+        return real, f"{cuda.ACTIVATIONS[self.layout.activation]}<{real}>"
+
+    def _gemm(self, g: Gemm, A: Any, B: Any, aux: Any, out: Any, out2: Any, lam: float) -> None:
+        T, act = self._types()
+        epi = EPILOGUES[g.epilogue]
+        ws = self.dummy
+        if g.split > 1:
+            ws = self.device.xp.empty(g.split * g.M * g.N, numpy.dtype(self.layout.dtype))
+        self.instance(f"gemm<{T}, {act}, {g.M}, {g.N}, {g.K}, {g.lda}, {g.ldb}, {_b(g.a_trans)}, {_b(g.b_trans)},"
+                      f" {_b(g.ones_row)}, {epi}, {g.split}, {TILE}>",
+                      g.grid(), (TILE, TILE, 1), (A, B, aux, out, out2, ws, numpy.float64(lam)))
+        if g.split > 1:
+            self.instance(f"gemm_reduce<{T}, {act}, {g.M}, {g.N}, {epi}, {g.split}>", g.reduce_grid(),
+                          (EW_THREADS, 1, 1), (ws, aux, out, out2, numpy.float64(lam)))
+
+    def _build(self) -> None:
+        L, dev = self.layout, self.device
+        B, n, lam = L.rows, L.sizes, float(L.weight_decay)
+        T, act = self._types()
+        blas = L.blas or (False,) * L.depth
+        if L.gather:
+            size = src.gather_elements(B, n[0], n[-1], L.onehot)
+            self.instance(
+                f"gather<{T}, {B}, {n[0]}, {n[-1]}, {_b(L.onehot)}>", (-(-size // EW_THREADS), 1, 1), (EW_THREADS, 1, 1),
+                (Slot("X"), Slot("TL"), Slot("TM"), self.idx, self.clock, self.x, self.labels, self.tmat, Slot("nrows")),
+            )
+        t = Slot("t")
+        labels, tmat = (self.dummy_i, t) if L.onehot else (t, self.dummy)
+        if L.gather:
+            labels, tmat = self.labels, (self.tmat if L.onehot else self.dummy)
+        for i in range(L.depth):  # forward
+            W, b = Slot(f"W{i}"), Slot(f"b{i}")
+            last = i == L.depth - 1
+            out = self.scores if last else self.hs[i + 1]
+            if blas[i]:
+                self.host(f"matmul_fwd{i}", dev.matmul, self.hs[i], W, out)
+                self.instance(f"bias_act<{T}, {act}, {_b(not last)}, {B}, {n[i + 1]}>", ew_grid(B * n[i + 1]),
+                              (EW_THREADS, 1, 1), (out, b), f"bias_act{i}")
+            else:
+                g = Gemm(B, n[i + 1], n[i], n[i], n[i + 1], False, False, False,
+                         "fwd" if last else "fwd_act", self.split_k(B, n[i + 1], n[i]))
+                self._gemm(g, self.hs[i], W, b, out, out, 0.0)
+        if L.stage == "predict":
+            return
+        sizes = ", ".join(f"{n[i] * n[i + 1]}LL" for i in range(L.depth))
+        self.instance(
+            f"loss<{T}, {B}, {n[-1]}, {_b(L.onehot)}, {_b(lam != 0.0)}, {src.LOSS_THREADS}, {sizes}>",
+            (1, 1, 1), (src.LOSS_THREADS, 1, 1),
+            (self.scores, labels, tmat, self.douts[-1], Slot("wptrs"), self.ringptr, self.clock, numpy.float64(lam)),
+        )
+        if L.stage == "loss":
+            return
+        for i in reversed(range(L.depth)):  # backward, last layer first
+            W = Slot(f"W{i}")
+            gW, gb = self.grads[2 * i], self.grads[2 * i + 1]
+            dout, h_in = self.douts[i], self.hs[i]
+            if blas[i]:
+                self.host(f"matmul_dw{i}", dev.matmul, Slot("x.T") if i == 0 else h_in.T, dout, gW)
+                self.instance(f"colsum_decay<{T}, {B}, {n[i + 1]}, {n[i]}>", ew_grid(max(n[i] * n[i + 1], n[i + 1])),
+                              (EW_THREADS, 1, 1), (dout, gb, gW, W, numpy.float64(lam)), f"colsum{i}")
+            else:
+                g = Gemm(n[i] + 1, n[i + 1], B, n[i], n[i + 1], True, False, True,
+                         "bwd_w", self.split_k(n[i] + 1, n[i + 1], B))
+                self._gemm(g, h_in, dout, W, gW, gb, lam)
+            if i == 0:
+                continue  # the input needs no gradient
+            if blas[i]:
+                self.host(f"matmul_dx{i}", dev.matmul, dout, Slot(f"W{i}.T"), self.douts[i - 1])
+                self.instance(f"act_back<{T}, {act}, {B * n[i]}LL>", ew_grid(B * n[i]), (EW_THREADS, 1, 1),
+                              (self.douts[i - 1], self.hs[i]), f"act_back{i}")
+            else:
+                g = Gemm(B, n[i], n[i + 1], n[i + 1], n[i + 1], False, True, False,
+                         "bwd_data", self.split_k(B, n[i], n[i + 1]))
+                self._gemm(g, dout, W, self.hs[i], self.douts[i - 1], self.douts[i - 1], 0.0)
+        if L.stage == "train":
+            self._update()
+
+    def _update(self) -> None:
+        T, _ = self._types()
+        sizes, ctensor, cstart = [], [], []
+        for ti, g in enumerate(self.grads):
+            size = int(g.size)
+            sizes.append(size)
+            for start in range(0, size, src.UPDATE_CHUNK):
+                ctensor.append(ti)
+                cstart.append(start)
+        chunks: Any = (self.table(sizes, numpy.int64), self.table(ctensor, numpy.int32), self.table(cstart, numpy.int64))
+        self.instance(f"update<{T}, {cuda.RULES[self.layout.rule]}, {src.UPDATE_CHUNK}>", (len(ctensor), 1, 1),
+                      (src.UPDATE_THREADS, 1, 1),
+                      (Slot("P"), self.gptrs, Slot("S1"), Slot("S2"), *chunks, self.hyper, self.clock))
