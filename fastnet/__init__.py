@@ -55,6 +55,7 @@ from .layers import (
 )
 from .io import ModelFileError, load_net, load_params, save_params
 from .nets import MultiLayerNet, Net, TwoLayerNet
+from .convnets import DeepConvNet, SimpleConvNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
 from .train import History, Trainer, TrainingDivergedError, TrainingWarning
 
@@ -103,6 +104,8 @@ __all__ = [
     "Net",
     "TwoLayerNet",
     "MultiLayerNet",
+    "SimpleConvNet",
+    "DeepConvNet",
     "datasets",
     "io",
     "optimizers",

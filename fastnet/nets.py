@@ -497,3 +497,7 @@ class MultiLayerNet(Net):
 
 #: Net classes by name, for rebuilding a saved net (fastnet.io) and the CLI.
 NETS: dict[str, type[Net]] = {"TwoLayerNet": TwoLayerNet, "MultiLayerNet": MultiLayerNet}
+
+from .convnets import DeepConvNet, SimpleConvNet  # noqa: E402
+
+NETS.update(SimpleConvNet=SimpleConvNet, DeepConvNet=DeepConvNet)
