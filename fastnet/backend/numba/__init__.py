@@ -42,6 +42,7 @@ from ...optimizers import builtin as builtin_optimizer
 from ..loops import one_blas_thread
 from ..numpy_backend import NumpyBackend
 from ..spec import MLPSpec
+from .conv import NumbaConvOps
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -89,7 +90,7 @@ def _names(depth: int) -> tuple[str, ...]:
     return names
 
 
-class NumbaBackend(NumpyBackend):
+class NumbaBackend(NumbaConvOps, NumpyBackend):
     """NumPy arrays; fused Numba kernels for training, prediction and numerical gradients."""
 
     name = "numba"

@@ -1,0 +1,110 @@
+"""The Numba backend's convolution and pooling: compiled data movement, NumPy's BLAS.
+
+The matrix products are NumPy's own ``dot`` on operands laid out as the
+reference lays them out, and the bias sum is NumPy's own ``sum``; compiled
+kernels (``conv_kernels``) replace im2col, col2im and pooling, which only
+copy, compare and add in the reference's order. So every result equals the
+NumPy backend's bit for bit. Inputs the kernels were not written for (not
+float32/float64 NumPy arrays, or mixed dtypes) take the reference path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from ...im2col import output_shape
+from ..conv_ops import ConvOps
+
+Array = Any
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+_K: Any = None
+
+
+def _kernels() -> Any:
+    global _K
+    if _K is None:
+        from . import conv_kernels
+
+        _K = conv_kernels
+    return _K
+
+
+def _float(*arrays: Array) -> bool:
+    """All NumPy arrays of one float dtype (what the kernels are compiled for)."""
+    dtype = arrays[0].dtype
+    return dtype in _FLOATS and all(type(a) is numpy.ndarray and a.dtype == dtype for a in arrays)
+
+
+class NumbaConvOps(ConvOps):
+    """Overrides of ``ConvOps`` for float32/float64 NumPy arrays."""
+
+    def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int) -> Array:
+        if not _float(x):
+            return super().im2col(x, filter_h, filter_w, stride, pad)
+        n, c = x.shape[0], x.shape[1]
+        oh, ow = output_shape(x.shape, filter_h, filter_w, stride, pad)
+        col = numpy.empty((n * oh * ow, c * filter_h * filter_w), dtype=x.dtype)
+        _kernels().im2col(x, filter_h, filter_w, stride, pad, oh, ow, col)
+        return col
+
+    def col2im(self, col: Array, input_shape: tuple[int, ...], filter_h: int, filter_w: int,
+               stride: int, pad: int) -> Array:
+        if not (_float(col) and col.ndim == 2):
+            return super().col2im(col, input_shape, filter_h, filter_w, stride, pad)
+        n, c, h, w = input_shape
+        oh, ow = output_shape(input_shape, filter_h, filter_w, stride, pad)
+        img = numpy.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=col.dtype)
+        _kernels().col2im(col, c, filter_h, filter_w, stride, oh, ow, img)
+        return img[:, :, pad:h + pad, pad:w + pad]
+
+    def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int
+                     ) -> tuple[Array, Array, Array]:
+        if not _float(x, W, b):
+            return super().conv_forward(x, W, b, stride, pad)
+        fn, _, fh, fw = W.shape
+        oh, ow = output_shape(x.shape, fh, fw, stride, pad)
+        col = self.im2col(x, fh, fw, stride, pad)
+        col_W = W.reshape(fn, -1).T
+        out = numpy.dot(col, col_W)
+        out += b  # in place: the same sums as dot + b, without a second large array
+        return out.reshape(x.shape[0], oh, ow, -1).transpose(0, 3, 1, 2), col, col_W
+
+    def conv_backward(self, dout: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
+                      col: Array, col_W: Array, stride: int, pad: int, need_dx: bool = True
+                      ) -> tuple[Array | None, Array, Array]:
+        if not _float(dout, col, col_W):
+            return super().conv_backward(dout, x_shape, W_shape, col, col_W, stride, pad, need_dx)
+        fn, c, fh, fw = W_shape
+        n, _, oh, ow = dout.shape
+        rows = numpy.empty((n * oh * ow, fn), dtype=dout.dtype)
+        _kernels().nhwc_rows(dout, rows)
+        db = numpy.sum(rows, axis=0)
+        dW = numpy.dot(col.T, rows).transpose(1, 0).reshape(fn, c, fh, fw)
+        if not need_dx:
+            return None, dW, db
+        dcol = numpy.dot(rows, col_W.T)
+        return self.col2im(dcol, x_shape, fh, fw, stride, pad), dW, db
+
+    def pool_forward(self, x: Array, pool_h: int, pool_w: int, stride: int, pad: int
+                     ) -> tuple[Array, Array]:
+        if not _float(x):
+            return super().pool_forward(x, pool_h, pool_w, stride, pad)
+        n, c = x.shape[0], x.shape[1]
+        oh, ow = output_shape(x.shape, pool_h, pool_w, stride, pad)
+        out = numpy.empty((n, oh, ow, c), dtype=x.dtype)
+        arg_max = numpy.empty(n * oh * ow * c, dtype=numpy.intp)
+        if _kernels().pool_forward(x, pool_h, pool_w, stride, pad, out, arg_max):
+            # a window whose max is both 0.0 and -0.0: only NumPy knows which sign its max gives
+            return super().pool_forward(x, pool_h, pool_w, stride, pad)
+        return out.transpose(0, 3, 1, 2), arg_max
+
+    def pool_backward(self, dout: Array, arg_max: Array, x_shape: tuple[int, ...],
+                      pool_h: int, pool_w: int, stride: int, pad: int) -> Array:
+        if not (_float(dout) and type(arg_max) is numpy.ndarray and arg_max.dtype == numpy.intp):
+            return super().pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad)
+        n, c, h, w = x_shape
+        img = numpy.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=dout.dtype)
+        _kernels().pool_backward(dout, arg_max, pool_h, pool_w, stride, img)
+        return img[:, :, pad:h + pad, pad:w + pad]
