@@ -22,13 +22,14 @@ _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 _K: Any = None
 
 
-def _kernels() -> Any:
+def _kernel(name: str, size: int) -> Any:
+    """The compiled kernel `name`, threaded when its output has `size` >= PARALLEL_MIN elements."""
     global _K
     if _K is None:
         from . import conv_kernels
 
         _K = conv_kernels
-    return _K
+    return _K.KERNELS[name][size >= _K.PARALLEL_MIN]
 
 
 def _float(*arrays: Array) -> bool:
@@ -46,7 +47,7 @@ class NumbaConvOps(ConvOps):
         n, c = x.shape[0], x.shape[1]
         oh, ow = output_shape(x.shape, filter_h, filter_w, stride, pad)
         col = numpy.empty((n * oh * ow, c * filter_h * filter_w), dtype=x.dtype)
-        _kernels().im2col(x, filter_h, filter_w, stride, pad, oh, ow, col)
+        _kernel("im2col", col.size)(x, filter_h, filter_w, stride, pad, oh, ow, col)
         return col
 
     def col2im(self, col: Array, input_shape: tuple[int, ...], filter_h: int, filter_w: int,
@@ -56,7 +57,7 @@ class NumbaConvOps(ConvOps):
         n, c, h, w = input_shape
         oh, ow = output_shape(input_shape, filter_h, filter_w, stride, pad)
         img = numpy.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=col.dtype)
-        _kernels().col2im(col, c, filter_h, filter_w, stride, oh, ow, img)
+        _kernel("col2im", img.size)(col, c, filter_h, filter_w, stride, oh, ow, img)
         return img[:, :, pad:h + pad, pad:w + pad]
 
     def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int
@@ -79,7 +80,7 @@ class NumbaConvOps(ConvOps):
         fn, c, fh, fw = W_shape
         n, _, oh, ow = dout.shape
         rows = numpy.empty((n * oh * ow, fn), dtype=dout.dtype)
-        _kernels().nhwc_rows(dout, rows)
+        _kernel("nhwc_rows", rows.size)(dout, rows)
         db = numpy.sum(rows, axis=0)
         dW = numpy.dot(col.T, rows).transpose(1, 0).reshape(fn, c, fh, fw)
         if not need_dx:
@@ -95,7 +96,7 @@ class NumbaConvOps(ConvOps):
         oh, ow = output_shape(x.shape, pool_h, pool_w, stride, pad)
         out = numpy.empty((n, oh, ow, c), dtype=x.dtype)
         arg_max = numpy.empty(n * oh * ow * c, dtype=numpy.intp)
-        if _kernels().pool_forward(x, pool_h, pool_w, stride, pad, out, arg_max):
+        if _kernel("pool_forward", x.size)(x, pool_h, pool_w, stride, pad, out, arg_max):
             # a window whose max is both 0.0 and -0.0: only NumPy knows which sign its max gives
             return super().pool_forward(x, pool_h, pool_w, stride, pad)
         return out.transpose(0, 3, 1, 2), arg_max
@@ -106,5 +107,5 @@ class NumbaConvOps(ConvOps):
             return super().pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad)
         n, c, h, w = x_shape
         img = numpy.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=dout.dtype)
-        _kernels().pool_backward(dout, arg_max, pool_h, pool_w, stride, img)
+        _kernel("pool_backward", img.size)(dout, arg_max, pool_h, pool_w, stride, img)
         return img[:, :, pad:h + pad, pad:w + pad]

@@ -7,14 +7,19 @@ so splitting the batch over threads (``prange``) changes no bits.
 
 from __future__ import annotations
 
+import types
+
 import numba
 import numpy as np
 
-__all__ = ["im2col", "col2im", "pool_forward", "pool_backward", "nhwc_rows"]
+__all__ = ["KERNELS", "PARALLEL_MIN"]
+
+# Below this many output elements a kernel runs on one thread: starting the
+# thread team costs more than the work, and on a busy machine far more.
+PARALLEL_MIN = 1 << 16
 
 
-@numba.njit(cache=True, parallel=True)
-def im2col(x, fh, fw, stride, pad, oh, ow, col):  # type: ignore[no-untyped-def]
+def _im2col(x, fh, fw, stride, pad, oh, ow, col):  # type: ignore[no-untyped-def]
     """col[(n*oh + i)*ow + j, (c*fh + y)*fw + x] = padded x[n, c, i*stride + y, j*stride + x]."""
     n, c, h, w = x.shape
     zero = col.dtype.type(0)
@@ -35,8 +40,7 @@ def im2col(x, fh, fw, stride, pad, oh, ow, col):  # type: ignore[no-untyped-def]
                             k += 1
 
 
-@numba.njit(cache=True, parallel=True)
-def col2im(col, c, fh, fw, stride, oh, ow, img):  # type: ignore[no-untyped-def]
+def _col2im(col, c, fh, fw, stride, oh, ow, img):  # type: ignore[no-untyped-def]
     """img (zeroed, padded, grown by stride - 1) += each patch of col, in (y, x) filter order."""
     n = img.shape[0]
     for b in numba.prange(n):
@@ -49,8 +53,7 @@ def col2im(col, c, fh, fw, stride, oh, ow, img):  # type: ignore[no-untyped-def]
                             img[b, ch, y + stride * i, xx + stride * j] += col[(b * oh + i) * ow + j, k]
 
 
-@numba.njit(cache=True, parallel=True)
-def pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-untyped-def]
+def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-untyped-def]
     """out (N, oh, ow, C) = window maxima, arg_max their first position (a NaN wins, as in argmax).
 
     Returns how many windows hold both 0.0 and -0.0 as their maximum: NumPy's
@@ -90,8 +93,7 @@ def pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-untyp
     return ambiguous
 
 
-@numba.njit(cache=True, parallel=True)
-def pool_backward(dout, arg_max, ph, pw, stride, img):  # type: ignore[no-untyped-def]
+def _pool_backward(dout, arg_max, ph, pw, stride, img):  # type: ignore[no-untyped-def]
     """The book's scatter-then-col2im in one pass: each pixel gets 0 + its windows' shares in (y, x) order."""
     n, c, oh, ow = dout.shape
     zero = img.dtype.type(0)
@@ -106,8 +108,7 @@ def pool_backward(dout, arg_max, ph, pw, stride, img):  # type: ignore[no-untype
                             img[b, ch, y + stride * i, xx + stride * j] += dout[b, ch, i, j] if hit else zero
 
 
-@numba.njit(cache=True, parallel=True)
-def nhwc_rows(d, rows):  # type: ignore[no-untyped-def]
+def _nhwc_rows(d, rows):  # type: ignore[no-untyped-def]
     """rows[(n*H + i)*W + j, f] = d[n, f, i, j]: ``d.transpose(0, 2, 3, 1).reshape(-1, F)``."""
     n, f, h, w = d.shape
     for b in numba.prange(n):
@@ -116,3 +117,19 @@ def nhwc_rows(d, rows):  # type: ignore[no-untyped-def]
                 row = (b * h + i) * w + j
                 for ch in range(f):
                     rows[row, ch] = d[b, ch, i, j]
+
+
+def _compile(fn):  # type: ignore[no-untyped-def]
+    """(one thread, the batch split over threads): the same body compiled twice.
+
+    The one-thread twin gets its own name: Numba's cache files are named
+    after the function, and its index does not tell the two builds apart.
+    """
+    serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial")
+    serial.__qualname__ = fn.__qualname__ + "_serial"
+    return numba.njit(cache=True)(serial), numba.njit(cache=True, parallel=True)(fn)
+
+
+KERNELS = {name: _compile(fn) for name, fn in (
+    ("im2col", _im2col), ("col2im", _col2im), ("pool_forward", _pool_forward),
+    ("pool_backward", _pool_backward), ("nhwc_rows", _nhwc_rows))}
