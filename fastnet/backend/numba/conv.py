@@ -4,7 +4,8 @@ The matrix products are NumPy's own ``dot`` on operands laid out as the
 reference lays them out, and the bias sum is NumPy's own ``sum``; compiled
 kernels (``conv_kernels``) replace im2col, col2im and pooling, which only
 copy, compare and add in the reference's order. So every result equals the
-NumPy backend's bit for bit. Inputs the kernels were not written for (not
+NumPy backend's bit for bit. Outputs are C-ordered (the reference returns
+transposed views of the same values), which spares the next layer a copy. Inputs the kernels were not written for (not
 float32/float64 NumPy arrays, or mixed dtypes) take the reference path.
 """
 
@@ -68,9 +69,10 @@ class NumbaConvOps(ConvOps):
         oh, ow = output_shape(x.shape, fh, fw, stride, pad)
         col = self.im2col(x, fh, fw, stride, pad)
         col_W = W.reshape(fn, -1).T
-        out = numpy.dot(col, col_W)
-        out += b  # in place: the same sums as dot + b, without a second large array
-        return out.reshape(x.shape[0], oh, ow, -1).transpose(0, 3, 1, 2), col, col_W
+        rows = numpy.dot(col, col_W)
+        out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)
+        _kernel("bias_nchw", out.size)(rows, b, out)  # the same sums as dot + b, stored C-ordered
+        return out, col, col_W
 
     def conv_backward(self, dout: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
                       col: Array, col_W: Array, stride: int, pad: int, need_dx: bool = True
@@ -94,12 +96,12 @@ class NumbaConvOps(ConvOps):
             return super().pool_forward(x, pool_h, pool_w, stride, pad)
         n, c = x.shape[0], x.shape[1]
         oh, ow = output_shape(x.shape, pool_h, pool_w, stride, pad)
-        out = numpy.empty((n, oh, ow, c), dtype=x.dtype)
+        out = numpy.empty((n, c, oh, ow), dtype=x.dtype)
         arg_max = numpy.empty(n * oh * ow * c, dtype=numpy.intp)
         if _kernel("pool_forward", x.size)(x, pool_h, pool_w, stride, pad, out, arg_max):
             # a window whose max is both 0.0 and -0.0: only NumPy knows which sign its max gives
             return super().pool_forward(x, pool_h, pool_w, stride, pad)
-        return out.transpose(0, 3, 1, 2), arg_max
+        return out, arg_max
 
     def pool_backward(self, dout: Array, arg_max: Array, x_shape: tuple[int, ...],
                       pool_h: int, pool_w: int, stride: int, pad: int) -> Array:

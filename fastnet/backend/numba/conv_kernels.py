@@ -54,13 +54,13 @@ def _col2im(col, c, fh, fw, stride, oh, ow, img):  # type: ignore[no-untyped-def
 
 
 def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-untyped-def]
-    """out (N, oh, ow, C) = window maxima, arg_max their first position (a NaN wins, as in argmax).
+    """out (N, C, oh, ow) = window maxima, arg_max their first position (a NaN wins, as in argmax).
 
     Returns how many windows hold both 0.0 and -0.0 as their maximum: NumPy's
     max may return either sign there, so the caller must not trust `out`.
     """
     n, c, h, w = x.shape
-    _, oh, ow, _ = out.shape
+    _, _, oh, ow = out.shape
     zero = out.dtype.type(0)
     ambiguous = 0
     for b in numba.prange(n):
@@ -86,7 +86,7 @@ def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-unty
                                 best = v
                                 where = k
                             k += 1
-                    out[b, i, j, ch] = best
+                    out[b, ch, i, j] = best
                     arg_max[((b * oh + i) * ow + j) * c + ch] = where
                     if best == 0 and neg_zero and pos_zero:
                         ambiguous += 1
@@ -119,6 +119,17 @@ def _nhwc_rows(d, rows):  # type: ignore[no-untyped-def]
                     rows[row, ch] = d[b, ch, i, j]
 
 
+def _bias_nchw(rows, bias, out):  # type: ignore[no-untyped-def]
+    """out[n, f, i, j] = rows[(n*H + i)*W + j, f] + bias[f]: the reference's ``dot + b``, laid out NCHW."""
+    n, f, h, w = out.shape
+    for b in numba.prange(n):
+        for ch in range(f):
+            bf = bias[ch]
+            for i in range(h):
+                for j in range(w):
+                    out[b, ch, i, j] = rows[(b * h + i) * w + j, ch] + bf
+
+
 def _compile(fn):  # type: ignore[no-untyped-def]
     """(one thread, the batch split over threads): the same body compiled twice.
 
@@ -132,4 +143,4 @@ def _compile(fn):  # type: ignore[no-untyped-def]
 
 KERNELS = {name: _compile(fn) for name, fn in (
     ("im2col", _im2col), ("col2im", _col2im), ("pool_forward", _pool_forward),
-    ("pool_backward", _pool_backward), ("nhwc_rows", _nhwc_rows))}
+    ("pool_backward", _pool_backward), ("nhwc_rows", _nhwc_rows), ("bias_nchw", _bias_nchw))}
