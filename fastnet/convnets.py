@@ -19,7 +19,7 @@ from .backend import NumpyBackend
 from .conv_layers import Convolution, Pooling
 from .gradient import numerical_gradient_loop
 from .im2col import conv_output_size
-from .layers import Affine, Dropout, Relu, SoftmaxWithLoss
+from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss
 from .nets import Net, Seed, _positive_int, _rng
 
 __all__ = ["ConvNet", "SimpleConvNet", "DeepConvNet"]
@@ -117,17 +117,52 @@ class ConvNet(Net):
             layer = self.layers[name]
             layer.W, layer.b = self.params["W" + i], self.params["b" + i]
 
+    def _steps(self) -> list[tuple[Any, ...]]:
+        """The layers in order, a convolution and the activation after it as one step.
+
+        The backend runs such a pair as one call (``conv_activation_forward``),
+        which a backend may fuse; both layers keep the state the book's do.
+        """
+        layers, steps, i = list(self.layers.values()), [], 0
+        while i < len(layers):
+            if isinstance(layers[i], Convolution) and i + 1 < len(layers) and isinstance(layers[i + 1], Activation):
+                steps.append((layers[i], layers[i + 1]))
+                i += 2
+            else:
+                steps.append((layers[i],))
+                i += 1
+        return steps
+
+    def _predict_layers(self, x: Array, train_flg: bool) -> Array:
+        self._sync_layers()
+        for step in self._steps():
+            layer = step[0]
+            if len(step) == 2:
+                act = step[1]
+                out, layer.col, layer.col_W, act.cache = self.backend.conv_activation_forward(
+                    x, layer.W, layer.b, layer.stride, layer.pad, act.activation)
+                layer.x, layer._out_shape, act.out = x, tuple(out.shape), out
+                x = out
+            elif isinstance(layer, Dropout):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+        return x
+
     def _gradient_layers(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
         loss = self._loss_layers(x, t, True)
         dout = self.last_layer.backward(1)
-        layers = list(self.layers.values())
-        for layer in reversed(layers[1:]):
-            dout = layer.backward(dout)
-        first = layers[0]
-        if isinstance(first, Convolution):
-            first._backward(dout, need_dx=False)  # nobody reads the gradient of the images
-        else:
-            first.backward(dout)
+        steps = self._steps()
+        for k in reversed(range(len(steps))):
+            layer = steps[k][0]
+            if len(steps[k]) == 2:  # k == 0: nobody reads the gradient of the images
+                dout, layer.dW, layer.db = self.backend.conv_activation_backward(
+                    dout, steps[k][1].cache, steps[k][1].activation, tuple(layer.x.shape), tuple(layer.W.shape),
+                    layer.col, layer.col_W, layer.stride, layer.pad, k > 0)
+            elif k == 0 and isinstance(layer, Convolution):
+                layer._backward(dout, need_dx=False)
+            else:
+                dout = layer.backward(dout)
         grads: dict[str, Array] = {}
         for name, i in self._owners.items():
             layer = self.layers[name]

@@ -266,3 +266,29 @@ def test_net_input_errors():
         SimpleConvNet(input_dim=(28, 28))
     with pytest.raises(ValueError, match="weight_init_std"):
         SimpleConvNet(weight_init_std=-1)
+
+
+@pytest.mark.parametrize("make", [small_simple, small_deep])
+def test_net_gradient_equals_the_layers_run_one_by_one(cpu_backend, make):
+    """The net runs a convolution and its ReLU as one backend call; the layers end up as the book's."""
+    net, ref = make(), make()
+    for name in ("Dropout1", "Dropout2"):
+        if name in net.layers:
+            net.layers[name].dropout_ratio = ref.layers[name].dropout_ratio = 0.0
+    x = np.random.default_rng(8).standard_normal((3,) + net.input_dim)
+    t = np.array([0, 2, 1])
+    grads = net.gradient(x, t)
+    h = x
+    for layer in ref.layers.values():
+        h = layer.forward(h)
+    ref.last_layer.forward(h, t)
+    dout = ref.last_layer.backward(1)
+    for layer in reversed(list(ref.layers.values())):
+        dout = layer.backward(dout)
+    for name, layer in ref.layers.items():
+        mine = net.layers[name]
+        for attr in ("out", "mask", "col", "col_W", "dW", "db", "arg_max"):
+            if hasattr(layer, attr) and getattr(layer, attr) is not None:
+                assert np.array_equal(getattr(mine, attr), getattr(layer, attr)), f"{name}.{attr}"
+    for name, i in net._owners.items():
+        assert np.array_equal(grads["W" + i], ref.layers[name].dW)

@@ -50,6 +50,20 @@ class ConvOps:
         dcol = self.xp.dot(dout, col_W.T)
         return self.col2im(dcol, x_shape, fh, fw, stride, pad), dW, db
 
+    def conv_activation_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int,
+                                activation: Any) -> tuple[Array, Array, Array, Array]:
+        """(out, col, col_W, cache): a convolution then an activation object, as the two layers do it."""
+        conv, col, col_W = self.conv_forward(x, W, b, stride, pad)
+        out, cache = self.activation_forward(activation, conv)  # type: ignore[attr-defined]
+        return out, col, col_W, cache
+
+    def conv_activation_backward(self, dout: Array, cache: Array, activation: Any, x_shape: tuple[int, ...],
+                                 W_shape: tuple[int, ...], col: Array, col_W: Array, stride: int, pad: int,
+                                 need_dx: bool = True) -> tuple[Array | None, Array, Array]:
+        """(dx, dW, db) through the activation, then the convolution; `dout` is left unchanged."""
+        d = self.activation_backward(activation, dout.copy(), cache)  # type: ignore[attr-defined]
+        return self.conv_backward(d, x_shape, W_shape, col, col_W, stride, pad, need_dx)
+
     def pool_forward(self, x: Array, pool_h: int, pool_w: int, stride: int, pad: int
                      ) -> tuple[Array, Array]:
         """(out, arg_max): the max of each window and where in the window it was."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy
 
+from ... import activations
 from ...im2col import output_shape
 from ..conv_ops import ConvOps
 
@@ -74,6 +75,33 @@ class NumbaConvOps(ConvOps):
         _kernel("bias_nchw", out.size)(rows, b, out)  # the same sums as dot + b, stored C-ordered
         return out, col, col_W
 
+    def conv_activation_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int,
+                                activation: Any) -> tuple[Array, Array, Array, Array]:
+        """The built-in ReLU fused into the pass that adds the bias; any other activation as two steps."""
+        if activations.builtin(activation) != "relu" or not _float(x, W, b):
+            return super().conv_activation_forward(x, W, b, stride, pad, activation)
+        fn, _, fh, fw = W.shape
+        oh, ow = output_shape(x.shape, fh, fw, stride, pad)
+        col = self.im2col(x, fh, fw, stride, pad)
+        col_W = W.reshape(fn, -1).T
+        rows = numpy.dot(col, col_W)
+        out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)
+        mask = numpy.empty(out.shape, dtype=numpy.bool_)
+        _kernel("bias_relu_nchw", out.size)(rows, b, out, mask)
+        return out, col, col_W, mask
+
+    def conv_activation_backward(self, dout: Array, cache: Array, activation: Any, x_shape: tuple[int, ...],
+                                 W_shape: tuple[int, ...], col: Array, col_W: Array, stride: int, pad: int,
+                                 need_dx: bool = True) -> tuple[Array | None, Array, Array]:
+        if (activations.builtin(activation) != "relu" or not _float(dout, col, col_W)
+                or type(cache) is not numpy.ndarray or cache.dtype != numpy.bool_ or cache.shape != dout.shape):
+            return super().conv_activation_backward(dout, cache, activation, x_shape, W_shape, col, col_W,
+                                                    stride, pad, need_dx)
+        n, fn, oh, ow = dout.shape
+        rows = numpy.empty((n * oh * ow, fn), dtype=dout.dtype)
+        _kernel("masked_nhwc_rows", rows.size)(dout, cache, rows)
+        return self._conv_backward_rows(rows, x_shape, W_shape, col, col_W, stride, pad, need_dx)
+
     def conv_backward(self, dout: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
                       col: Array, col_W: Array, stride: int, pad: int, need_dx: bool = True
                       ) -> tuple[Array | None, Array, Array]:
@@ -83,6 +111,13 @@ class NumbaConvOps(ConvOps):
         n, _, oh, ow = dout.shape
         rows = numpy.empty((n * oh * ow, fn), dtype=dout.dtype)
         _kernel("nhwc_rows", rows.size)(dout, rows)
+        return self._conv_backward_rows(rows, x_shape, W_shape, col, col_W, stride, pad, need_dx)
+
+    def _conv_backward_rows(self, rows: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
+                            col: Array, col_W: Array, stride: int, pad: int, need_dx: bool
+                            ) -> tuple[Array | None, Array, Array]:
+        """conv_backward from dout already laid out as rows (N*oh*ow, FN)."""
+        fn, c, fh, fw = W_shape
         db = numpy.sum(rows, axis=0)
         dW = numpy.dot(col.T, rows).transpose(1, 0).reshape(fn, c, fh, fw)
         if not need_dx:

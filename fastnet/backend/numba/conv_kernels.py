@@ -130,6 +130,33 @@ def _bias_nchw(rows, bias, out):  # type: ignore[no-untyped-def]
                     out[b, ch, i, j] = rows[(b * h + i) * w + j, ch] + bf
 
 
+def _bias_relu_nchw(rows, bias, out, mask):  # type: ignore[no-untyped-def]
+    """``_bias_nchw`` then the ReLU definition: mask = v <= 0, out = 0 there, else v."""
+    n, f, h, w = out.shape
+    zero = out.dtype.type(0)
+    for b in numba.prange(n):
+        for i in range(h):
+            for j in range(w):
+                row = (b * h + i) * w + j
+                for ch in range(f):
+                    v = rows[row, ch] + bias[ch]
+                    m = v <= 0
+                    mask[b, ch, i, j] = m
+                    out[b, ch, i, j] = zero if m else v
+
+
+def _masked_nhwc_rows(d, mask, rows):  # type: ignore[no-untyped-def]
+    """``_nhwc_rows`` of d with zeros where mask is set (the ReLU's backward)."""
+    n, f, h, w = d.shape
+    zero = rows.dtype.type(0)
+    for b in numba.prange(n):
+        for i in range(h):
+            for j in range(w):
+                row = (b * h + i) * w + j
+                for ch in range(f):
+                    rows[row, ch] = zero if mask[b, ch, i, j] else d[b, ch, i, j]
+
+
 def _compile(fn):  # type: ignore[no-untyped-def]
     """(one thread, the batch split over threads): the same body compiled twice.
 
@@ -143,4 +170,5 @@ def _compile(fn):  # type: ignore[no-untyped-def]
 
 KERNELS = {name: _compile(fn) for name, fn in (
     ("im2col", _im2col), ("col2im", _col2im), ("pool_forward", _pool_forward),
-    ("pool_backward", _pool_backward), ("nhwc_rows", _nhwc_rows), ("bias_nchw", _bias_nchw))}
+    ("pool_backward", _pool_backward), ("nhwc_rows", _nhwc_rows), ("bias_nchw", _bias_nchw),
+    ("bias_relu_nchw", _bias_relu_nchw), ("masked_nhwc_rows", _masked_nhwc_rows))}
