@@ -64,32 +64,39 @@ def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-unty
     zero = out.dtype.type(0)
     ambiguous = 0
     for b in numba.prange(n):
-        for i in range(oh):
-            for j in range(ow):
-                for ch in range(c):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    r0 = i * stride - pad
+                    s0 = j * stride - pad
+                    inside = r0 >= 0 and s0 >= 0 and r0 + ph <= h and s0 + pw <= w
                     best = zero
                     where = 0
-                    neg_zero = False
-                    pos_zero = False
                     k = 0
                     for y in range(ph):
-                        r = i * stride + y - pad
                         for xx in range(pw):
-                            s = j * stride + xx - pad
-                            v = x[b, ch, r, s] if (0 <= r < h and 0 <= s < w) else zero
-                            if v == 0:
-                                if np.signbit(v):
-                                    neg_zero = True
-                                else:
-                                    pos_zero = True
+                            if inside or (0 <= r0 + y < h and 0 <= s0 + xx < w):
+                                v = x[b, ch, r0 + y, s0 + xx]
+                            else:
+                                v = zero
                             if k == 0 or v > best or (np.isnan(v) and not np.isnan(best)):
                                 best = v
                                 where = k
                             k += 1
                     out[b, ch, i, j] = best
                     arg_max[((b * oh + i) * ow + j) * c + ch] = where
-                    if best == 0 and neg_zero and pos_zero:
-                        ambiguous += 1
+                    if best == 0:  # rare: look for both signs of zero
+                        signs = 0
+                        for y in range(ph):
+                            for xx in range(pw):
+                                if 0 <= r0 + y < h and 0 <= s0 + xx < w:
+                                    v = x[b, ch, r0 + y, s0 + xx]
+                                else:
+                                    v = zero
+                                if v == 0:
+                                    signs |= 2 if np.signbit(v) else 1
+                        if signs == 3:
+                            ambiguous += 1
     return ambiguous
 
 
@@ -97,6 +104,19 @@ def _pool_backward(dout, arg_max, ph, pw, stride, img):  # type: ignore[no-untyp
     """The book's scatter-then-col2im in one pass: each pixel gets 0 + its windows' shares in (y, x) order."""
     n, c, oh, ow = dout.shape
     zero = img.dtype.type(0)
+    if stride >= ph and stride >= pw:  # windows do not overlap: one share per pixel at most
+        for b in numba.prange(n):
+            for ch in range(c):
+                for i in range(oh):
+                    for j in range(ow):
+                        where = arg_max[((b * oh + i) * ow + j) * c + ch]
+                        g = dout[b, ch, i, j]
+                        k = 0
+                        for y in range(ph):
+                            for xx in range(pw):
+                                img[b, ch, y + stride * i, xx + stride * j] = zero + (g if k == where else zero)
+                                k += 1
+        return
     for b in numba.prange(n):
         for ch in range(c):
             for y in range(ph):
