@@ -216,3 +216,24 @@ def test_conv_numgrad(benchmark: Any, backend_name: str) -> None:
     agree = float(np.mean(np.concatenate(close)))
     benchmark.extra_info["agree_with_backprop"] = agree
     assert agree >= 0.75, f"only {agree:.0%} of the sampled entries agree with backprop within 1%"
+
+
+def test_conv_numgrad_incremental(benchmark: Any) -> None:
+    """The Numba backend's exact incremental numerical gradient of the whole SimpleConvNet at B=10."""
+    status = fastnet.available_backends()["numba"]
+    if not status.available:
+        pytest.skip(f"backend 'numba' unavailable: {status.reason}")
+    x, t = images(10, np.float64, seed=1)
+    net = SimpleConvNet(seed=0, backend="numba")
+    ref = SimpleConvNet(seed=0, backend="numpy")
+    details = {"suite": "conv-numgrad", "case": "SimpleConvNet-B10-float64", "impl": "numba-incremental",
+               "batch": 10, "params_total": int(sum(p.size for p in net.params.values())), "scale": 1.0}
+    grads = measure(benchmark, lambda: net.numerical_gradient(x, t), group="conv-numgrad-simple-B10",
+                    name="numba-incremental", info=details, rounds=1 if QUICK else 3)
+
+    def f(_: Any) -> Any:
+        return ref.loss(x, t)
+
+    for k, p in ref.params.items():  # the first entries of each array against the book's loop
+        want = numerical_gradient_loop(f, p.reshape(-1)[:4], 1e-4)
+        np.testing.assert_allclose(grads[k].reshape(-1)[:4], want, rtol=0, atol=1e-9, err_msg=k)

@@ -17,7 +17,6 @@ import numpy
 
 from .backend import NumpyBackend
 from .conv_layers import Convolution, Pooling
-from .gradient import numerical_gradient_loop
 from .im2col import conv_output_size
 from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss
 from .nets import Net, Seed, _positive_int, _rng
@@ -99,6 +98,14 @@ class ConvNet(Net):
             correct = correct + xp.sum(xp.argmax(y, axis=1) == t[start:start + batch_size])
         return int(correct) / x.shape[0]
 
+    def evaluate(self, x: Array, t: Array, batch_size: int = 100) -> tuple[float, float]:
+        """(loss, accuracy) in test mode, `batch_size` images at a time.
+
+        The default is small on purpose: im2col needs memory in proportion to
+        the batch (a batch of 10,000 MNIST images is ~9 GB in DeepConvNet).
+        """
+        return super().evaluate(x, t, batch_size)
+
     def numerical_gradient(self, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
         """Central differences of the test-mode loss, one parameter at a time (the book's loop).
 
@@ -106,11 +113,8 @@ class ConvNet(Net):
         differences mean something.
         """
         x, t = self._xt(x, t)
-
-        def f(_: Array) -> Any:
-            return self._loss_layers(x, t, False)
-
-        return {k: numerical_gradient_loop(f, p, h) for k, p in self.params.items()}
+        self._sync_layers()
+        return self.backend.convnet_numerical_gradient(self, x, t, h)
 
     def _sync_layers(self) -> None:
         for name, i in self._owners.items():

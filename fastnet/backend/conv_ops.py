@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..im2col import output_shape, reference_col2im, reference_im2col
+from .loops import numerical_gradient_loop
 
 Array = Any
 
@@ -85,3 +86,10 @@ class ConvOps:
         dmax[xp.arange(arg_max.size), arg_max.flatten()] = dout.flatten()
         dcol = dmax.reshape(dout.shape[0] * dout.shape[1] * dout.shape[2], -1)
         return self.col2im(dcol, x_shape, pool_h, pool_w, stride, pad)
+
+    def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
+        """The book's loop: central differences of the net's test-mode loss, one parameter at a time."""
+        def f(_: Array) -> Any:
+            return net._loss_layers(x, t, False)
+
+        return {k: numerical_gradient_loop(f, p, h) for k, p in net.params.items()}

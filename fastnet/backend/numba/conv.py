@@ -146,3 +146,45 @@ class NumbaConvOps(ConvOps):
         img = numpy.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=dout.dtype)
         _kernel("pool_backward", img.size)(dout, arg_max, pool_h, pool_w, stride, img)
         return img[:, :, pad:h + pad, pad:w + pad]
+
+    def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
+        """SimpleConvNet as the book builds it: exact incremental losses (``conv_numgrad``), in float64.
+
+        Equal to the book's loop within rounding, not bit for bit (the losses
+        are computed in float64 here, in the net's dtype there). Any other
+        net, or a SimpleConvNet whose layers were changed, runs the loop.
+        """
+        if not _book_simple_convnet(net, x, t):
+            return super().convnet_numerical_gradient(net, x, t, h)
+        import numba
+
+        from ..loops import one_blas_thread
+        from .conv_numgrad import simple_convnet_losses
+
+        conv = net.layers["Conv1"]
+        with self._parallel_lock, one_blas_thread(), numba.parallel_chunksize(1):  # type: ignore[attr-defined]
+            plus, minus = simple_convnet_losses(net.params, conv.stride, conv.pad, x, t, h)
+        return {k: ((plus[k] - minus[k]) / (2 * h)).astype(p.dtype) for k, p in net.params.items()}
+
+
+def _book_simple_convnet(net: Any, x: Array, t: Array) -> bool:
+    """Whether `net` is exactly the book's SimpleConvNet structure, on float NumPy arrays."""
+    from ...conv_layers import Convolution, Pooling
+    from ...convnets import SimpleConvNet
+    from ...layers import Activation, Affine
+
+    if type(net) is not SimpleConvNet or net.weight_decay_lambda:
+        return False
+    kinds = [Convolution, Activation, Pooling, Affine, Activation, Affine]
+    layers = list(net.layers.values())
+    if len(layers) != len(kinds) or any(type(a) is not k and not (k is Activation and isinstance(a, k))
+                                        for a, k in zip(layers, kinds)):
+        return False
+    if any(activations.builtin(layers[i].activation) != "relu" for i in (1, 4)):
+        return False
+    pool = layers[2]
+    if (pool.pool_h, pool.pool_w, pool.stride, pool.pad) != (2, 2, 2, 0):
+        return False
+    arrays = [x, t, *net.params.values()]
+    return (all(type(a) is numpy.ndarray for a in arrays) and x.dtype.kind == "f"
+            and all(p.dtype.kind == "f" for p in net.params.values()))
