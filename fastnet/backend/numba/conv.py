@@ -11,6 +11,7 @@ float32/float64 NumPy arrays, or mixed dtypes) take the reference path.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import numpy
@@ -22,6 +23,7 @@ from ..conv_ops import ConvOps
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 _K: Any = None
+_MAX_SCRATCH = 16  # work arrays kept per thread (DeepConvNet uses 13 distinct ones)
 
 
 def _kernel(name: str, size: int) -> Any:
@@ -42,6 +44,24 @@ def _float(*arrays: Array) -> bool:
 
 class NumbaConvOps(ConvOps):
     """Overrides of ``ConvOps`` for float32/float64 NumPy arrays."""
+
+    _local: Any  # the backend's threading.local()
+
+    def _scratch(self, tag: str, shape: tuple[int, ...], dtype: Any) -> Array:
+        """A work array of this thread, reused across calls: only for values consumed within one call.
+
+        Fresh arrays this large are page-faulted in on every call; nothing
+        that is returned or kept by a layer ever lives in one.
+        """
+        pool = self._local.__dict__.setdefault("conv_scratch", OrderedDict())
+        key = (tag, shape, numpy.dtype(dtype).char)
+        buf = pool.pop(key, None)
+        if buf is None:
+            buf = numpy.empty(shape, dtype=dtype)
+        pool[key] = buf  # most recently used last
+        while len(pool) > _MAX_SCRATCH:
+            pool.popitem(last=False)
+        return buf
 
     def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int) -> Array:
         if not _float(x):
@@ -70,7 +90,7 @@ class NumbaConvOps(ConvOps):
         oh, ow = output_shape(x.shape, fh, fw, stride, pad)
         col = self.im2col(x, fh, fw, stride, pad)
         col_W = W.reshape(fn, -1).T
-        rows = numpy.dot(col, col_W)
+        rows = numpy.dot(col, col_W, out=self._scratch("rows", (col.shape[0], fn), x.dtype))
         out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)
         _kernel("bias_nchw", out.size)(rows, b, out)  # the same sums as dot + b, stored C-ordered
         return out, col, col_W
@@ -84,7 +104,7 @@ class NumbaConvOps(ConvOps):
         oh, ow = output_shape(x.shape, fh, fw, stride, pad)
         col = self.im2col(x, fh, fw, stride, pad)
         col_W = W.reshape(fn, -1).T
-        rows = numpy.dot(col, col_W)
+        rows = numpy.dot(col, col_W, out=self._scratch("rows", (col.shape[0], fn), x.dtype))
         out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)
         mask = numpy.empty(out.shape, dtype=numpy.bool_)
         _kernel("bias_relu_nchw", out.size)(rows, b, out, mask)
@@ -98,7 +118,7 @@ class NumbaConvOps(ConvOps):
             return super().conv_activation_backward(dout, cache, activation, x_shape, W_shape, col, col_W,
                                                     stride, pad, need_dx)
         n, fn, oh, ow = dout.shape
-        rows = numpy.empty((n * oh * ow, fn), dtype=dout.dtype)
+        rows = self._scratch("rows", (n * oh * ow, fn), dout.dtype)
         _kernel("masked_nhwc_rows", rows.size)(dout, cache, rows)
         return self._conv_backward_rows(rows, x_shape, W_shape, col, col_W, stride, pad, need_dx)
 
@@ -109,7 +129,7 @@ class NumbaConvOps(ConvOps):
             return super().conv_backward(dout, x_shape, W_shape, col, col_W, stride, pad, need_dx)
         fn, c, fh, fw = W_shape
         n, _, oh, ow = dout.shape
-        rows = numpy.empty((n * oh * ow, fn), dtype=dout.dtype)
+        rows = self._scratch("rows", (n * oh * ow, fn), dout.dtype)
         _kernel("nhwc_rows", rows.size)(dout, rows)
         return self._conv_backward_rows(rows, x_shape, W_shape, col, col_W, stride, pad, need_dx)
 
@@ -122,7 +142,7 @@ class NumbaConvOps(ConvOps):
         dW = numpy.dot(col.T, rows).transpose(1, 0).reshape(fn, c, fh, fw)
         if not need_dx:
             return None, dW, db
-        dcol = numpy.dot(rows, col_W.T)
+        dcol = numpy.dot(rows, col_W.T, out=self._scratch("dcol", (rows.shape[0], col_W.shape[0]), rows.dtype))
         return self.col2im(dcol, x_shape, fh, fw, stride, pad), dW, db
 
     def pool_forward(self, x: Array, pool_h: int, pool_w: int, stride: int, pad: int
