@@ -134,6 +134,11 @@ def test_conv_step_torch(benchmark: Any, net_name: str, dtype: Any) -> None:
             rounds=3 if net_name == "deep" else None)
 
 
+def fastnet_step(net: Any, x: np.ndarray, t: np.ndarray) -> Any:
+    optimizer = Adam()
+    return lambda: net.train_step(x, t, optimizer)
+
+
 ROUNDS = {"simple": 3 if QUICK else 10, "deep": 2 if QUICK else 5}
 REPEATS = {"simple": 3, "deep": 1}
 
@@ -146,10 +151,8 @@ def test_conv_rounds(benchmark: Any, net_name: str, dtype: Any) -> None:
     if not status.available:
         pytest.skip(f"backend 'numba' unavailable: {status.reason}")
     x, t = images(BATCH, dtype)
-    kinds: dict[str, Any] = {}
-    for name in ("numpy", "numba"):
-        net, optimizer = NETS[net_name](seed=0, dtype=dtype, backend=name), Adam()
-        kinds[name] = (lambda n, o: lambda: n.train_step(x, t, o))(net, optimizer)
+    kinds: dict[str, Any] = {name: fastnet_step(NETS[net_name](seed=0, dtype=dtype, backend=name), x, t)
+                             for name in ("numpy", "numba")}
     if torch_reason("cpu") is None:
         kinds["torch"] = TorchConvStep(NETS[net_name](seed=0, dtype=dtype, backend="numpy"), x, t)
     times: dict[str, list[float]] = {name: [] for name in kinds}

@@ -21,7 +21,7 @@ from .im2col import conv_output_size
 from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss
 from .nets import Net, Seed, _positive_int, _rng
 
-__all__ = ["ConvNet", "SimpleConvNet", "DeepConvNet"]
+__all__ = ["ConvNet", "DeepConvNet", "SimpleConvNet"]
 
 Array = Any
 CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
@@ -36,7 +36,7 @@ def _input_dim(value: Any) -> tuple[int, int, int]:
 
 def _conv_param(value: Any, name: str, default: dict[str, int]) -> dict[str, int]:
     if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a dict with keys {', '.join(CONV_KEYS)}, got {value!r}")
+        raise TypeError(f"{name} must be a dict with keys {', '.join(CONV_KEYS)}, got {value!r}")
     unknown = sorted(set(value) - set(CONV_KEYS))
     if unknown:
         raise ValueError(f"{name} has unknown keys {unknown}; it takes {', '.join(CONV_KEYS)}")

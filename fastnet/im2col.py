@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["conv_output_size", "im2col", "col2im"]
+__all__ = ["col2im", "conv_output_size", "im2col"]
 
 Array = Any
 

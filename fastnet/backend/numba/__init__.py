@@ -148,6 +148,7 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
         """Forget this thread's cached plans and their buffers (rebuilt on demand)."""
         self._local.plans = OrderedDict()
         self._local.last = None
+        self._local.__dict__.pop("conv_scratch", None)  # the conv kernels' work arrays
 
     def check_targets(self, t: Array, n_classes: int, name: str = "t") -> None:
         """The NumPy backend's check in one compiled pass; its error messages on failure."""

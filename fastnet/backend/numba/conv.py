@@ -127,7 +127,7 @@ class NumbaConvOps(ConvOps):
                       ) -> tuple[Array | None, Array, Array]:
         if not _float(dout, col, col_W):
             return super().conv_backward(dout, x_shape, W_shape, col, col_W, stride, pad, need_dx)
-        fn, c, fh, fw = W_shape
+        fn = W_shape[0]
         n, _, oh, ow = dout.shape
         rows = self._scratch("rows", (n * oh * ow, fn), dout.dtype)
         _kernel("nhwc_rows", rows.size)(dout, rows)

@@ -12,7 +12,7 @@ from fastnet.layers import Sigmoid
 if not fastnet.available_backends()["numba"].available:
     pytest.skip("numba unavailable", allow_module_level=True)
 
-from fastnet.backend.numba.conv_numgrad import simple_convnet_losses  # noqa: E402
+from fastnet.backend.numba.conv_numgrad import simple_convnet_losses
 
 H = 1e-4
 
