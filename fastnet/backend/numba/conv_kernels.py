@@ -53,50 +53,87 @@ def _col2im(col, c, fh, fw, stride, oh, ow, img):  # type: ignore[no-untyped-def
                             img[b, ch, y + stride * i, xx + stride * j] += col[(b * oh + i) * ow + j, k]
 
 
+@numba.njit(cache=True, inline="always")
+def _window_max(x, b, ch, r0, s0, ph, pw):  # type: ignore[no-untyped-def]
+    """(max, first position of it) of one window, padding read as 0; a NaN wins, as in argmax."""
+    h, w = x.shape[2], x.shape[3]
+    zero = x.dtype.type(0)
+    best = zero
+    where = 0
+    k = 0
+    for y in range(ph):
+        for xx in range(pw):
+            v = x[b, ch, r0 + y, s0 + xx] if (0 <= r0 + y < h and 0 <= s0 + xx < w) else zero
+            if k == 0 or v > best or (np.isnan(v) and not np.isnan(best)):
+                best = v
+                where = k
+            k += 1
+    return best, where
+
+
+@numba.njit(cache=True, inline="always")
+def _both_zeros(x, b, ch, r0, s0, ph, pw):  # type: ignore[no-untyped-def]
+    """Whether a window (padding read as 0.0) holds both 0.0 and -0.0."""
+    h, w = x.shape[2], x.shape[3]
+    signs = 0
+    for y in range(ph):
+        for xx in range(pw):
+            if 0 <= r0 + y < h and 0 <= s0 + xx < w:
+                v = x[b, ch, r0 + y, s0 + xx]
+                if v == 0:
+                    signs |= 2 if np.signbit(v) else 1
+            else:
+                signs |= 1
+    return signs == 3
+
+
 def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-untyped-def]
     """out (N, C, oh, ow) = window maxima, arg_max their first position (a NaN wins, as in argmax).
 
     Returns how many windows hold both 0.0 and -0.0 as their maximum: NumPy's
     max may return either sign there, so the caller must not trust `out`.
+    2x2 windows without padding (the conv nets' pools) take an unrolled path.
     """
-    n, c, h, w = x.shape
+    n, c = x.shape[0], x.shape[1]
     _, _, oh, ow = out.shape
-    zero = out.dtype.type(0)
     ambiguous = 0
+    if ph == 2 and pw == 2 and pad == 0:
+        for b in numba.prange(n):
+            for ch in range(c):
+                for i in range(oh):
+                    r = i * stride
+                    for j in range(ow):
+                        s = j * stride
+                        v0 = x[b, ch, r, s]
+                        v1 = x[b, ch, r, s + 1]
+                        v2 = x[b, ch, r + 1, s]
+                        v3 = x[b, ch, r + 1, s + 1]
+                        best, where = v0, 0
+                        if v1 > best:
+                            best, where = v1, 1
+                        if v2 > best:
+                            best, where = v2, 2
+                        if v3 > best:
+                            best, where = v3, 3
+                        total = v0 + v1 + v2 + v3
+                        if total != total:  # rare: a NaN (or inf - inf) in the window
+                            best, where = _window_max(x, b, ch, r, s, 2, 2)
+                        elif best == 0 and _both_zeros(x, b, ch, r, s, 2, 2):
+                            ambiguous += 1
+                        out[b, ch, i, j] = best
+                        arg_max[((b * oh + i) * ow + j) * c + ch] = where
+        return ambiguous
     for b in numba.prange(n):
         for ch in range(c):
             for i in range(oh):
                 for j in range(ow):
                     r0 = i * stride - pad
                     s0 = j * stride - pad
-                    inside = r0 >= 0 and s0 >= 0 and r0 + ph <= h and s0 + pw <= w
-                    best = zero
-                    where = 0
-                    k = 0
-                    for y in range(ph):
-                        for xx in range(pw):
-                            if inside or (0 <= r0 + y < h and 0 <= s0 + xx < w):
-                                v = x[b, ch, r0 + y, s0 + xx]
-                            else:
-                                v = zero
-                            if k == 0 or v > best or (np.isnan(v) and not np.isnan(best)):
-                                best = v
-                                where = k
-                            k += 1
+                    best, where = _window_max(x, b, ch, r0, s0, ph, pw)
                     out[b, ch, i, j] = best
                     arg_max[((b * oh + i) * ow + j) * c + ch] = where
-                    if best == 0:  # rare: look for both signs of zero
-                        signs = 0
-                        for y in range(ph):
-                            for xx in range(pw):
-                                if 0 <= r0 + y < h and 0 <= s0 + xx < w:
-                                    v = x[b, ch, r0 + y, s0 + xx]
-                                else:
-                                    v = zero
-                                if v == 0:
-                                    signs |= 2 if np.signbit(v) else 1
-                        if signs == 3:
-                            ambiguous += 1
+                    if best == 0 and _both_zeros(x, b, ch, r0, s0, ph, pw):
+                        ambiguous += 1
     return ambiguous
 
 

@@ -79,16 +79,20 @@ def test_pooling_layer(dtype, shape, ph, pw, stride, pad):
     same(layers[1].backward(g), layers[0].backward(g))
 
 
-def test_pooling_nan_and_signed_zeros():
+@pytest.mark.parametrize("signed_zeros", [False, True])
+def test_pooling_nan_and_signed_zeros(signed_zeros):
     x = np.zeros((1, 1, 4, 4))
     x[0, 0, 0, 1] = np.nan
-    x[0, 0, 2, 2] = -0.0  # a window of 0.0 and -0.0: NumPy decides the sign, so numba defers to it
+    x[0, 0, 0, 2:] = [5.0, np.nan]  # a NaN after a positive maximum
+    x[0, 0, 3, :2] = [np.inf, -np.inf]
+    if signed_zeros:
+        x[0, 0, 2, 2] = -0.0  # a window of 0.0 and -0.0: NumPy decides the sign, so numba defers to it
     outs, args = [], []
     for bk in (NUMPY, NUMBA):
         layer = Pooling(2, 2, backend=bk)
         outs.append(layer.forward(x))
         args.append(layer.arg_max)
-    assert np.isnan(outs[1][0, 0, 0, 0])
+    assert np.isnan(outs[1][0, 0, 0, 0]) and np.isnan(outs[1][0, 0, 0, 1])
     same(args[1], args[0])
     assert np.array_equal(np.signbit(outs[1]), np.signbit(outs[0]))
     assert np.array_equal(outs[1], outs[0], equal_nan=True)
