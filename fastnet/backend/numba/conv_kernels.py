@@ -25,18 +25,25 @@ def _im2col(x, fh, fw, stride, pad, oh, ow, col):  # type: ignore[no-untyped-def
     zero = col.dtype.type(0)
     for b in numba.prange(n):
         for i in range(oh):
+            r0 = i * stride - pad
             for j in range(ow):
+                s0 = j * stride - pad
                 row = (b * oh + i) * ow + j
+                if r0 >= 0 and s0 >= 0 and r0 + fh <= h and s0 + fw <= w:  # no padding under the filter
+                    k = 0
+                    for ch in range(c):
+                        for y in range(fh):
+                            for xx in range(fw):
+                                col[row, k] = x[b, ch, r0 + y, s0 + xx]
+                                k += 1
+                    continue
                 k = 0
                 for ch in range(c):
                     for y in range(fh):
-                        r = i * stride + y - pad
+                        r = r0 + y
                         for xx in range(fw):
-                            s = j * stride + xx - pad
-                            if 0 <= r < h and 0 <= s < w:
-                                col[row, k] = x[b, ch, r, s]
-                            else:
-                                col[row, k] = zero
+                            s = s0 + xx
+                            col[row, k] = x[b, ch, r, s] if (0 <= r < h and 0 <= s < w) else zero
                             k += 1
 
 
