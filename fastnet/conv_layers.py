@@ -41,6 +41,8 @@ class Convolution:
 
     forward keeps ``x``, ``col`` (the im2col rows) and ``col_W`` (W as a
     (C*FH*FW, FN) matrix); backward sets ``dW`` and ``db`` and returns dx.
+    A backend may write a forward's ``col`` into the array of the previous
+    forward (copy ``col`` to keep it across calls).
     """
 
     def __init__(self, W: Array, b: Array, stride: int = 1, pad: int = 0, *,
@@ -79,7 +81,7 @@ class Convolution:
     def _forward(self, x: Array, out_shape: tuple[int, ...]) -> Array:
         """Forward without checks, for nets that checked their input once."""
         self.x, self._out_shape = x, out_shape
-        out, self.col, self.col_W = self.backend.conv_forward(x, self.W, self.b, self.stride, self.pad)
+        out, self.col, self.col_W = self.backend.conv_forward(x, self.W, self.b, self.stride, self.pad, self.col)
         return out
 
     def backward(self, dout: Array) -> Array:

@@ -144,7 +144,7 @@ class ConvNet(Net):
             if len(step) == 2:
                 act = step[1]
                 out, layer.col, layer.col_W, act.cache = self.backend.conv_activation_forward(
-                    x, layer.W, layer.b, layer.stride, layer.pad, act.activation)
+                    x, layer.W, layer.b, layer.stride, layer.pad, act.activation, layer.col)
                 layer.x, layer._out_shape, act.out = x, tuple(out.shape), out
                 x = out
             elif isinstance(layer, Dropout):

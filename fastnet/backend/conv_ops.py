@@ -21,16 +21,22 @@ class ConvOps:
 
     xp: Any
 
-    def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int) -> Array:
+    def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int,
+               reuse: Array = None) -> Array:
+        """Rows of patches; `reuse` (an old col a backend may overwrite) is ignored here."""
         return reference_im2col(self.xp, x, filter_h, filter_w, stride, pad)
 
     def col2im(self, col: Array, input_shape: tuple[int, ...], filter_h: int, filter_w: int,
                stride: int, pad: int) -> Array:
         return reference_col2im(self.xp, col, input_shape, filter_h, filter_w, stride, pad)
 
-    def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int
+    def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int, col: Array = None
                      ) -> tuple[Array, Array, Array]:
-        """(out, col, col_W): out (N, FN, out_h, out_w) = col @ col_W + b, reshaped."""
+        """(out, col, col_W): out (N, FN, out_h, out_w) = col @ col_W + b, reshaped.
+
+        `col`: the layer's col of its previous forward, which a backend may
+        overwrite when it fits (the book's algorithm always makes a new one).
+        """
         fn, _, fh, fw = W.shape
         out_h, out_w = output_shape(x.shape, fh, fw, stride, pad)
         col = self.im2col(x, fh, fw, stride, pad)
@@ -52,9 +58,9 @@ class ConvOps:
         return self.col2im(dcol, x_shape, fh, fw, stride, pad), dW, db
 
     def conv_activation_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int,
-                                activation: Any) -> tuple[Array, Array, Array, Array]:
+                                activation: Any, col: Array = None) -> tuple[Array, Array, Array, Array]:
         """(out, col, col_W, cache): a convolution then an activation object, as the two layers do it."""
-        conv, col, col_W = self.conv_forward(x, W, b, stride, pad)
+        conv, col, col_W = self.conv_forward(x, W, b, stride, pad, col)
         out, cache = self.activation_forward(activation, conv)  # type: ignore[attr-defined]
         return out, col, col_W, cache
 

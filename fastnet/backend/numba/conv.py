@@ -63,12 +63,19 @@ class NumbaConvOps(ConvOps):
             pool.popitem(last=False)
         return buf
 
-    def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int) -> Array:
+    def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int,
+               reuse: Array = None) -> Array:
+        """`reuse`: an old col to overwrite when it has the right shape and dtype (else a new one)."""
         if not _float(x):
             return super().im2col(x, filter_h, filter_w, stride, pad)
         n, c = x.shape[0], x.shape[1]
         oh, ow = output_shape(x.shape, filter_h, filter_w, stride, pad)
-        col = numpy.empty((n * oh * ow, c * filter_h * filter_w), dtype=x.dtype)
+        shape = (n * oh * ow, c * filter_h * filter_w)
+        if (type(reuse) is numpy.ndarray and reuse.shape == shape and reuse.dtype == x.dtype
+                and reuse.flags.c_contiguous and reuse.flags.writeable):
+            col = reuse  # fresh arrays this large are page-faulted in again on every call
+        else:
+            col = numpy.empty(shape, dtype=x.dtype)
         _kernel("im2col", col.size)(x, filter_h, filter_w, stride, pad, oh, ow, col)
         return col
 
@@ -82,13 +89,13 @@ class NumbaConvOps(ConvOps):
         _kernel("col2im", img.size)(col, c, filter_h, filter_w, stride, oh, ow, img)
         return img[:, :, pad:h + pad, pad:w + pad]
 
-    def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int
+    def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int, col: Array = None
                      ) -> tuple[Array, Array, Array]:
         if not _float(x, W, b):
-            return super().conv_forward(x, W, b, stride, pad)
+            return super().conv_forward(x, W, b, stride, pad, col)
         fn, _, fh, fw = W.shape
         oh, ow = output_shape(x.shape, fh, fw, stride, pad)
-        col = self.im2col(x, fh, fw, stride, pad)
+        col = self.im2col(x, fh, fw, stride, pad, col)
         col_W = W.reshape(fn, -1).T
         rows = numpy.dot(col, col_W, out=self._scratch("rows", (col.shape[0], fn), x.dtype))
         out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)
@@ -96,13 +103,13 @@ class NumbaConvOps(ConvOps):
         return out, col, col_W
 
     def conv_activation_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int,
-                                activation: Any) -> tuple[Array, Array, Array, Array]:
+                                activation: Any, col: Array = None) -> tuple[Array, Array, Array, Array]:
         """The built-in ReLU fused into the pass that adds the bias; any other activation as two steps."""
         if activations.builtin(activation) != "relu" or not _float(x, W, b):
-            return super().conv_activation_forward(x, W, b, stride, pad, activation)
+            return super().conv_activation_forward(x, W, b, stride, pad, activation, col)
         fn, _, fh, fw = W.shape
         oh, ow = output_shape(x.shape, fh, fw, stride, pad)
-        col = self.im2col(x, fh, fw, stride, pad)
+        col = self.im2col(x, fh, fw, stride, pad, col)
         col_W = W.reshape(fn, -1).T
         rows = numpy.dot(col, col_W, out=self._scratch("rows", (col.shape[0], fn), x.dtype))
         out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)

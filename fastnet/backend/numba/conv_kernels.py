@@ -123,7 +123,7 @@ def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-unty
                         if v3 > best:
                             best, where = v3, 3
                         total = v0 + v1 + v2 + v3
-                        if total != total:  # rare: a NaN (or inf - inf) in the window
+                        if np.isnan(total):  # rare: a NaN (or inf - inf) in the window
                             best, where = _window_max(x, b, ch, r, s, 2, 2)
                         elif best == 0 and _both_zeros(x, b, ch, r, s, 2, 2):
                             ambiguous += 1

@@ -64,6 +64,21 @@ def test_convolution_layer(dtype, shape, fh, fw, stride, pad):
     same(layers[1].col, layers[0].col)
 
 
+def test_a_second_forward_overwrites_the_first_col():
+    rng = np.random.default_rng(5)
+    W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    fast, ref = Convolution(W, b, pad=1, backend=NUMBA), Convolution(W, b, pad=1, backend=NUMPY)
+    x1, x2 = rng.standard_normal((2, 2, 3, 6, 6))
+    fast.forward(x1)
+    first = fast.col
+    for layer in (fast, ref):
+        out = layer.forward(x2)
+    assert fast.col is first  # the layer's array, written again
+    same(fast.col, ref.col)
+    same(fast.backward(out), ref.backward(out))
+    same(fast.dW, ref.dW)
+
+
 @DTYPES
 @pytest.mark.parametrize("shape, ph, pw, stride, pad", CASES)
 def test_pooling_layer(dtype, shape, ph, pw, stride, pad):
