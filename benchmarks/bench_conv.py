@@ -10,7 +10,11 @@ Groups ``conv-<net>-B100-<dtype>``; names:
 
 ``test_conv_rounds`` runs all three in turn within every round and takes the
 ratios round by round (a busy or drifting machine then affects both sides of
-a ratio alike); its medians and ratios are in ``extra_info``.
+a ratio alike); its medians and ratios are in ``extra_info``. On a small
+machine that other work keeps busy, threaded BLAS and thread pools wait on
+descheduled threads; pinning every library to one thread
+(``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1``) compares
+the work itself.
 ``test_conv_numgrad`` times the book's numerical-gradient loop of
 SimpleConvNet at B=10 on a sample of entries of every parameter array and
 scales each to the array's size (``extra_info["scale"]`` and
