@@ -150,3 +150,15 @@ def test_deep_convnet_steps(dtype):
     for k in a.params:
         same(b.params[k], a.params[k])
     assert a.accuracy(x, t, batch_size=3) == b.accuracy(x, t, batch_size=3)
+
+
+def test_train_batches_and_evaluate():
+    rng = np.random.default_rng(6)
+    x, t = rng.random((40, 1, 28, 28)), rng.integers(0, 10, 40)
+    batches = rng.permutation(40).reshape(4, 10)
+    nets = [SimpleConvNet(seed=1, backend=bk) for bk in ("numpy", "numba")]
+    losses = [[float(v) for v in net.train_batches(x, t, batches, Adam())] for net in nets]
+    assert losses[0] == losses[1]
+    assert nets[0].evaluate(x, t, batch_size=15) == nets[1].evaluate(x, t, batch_size=15)
+    for k in nets[0].params:
+        same(nets[1].params[k], nets[0].params[k])
