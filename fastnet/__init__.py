@@ -57,6 +57,7 @@ from .layers import (
 )
 from .io import ModelFileError, load_net, load_params, save_params
 from .nets import MultiLayerNet, Net, TwoLayerNet
+from .convnets import DeepConvNet, SimpleConvNet
 from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
 from .train import History, Trainer, TrainingDivergedError, TrainingWarning
 from .util import shuffle_dataset, smooth_curve
@@ -113,6 +114,8 @@ __all__ = [
     "MultiLayerNet",
     "MultiLayerNetExtend",
     "activations",
+    "SimpleConvNet",
+    "DeepConvNet",
     "datasets",
     "io",
     "optimizers",

@@ -128,3 +128,10 @@ def layer_params(backend: Any, params: Any, depth: int, *, train: bool = False) 
                 f"params['b{i}'] must have shape ({width},) to match W{i} {tuple(W.shape)}, "
                 f"got {tuple(b.shape)}"
             )
+
+
+def writable_params(params: Any) -> None:
+    """Refuse read-only parameters before a training step updates them in place."""
+    for name, value in params.items():
+        if not getattr(getattr(value, "flags", None), "writeable", True):
+            raise ValueError(f"params[{name!r}] is read-only; training updates it in place (assign a writable copy)")

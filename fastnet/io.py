@@ -29,6 +29,7 @@ from .backend import NumpyBackend, to_numpy
 from .errors import FastnetError
 from .backend import lookup as _backend
 from .layers import BatchNormalization
+from .convnets import param_shapes
 from .nets import NETS, Net
 
 __all__ = ["save_params", "load_params", "load_net", "read_header", "ModelFileError", "FORMAT"]
@@ -231,6 +232,19 @@ def _check_config(path: PathLike, header: dict[str, Any], name: str) -> None:
     config, arrays = header.get("config"), header["arrays"]
     if not isinstance(config, dict):
         raise ModelFileError(f"{path}: cannot rebuild {name}: the header's config is not a table of constructor arguments")
+    if name in ("SimpleConvNet", "DeepConvNet"):
+        try:
+            expected = param_shapes(name, config)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelFileError(f"{path}: cannot rebuild {name}: {exc}") from None
+        for key, shape in expected.items():
+            saved = arrays.get(key, {}).get("shape") if isinstance(arrays.get(key), dict) else None
+            if saved != list(shape):
+                raise ModelFileError(
+                    f"{path}: the config needs {key} of shape {list(shape)} but the file holds {saved}; "
+                    f"header and weights disagree (tampered)"
+                )
+        return
     hidden = config.get("hidden_size_list", [config.get("hidden_size")])
     sizes = [config.get("input_size"), *(hidden if isinstance(hidden, list) else [hidden]), config.get("output_size")]
     if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):

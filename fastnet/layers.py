@@ -296,3 +296,7 @@ class BatchNormalization:
         dmu = xp.sum(dxc, axis=0)
         dx = dxc - dmu / self.batch_size
         return dx.reshape(self.input_shape)
+
+from .conv_layers import Convolution, Pooling  # noqa: E402
+
+__all__ += ["Convolution", "Pooling"]

@@ -9,6 +9,7 @@ import numpy
 
 from . import activations
 from .backend import MLPSpec, NumpyBackend
+from .convnets import DeepConvNet, SimpleConvNet
 from .layers import Activation, Affine, BatchNormalization, Dropout, SoftmaxWithLoss
 from .netbase import Net, Seed, positive_int, seed_rng
 
@@ -196,4 +197,9 @@ class MultiLayerNet(Net):
 
 
 #: Net classes by name, for rebuilding a saved net (fastnet.io) and the CLI.
-NETS: dict[str, type[Net]] = {"TwoLayerNet": TwoLayerNet, "MultiLayerNet": MultiLayerNet}
+NETS: dict[str, type[Net]] = {
+    "TwoLayerNet": TwoLayerNet,
+    "MultiLayerNet": MultiLayerNet,
+    "SimpleConvNet": SimpleConvNet,
+    "DeepConvNet": DeepConvNet,
+}

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import numpy
 
 from ..errors import BackendMismatchError
+from .conv_ops import ConvOps
 from .loops import numerical_gradient_loop, one_blas_thread
 from .spec import MLPSpec
 
@@ -35,7 +36,7 @@ def unavailable_reason() -> str | None:
     return None  # NumPy is a hard dependency: always available
 
 
-class NumpyBackend:
+class NumpyBackend(ConvOps):
     """Plain NumPy: the book's code, the reference every backend must match."""
 
     name = "numpy"

@@ -42,6 +42,7 @@ from ...optimizers import builtin as builtin_optimizer
 from ..loops import one_blas_thread
 from ..numpy_backend import NumpyBackend
 from ..spec import MLPSpec
+from .conv import NumbaConvOps
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -102,7 +103,7 @@ def _targets_fit(t: Array, y: Array) -> bool:
     return t.shape == y.shape and t.dtype == y.dtype and t.flags.c_contiguous
 
 
-class NumbaBackend(NumpyBackend):
+class NumbaBackend(NumbaConvOps, NumpyBackend):
     """NumPy arrays; fused Numba kernels for training, prediction and numerical gradients."""
 
     name = "numba"
@@ -160,6 +161,7 @@ class NumbaBackend(NumpyBackend):
         """Forget this thread's cached plans and their buffers (rebuilt on demand)."""
         self._local.plans = OrderedDict()
         self._local.last = None
+        self._local.__dict__.pop("conv_scratch", None)  # the conv kernels' work arrays
 
     def check_targets(self, t: Array, n_classes: int, name: str = "t") -> None:
         """The NumPy backend's check in one compiled pass; its error messages on failure."""

@@ -1,0 +1,101 @@
+"""Convolution and max-pooling kernels: the book's im2col algorithm against ``self.xp``.
+
+``NumpyBackend`` inherits this mixin, so every backend has a working version;
+a faster backend overrides the methods it accelerates and must give the same
+values. Like every kernel, these trust their inputs: the layers check shapes
+and dtypes once at the boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..im2col import output_shape, reference_col2im, reference_im2col
+from .loops import numerical_gradient_loop
+
+Array = Any
+
+
+class ConvOps:
+    """im2col, col2im, convolution and max pooling, forward and backward."""
+
+    xp: Any
+
+    def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int,
+               reuse: Array = None) -> Array:
+        """Rows of patches; `reuse` (an old col a backend may overwrite) is ignored here."""
+        return reference_im2col(self.xp, x, filter_h, filter_w, stride, pad)
+
+    def col2im(self, col: Array, input_shape: tuple[int, ...], filter_h: int, filter_w: int,
+               stride: int, pad: int) -> Array:
+        return reference_col2im(self.xp, col, input_shape, filter_h, filter_w, stride, pad)
+
+    def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int, col: Array = None
+                     ) -> tuple[Array, Array, Array]:
+        """(out, col, col_W): out (N, FN, out_h, out_w) = col @ col_W + b, reshaped.
+
+        `col`: the layer's col of its previous forward, which a backend may
+        overwrite when it fits (the book's algorithm always makes a new one).
+        """
+        fn, _, fh, fw = W.shape
+        out_h, out_w = output_shape(x.shape, fh, fw, stride, pad)
+        col = self.im2col(x, fh, fw, stride, pad)
+        col_W = W.reshape(fn, -1).T
+        out = self.xp.dot(col, col_W) + b
+        return out.reshape(x.shape[0], out_h, out_w, -1).transpose(0, 3, 1, 2), col, col_W
+
+    def conv_backward(self, dout: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
+                      col: Array, col_W: Array, stride: int, pad: int, need_dx: bool = True
+                      ) -> tuple[Array | None, Array, Array]:
+        """(dx, dW, db); dx is skipped (None) for a net's first layer, whose dx nobody reads."""
+        fn, c, fh, fw = W_shape
+        dout = dout.transpose(0, 2, 3, 1).reshape(-1, fn)
+        db = self.xp.sum(dout, axis=0)
+        dW = self.xp.dot(col.T, dout).transpose(1, 0).reshape(fn, c, fh, fw)
+        if not need_dx:
+            return None, dW, db
+        dcol = self.xp.dot(dout, col_W.T)
+        return self.col2im(dcol, x_shape, fh, fw, stride, pad), dW, db
+
+    def conv_activation_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int,
+                                activation: Any, col: Array = None) -> tuple[Array, Array, Array, Array]:
+        """(out, col, col_W, cache): a convolution then an activation object, as the two layers do it."""
+        conv, col, col_W = self.conv_forward(x, W, b, stride, pad, col)
+        out, cache = self.activation_forward(activation, conv)  # type: ignore[attr-defined]
+        return out, col, col_W, cache
+
+    def conv_activation_backward(self, dout: Array, cache: Array, activation: Any, x_shape: tuple[int, ...],
+                                 W_shape: tuple[int, ...], col: Array, col_W: Array, stride: int, pad: int,
+                                 need_dx: bool = True) -> tuple[Array | None, Array, Array]:
+        """(dx, dW, db) through the activation, then the convolution; `dout` is left unchanged."""
+        d = self.activation_backward(activation, dout.copy(), cache)  # type: ignore[attr-defined]
+        return self.conv_backward(d, x_shape, W_shape, col, col_W, stride, pad, need_dx)
+
+    def pool_forward(self, x: Array, pool_h: int, pool_w: int, stride: int, pad: int
+                     ) -> tuple[Array, Array]:
+        """(out, arg_max): the max of each window and where in the window it was."""
+        xp = self.xp
+        n, c = x.shape[0], x.shape[1]
+        out_h, out_w = output_shape(x.shape, pool_h, pool_w, stride, pad)
+        col = self.im2col(x, pool_h, pool_w, stride, pad).reshape(-1, pool_h * pool_w)
+        arg_max = xp.argmax(col, axis=1)
+        out = xp.max(col, axis=1)
+        return out.reshape(n, out_h, out_w, c).transpose(0, 3, 1, 2), arg_max
+
+    def pool_backward(self, dout: Array, arg_max: Array, x_shape: tuple[int, ...],
+                      pool_h: int, pool_w: int, stride: int, pad: int) -> Array:
+        """dx: each output's gradient sent back to its window's max."""
+        xp = self.xp
+        dout = dout.transpose(0, 2, 3, 1)
+        size = pool_h * pool_w
+        dmax = xp.zeros((dout.size, size), dtype=dout.dtype)
+        dmax[xp.arange(arg_max.size), arg_max.flatten()] = dout.flatten()
+        dcol = dmax.reshape(dout.shape[0] * dout.shape[1] * dout.shape[2], -1)
+        return self.col2im(dcol, x_shape, pool_h, pool_w, stride, pad)
+
+    def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
+        """The book's loop: central differences of the net's test-mode loss, one parameter at a time."""
+        def f(_: Array) -> Any:
+            return net._loss_layers(x, t, False)
+
+        return {k: numerical_gradient_loop(f, p, h) for k, p in net.params.items()}

@@ -1,0 +1,362 @@
+"""The book's convolutional nets: SimpleConvNet (ch.7) and DeepConvNet (ch.8).
+
+Both keep the book's ``params``, ``layers`` and ``last_layer`` and run layer
+by layer on their backend's convolution and pooling kernels. Inputs are
+batches of images (N, C, H, W); flat rows (N, C*H*W) are reshaped to the
+net's ``input_dim``. Weights are drawn on the host from
+``numpy.random.default_rng(seed)`` and then moved to the backend, so one seed
+gives the same starting net on every backend.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy
+
+from .checks import real, writable_params
+from .backend import NumpyBackend
+from .conv_layers import Convolution, Pooling
+from .im2col import conv_output_size
+from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss
+from .netbase import Net, Seed, positive_int, seed_rng
+
+__all__ = ["ConvNet", "DeepConvNet", "SimpleConvNet"]
+
+Array = Any
+CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
+
+
+def _input_dim(value: Any) -> tuple[int, int, int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3:
+        raise ValueError(f"input_dim must be (channels, height, width), e.g. (1, 28, 28), got {value!r}")
+    c, h, w = (positive_int(v, "each entry of input_dim") for v in value)
+    return c, h, w
+
+
+def _conv_param(value: Any, name: str, default: dict[str, int]) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict with keys {', '.join(CONV_KEYS)}, got {value!r}")
+    unknown = sorted(set(value) - set(CONV_KEYS))
+    if unknown:
+        raise ValueError(f"{name} has unknown keys {unknown}; it takes {', '.join(CONV_KEYS)}")
+    merged = {**default, **value}
+    out = {}
+    for key in CONV_KEYS:
+        v = merged[key]
+        low = 0 if key == "pad" else 1
+        if isinstance(v, bool) or not isinstance(v, (int, numpy.integer)) or v < low:
+            raise ValueError(f"{name}['{key}'] must be an integer >= {low}, got {v!r}")
+        out[key] = int(v)
+    return out
+
+
+class ConvNet(Net):
+    """What the conv nets share: image inputs, layer-by-layer work, the book's accuracy."""
+
+    input_dim: tuple[int, int, int]
+    _owners: dict[str, str]  # layer name -> the number of its W/b in params
+
+    def spec(self) -> None:
+        return None  # convolution layers: the backend runs the net layer by layer
+
+    @property
+    def input_size(self) -> int:
+        c, h, w = self.input_dim
+        return c * h * w
+
+    def _x(self, x: Array, name: str = "x", *, train: bool = False) -> Array:
+        if train:
+            writable_params(self.params)
+        if (type(x) is self.backend.xp.ndarray and x.dtype == self.dtype and x.ndim == 4
+                and x.shape[0] and tuple(x.shape[1:]) == self.input_dim):
+            return x
+        x = self.backend.check(x, name)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        shape = tuple(x.shape)
+        c, h, w = self.input_dim
+        if x.ndim == 2 and shape[1] == c * h * w:
+            x = x.reshape(shape[0], c, h, w)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_dim:
+            raise ValueError(
+                f"{name} must be a batch of images of shape (N, {c}, {h}, {w}) (or flat rows (N, {c * h * w})), "
+                f"got shape {shape}: the net was built with input_dim={self.input_dim}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (0 samples, shape {shape})")
+        return x.astype(self.dtype, copy=False)
+
+    def accuracy(self, x: Array, t: Array, batch_size: int = 100) -> float:
+        """Fraction of samples whose highest score is the true class, `batch_size` at a time (test mode)."""
+        x, t = self._xt(x, t)
+        batch_size = positive_int(batch_size, "batch_size")
+        xp = self.backend.xp
+        if t.ndim != 1:
+            t = xp.argmax(t, axis=1)
+        correct: Any = 0
+        for start in range(0, x.shape[0], batch_size):
+            y = self._predict_layers(x[start:start + batch_size], False)
+            correct = correct + xp.sum(xp.argmax(y, axis=1) == t[start:start + batch_size])
+        return int(correct) / x.shape[0]
+
+    def evaluate(self, x: Array, t: Array, batch_size: int = 100) -> tuple[float, float]:
+        """(loss, accuracy) in test mode, `batch_size` images at a time.
+
+        The default is small on purpose: im2col needs memory in proportion to
+        the batch (a batch of 10,000 MNIST images is ~9 GB in DeepConvNet).
+        """
+        return super().evaluate(x, t, batch_size)
+
+    def numerical_gradient(self, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
+        """Central differences of the test-mode loss, one parameter at a time (the book's loop).
+
+        Test mode keeps the loss a fixed function (dropout off), so the
+        differences mean something.
+        """
+        h = real(h, "h", positive=True)
+        x, t = self._xt(x, t)
+        self._sync_layers()
+        return self.backend.convnet_numerical_gradient(self, x, t, h)
+
+    def _sync_layers(self) -> None:
+        for name, i in self._owners.items():
+            layer = self.layers[name]
+            layer.W, layer.b = self.params["W" + i], self.params["b" + i]
+
+    def _steps(self) -> list[tuple[Any, ...]]:
+        """The layers in order, a convolution and the activation after it as one step.
+
+        The backend runs such a pair as one call (``conv_activation_forward``),
+        which a backend may fuse; both layers keep the state the book's do.
+        """
+        layers, steps, i = list(self.layers.values()), [], 0
+        while i < len(layers):
+            if isinstance(layers[i], Convolution) and i + 1 < len(layers) and isinstance(layers[i + 1], Activation):
+                steps.append((layers[i], layers[i + 1]))
+                i += 2
+            else:
+                steps.append((layers[i],))
+                i += 1
+        return steps
+
+    def _predict_layers(self, x: Array, train_flg: bool) -> Array:
+        self._sync_layers()
+        for step in self._steps():
+            layer = step[0]
+            if len(step) == 2:
+                act = step[1]
+                out, layer.col, layer.col_W, act.cache = self.backend.conv_activation_forward(
+                    x, layer.W, layer.b, layer.stride, layer.pad, act.activation, layer.col)
+                layer.x, layer.out_shape, act.out = x, tuple(out.shape), out
+                x = out
+            elif isinstance(layer, Dropout):
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+        return x
+
+    def _gradient_layers(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
+        loss = self._loss_layers(x, t, True)
+        dout = self.last_layer.backward(1)
+        steps = self._steps()
+        for k in reversed(range(len(steps))):
+            layer = steps[k][0]
+            if len(steps[k]) == 2:  # k == 0: nobody reads the gradient of the images
+                dout, layer.dW, layer.db = self.backend.conv_activation_backward(
+                    dout, steps[k][1].cache, steps[k][1].activation, tuple(layer.x.shape), tuple(layer.W.shape),
+                    layer.col, layer.col_W, layer.stride, layer.pad, k > 0)
+            elif k == 0 and isinstance(layer, Convolution):
+                layer.backward_checked(dout, need_dx=False)
+            else:
+                dout = layer.backward(dout)
+        grads: dict[str, Array] = {}
+        for name, i in self._owners.items():
+            layer = self.layers[name]
+            grads["W" + i], grads["b" + i] = layer.dW, layer.db
+        return {k: grads[k] for k in self.params}, loss
+
+    def _add(self, name: str, layer: Any, owner: str | None = None) -> None:
+        self.layers[name] = layer
+        if owner is not None:
+            self._owners[name] = owner
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.params.items() if k.startswith("W"))
+        return (f"{type(self).__name__}(input_dim={self.input_dim}, {shapes}, "
+                f"dtype={self.dtype.name}, backend={self.backend.name!r})")
+
+
+def _simple_shapes(input_dim: tuple[int, int, int], conv: dict[str, int], hidden: int,
+                   out: int) -> list[tuple[int, ...]]:
+    """The weight shapes of SimpleConvNet: filters, then the two dense layers."""
+    c, h, w = input_dim
+    fn, fs = conv["filter_num"], conv["filter_size"]
+    conv_h = conv_output_size(h, fs, conv["stride"], conv["pad"])
+    conv_w = conv_output_size(w, fs, conv["stride"], conv["pad"])
+    pooled = fn * conv_output_size(conv_h, 2, 2) * conv_output_size(conv_w, 2, 2)
+    return [(fn, c, fs, fs), (pooled, hidden), (hidden, out)]
+
+
+def _deep_shapes(input_dim: tuple[int, int, int], convs: list[dict[str, int]], hidden: int,
+                 out: int) -> list[tuple[int, ...]]:
+    """The weight shapes of DeepConvNet: six filter banks (a 2x2 pool after every second), two dense."""
+    c, h, w = input_dim
+    shapes: list[tuple[int, ...]] = []
+    for i, cp in enumerate(convs, start=1):
+        fn, fs = cp["filter_num"], cp["filter_size"]
+        shapes.append((fn, c, fs, fs))
+        h = conv_output_size(h, fs, cp["stride"], cp["pad"])
+        w = conv_output_size(w, fs, cp["stride"], cp["pad"])
+        c = fn
+        if i % 2 == 0:
+            h, w = conv_output_size(h, 2, 2), conv_output_size(w, 2, 2)
+    return shapes + [(c * h * w, hidden), (hidden, out)]
+
+
+def param_shapes(name: str, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes a conv net's saved config gives, computed without building it.
+
+    ``fastnet.io`` compares them with a file's arrays before allocating
+    anything; a bad config raises ``ValueError`` or ``TypeError``.
+    """
+    dim = _input_dim(config.get("input_dim"))
+    hidden = positive_int(config.get("hidden_size"), "hidden_size")
+    out = positive_int(config.get("output_size"), "output_size")
+    if name == "SimpleConvNet":
+        default = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+        conv = _conv_param(config.get("conv_param"), "conv_param", default)
+        weights = _simple_shapes(dim, conv, hidden, out)
+    else:
+        convs = [_conv_param(config.get(f"conv_param_{i}"), f"conv_param_{i}", {}) for i in range(1, 7)]
+        weights = _deep_shapes(dim, convs, hidden, out)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, shape in enumerate(weights, start=1):
+        shapes[f"W{i}"] = shape
+        shapes[f"b{i}"] = (shape[0],) if len(shape) == 4 else (shape[1],)
+    return shapes
+
+
+class SimpleConvNet(ConvNet):
+    """conv - relu - pool - affine - relu - affine - softmax (the book's ch.7 net).
+
+    Layers ``Conv1, Relu1, Pool1, Affine1, Relu2, Affine2``; parameters
+    ``W1, b1`` (filters), ``W2, b2``, ``W3, b3``; weights drawn with std
+    ``weight_init_std``, biases zero. The pool is 2x2 with stride 2.
+    """
+
+    def __init__(
+        self,
+        input_dim: tuple[int, int, int] = (1, 28, 28),
+        conv_param: dict[str, int] | None = None,
+        hidden_size: int = 100,
+        output_size: int = 10,
+        weight_init_std: float = 0.01,
+        *,
+        seed: Seed = None,
+        dtype: Any = None,
+        backend: NumpyBackend | str | None = None,
+    ) -> None:
+        super().__init__(dtype=dtype, backend=backend)
+        self.input_dim = _input_dim(input_dim)
+        default = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+        conv = _conv_param(default if conv_param is None else conv_param, "conv_param", default)
+        hidden = positive_int(hidden_size, "hidden_size")
+        out = positive_int(output_size, "output_size")
+        std = weight_init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not numpy.isfinite(std) or std < 0:
+            raise ValueError(f"weight_init_std must be a number >= 0 (the book uses 0.01), got {std!r}")
+        self._config = {"input_dim": list(self.input_dim), "conv_param": conv, "hidden_size": hidden,
+                        "output_size": out, "weight_init_std": float(std)}
+
+        rng = seed_rng(seed)
+        to, dt, bk = self.backend.asarray, self.dtype, self.backend
+        shapes = _simple_shapes(self.input_dim, conv, hidden, out)
+        self.params = {}
+        for i, shape in enumerate(shapes, start=1):
+            self.params[f"W{i}"] = to(std * rng.standard_normal(shape), dt)
+            self.params[f"b{i}"] = to(numpy.zeros(shape[0] if i == 1 else shape[1]), dt)
+        p = self.params
+        self.layers, self._owners = OrderedDict(), {}
+        self._add("Conv1", Convolution(p["W1"], p["b1"], conv["stride"], conv["pad"], backend=bk), "1")
+        self._add("Relu1", Relu(backend=bk))
+        self._add("Pool1", Pooling(2, 2, stride=2, backend=bk))
+        self._add("Affine1", Affine(p["W2"], p["b2"], backend=bk), "2")
+        self._add("Relu2", Relu(backend=bk))
+        self._add("Affine2", Affine(p["W3"], p["b3"], backend=bk), "3")
+        self.last_layer = SoftmaxWithLoss(backend=bk)
+
+
+class DeepConvNet(ConvNet):
+    """The book's ch.8 net: three blocks of conv-relu-conv-relu-pool, then
+    affine - relu - dropout - affine - dropout - softmax.
+
+    Parameters ``W1..W6`` (filters), ``W7, W8`` (dense) with their biases;
+    weights He-initialised (std sqrt(2 / inputs of each unit)), biases zero.
+    Dropout (ratio 0.5) is active in ``loss``, ``gradient`` and training,
+    off in ``predict``, ``accuracy`` and ``evaluate``; its masks are seeded
+    from the net's generator.
+    """
+
+    def __init__(
+        self,
+        input_dim: tuple[int, int, int] = (1, 28, 28),
+        conv_param_1: dict[str, int] | None = None,
+        conv_param_2: dict[str, int] | None = None,
+        conv_param_3: dict[str, int] | None = None,
+        conv_param_4: dict[str, int] | None = None,
+        conv_param_5: dict[str, int] | None = None,
+        conv_param_6: dict[str, int] | None = None,
+        hidden_size: int = 50,
+        output_size: int = 10,
+        *,
+        seed: Seed = None,
+        dtype: Any = None,
+        backend: NumpyBackend | str | None = None,
+    ) -> None:
+        super().__init__(dtype=dtype, backend=backend)
+        self.input_dim = _input_dim(input_dim)
+        defaults = [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]  # (filter_num, pad)
+        given = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6]
+        convs = []
+        for i, (value, (fn, pad)) in enumerate(zip(given, defaults), start=1):
+            default = {"filter_num": fn, "filter_size": 3, "pad": pad, "stride": 1}
+            convs.append(_conv_param(default if value is None else value, f"conv_param_{i}", default))
+        hidden = positive_int(hidden_size, "hidden_size")
+        out = positive_int(output_size, "output_size")
+        self._config = {"input_dim": list(self.input_dim),
+                        **{f"conv_param_{i}": cp for i, cp in enumerate(convs, start=1)},
+                        "hidden_size": hidden, "output_size": out}
+
+        rng = seed_rng(seed)
+        to, dt, bk = self.backend.asarray, self.dtype, self.backend
+        self.params = {}
+        self.layers, self._owners = OrderedDict(), {}
+        shapes = _deep_shapes(self.input_dim, convs, hidden, out)
+        for i, cp in enumerate(convs, start=1):
+            fn, c, fs, _ = shapes[i - 1]
+            scale = numpy.sqrt(2.0 / (c * fs * fs))
+            self.params[f"W{i}"] = to(scale * rng.standard_normal((fn, c, fs, fs)), dt)
+            self.params[f"b{i}"] = to(numpy.zeros(fn), dt)
+            self._add(f"Conv{i}", Convolution(self.params[f"W{i}"], self.params[f"b{i}"], cp["stride"],
+                                              cp["pad"], backend=bk), str(i))
+            self._add(f"Relu{i}", Relu(backend=bk))
+            if i % 2 == 0:
+                self._add(f"Pool{i // 2}", Pooling(2, 2, stride=2, backend=bk))
+        for i in (7, 8):
+            n_in, n_out = shapes[i - 1]
+            scale = numpy.sqrt(2.0 / n_in)
+            self.params[f"W{i}"] = to(scale * rng.standard_normal((n_in, n_out)), dt)
+            self.params[f"b{i}"] = to(numpy.zeros(n_out), dt)
+        p = self.params
+        self._add("Affine1", Affine(p["W7"], p["b7"], backend=bk), "7")
+        self._add("Relu7", Relu(backend=bk))
+        self._add("Dropout1", Dropout(0.5, seed=int(rng.integers(2**63)), backend=bk))
+        self._add("Affine2", Affine(p["W8"], p["b8"], backend=bk), "8")
+        self._add("Dropout2", Dropout(0.5, seed=int(rng.integers(2**63)), backend=bk))
+        self.last_layer = SoftmaxWithLoss(backend=bk)
+
+    def loss(self, x: Array, t: Array, train_flg: bool = True) -> Array:
+        """Cross-entropy loss on a batch, with dropout on as in the book (``train_flg=False``: off)."""
+        return super().loss(x, t, train_flg)

@@ -1,0 +1,164 @@
+"""The Numba backend's convolution and pooling give the NumPy backend's bits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastnet
+from fastnet import DeepConvNet, SimpleConvNet
+from fastnet.backend import lookup
+from fastnet.layers import Convolution, Pooling
+from fastnet.optimizers import SGD, Adam
+
+if not fastnet.available_backends()["numba"].available:
+    pytest.skip("numba unavailable", allow_module_level=True)
+
+NUMPY, NUMBA = lookup("numpy"), lookup("numba")
+DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["fp64", "fp32"])
+CASES = [  # (x shape, filter/pool h, w, stride, pad): small ones run on one thread, big ones threaded
+    ((2, 3, 7, 6), 3, 3, 1, 0),
+    ((2, 2, 8, 8), 3, 2, 2, 1),
+    ((3, 2, 6, 7), 2, 3, 3, 2),
+    ((16, 8, 24, 24), 3, 3, 1, 1),
+    ((20, 6, 24, 24), 2, 2, 2, 0),
+]
+
+
+def same(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(a, b), f"max difference {np.max(np.abs(a - b))}"
+
+
+def noncontiguous(x):
+    return np.asfortranarray(x)[:, :, ::1, :]
+
+
+@DTYPES
+@pytest.mark.parametrize("shape, fh, fw, stride, pad", CASES)
+def test_im2col_col2im(dtype, shape, fh, fw, stride, pad):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    for arr in (x, noncontiguous(x)):
+        col = NUMBA.im2col(arr, fh, fw, stride, pad)
+        same(col, NUMPY.im2col(arr, fh, fw, stride, pad))
+    c = rng.standard_normal(col.shape).astype(dtype)
+    same(NUMBA.col2im(c, shape, fh, fw, stride, pad), NUMPY.col2im(c, shape, fh, fw, stride, pad))
+
+
+@DTYPES
+@pytest.mark.parametrize("shape, fh, fw, stride, pad", CASES)
+def test_convolution_layer(dtype, shape, fh, fw, stride, pad):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    W = rng.standard_normal((5, shape[1], fh, fw)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    layers = [Convolution(W, b, stride, pad, backend=bk) for bk in (NUMPY, NUMBA)]
+    outs = [layer.forward(x) for layer in layers]
+    same(outs[1], outs[0])
+    g = rng.standard_normal(outs[0].shape).astype(dtype)
+    dxs = [layer.backward(g) for layer in layers]
+    same(dxs[1], dxs[0])
+    same(layers[1].dW, layers[0].dW)
+    same(layers[1].db, layers[0].db)
+    same(layers[1].col, layers[0].col)
+
+
+def test_a_second_forward_overwrites_the_first_col():
+    rng = np.random.default_rng(5)
+    W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    fast, ref = Convolution(W, b, pad=1, backend=NUMBA), Convolution(W, b, pad=1, backend=NUMPY)
+    x1, x2 = rng.standard_normal((2, 2, 3, 6, 6))
+    fast.forward(x1)
+    first = fast.col
+    for layer in (fast, ref):
+        out = layer.forward(x2)
+    assert fast.col is first  # the layer's array, written again
+    same(fast.col, ref.col)
+    same(fast.backward(out), ref.backward(out))
+    same(fast.dW, ref.dW)
+
+
+@DTYPES
+@pytest.mark.parametrize("shape, ph, pw, stride, pad", CASES)
+def test_pooling_layer(dtype, shape, ph, pw, stride, pad):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, :3, :3] = 1.5  # ties: the first position wins
+    layers = [Pooling(ph, pw, stride, pad, backend=bk) for bk in (NUMPY, NUMBA)]
+    outs = [layer.forward(x) for layer in layers]
+    same(outs[1], outs[0])
+    same(layers[1].arg_max, layers[0].arg_max)
+    g = rng.standard_normal(outs[0].shape).astype(dtype)
+    g[0, 0, 0, 0] = -0.0  # -0.0 sent back: 0.0 + -0.0 is 0.0 in the reference
+    same(layers[1].backward(g), layers[0].backward(g))
+
+
+@pytest.mark.parametrize("signed_zeros", [False, True])
+def test_pooling_nan_and_signed_zeros(signed_zeros):
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 0, 1] = np.nan
+    x[0, 0, 0, 2:] = [5.0, np.nan]  # a NaN after a positive maximum
+    x[0, 0, 3, :2] = [np.inf, -np.inf]
+    if signed_zeros:
+        x[0, 0, 2, 2] = -0.0  # a window of 0.0 and -0.0: NumPy decides the sign, so numba defers to it
+    outs, args = [], []
+    for bk in (NUMPY, NUMBA):
+        layer = Pooling(2, 2, backend=bk)
+        outs.append(layer.forward(x))
+        args.append(layer.arg_max)
+    assert np.isnan(outs[1][0, 0, 0, 0]) and np.isnan(outs[1][0, 0, 0, 1])
+    same(args[1], args[0])
+    assert np.array_equal(np.signbit(outs[1]), np.signbit(outs[0]))
+    assert np.array_equal(outs[1], outs[0], equal_nan=True)
+
+
+def test_integer_images_take_the_reference_path():
+    x = np.arange(2 * 1 * 5 * 5).reshape(2, 1, 5, 5)
+    W, b = np.ones((2, 1, 3, 3)), np.zeros(2)
+    same(Convolution(W, b, backend=NUMBA).forward(x), Convolution(W, b, backend=NUMPY).forward(x))
+    same(NUMBA.im2col(x, 2, 2, 1, 0), NUMPY.im2col(x, 2, 2, 1, 0))
+
+
+def run_steps(cls, backend, dtype, x, t, optimizer, steps, **kw):
+    net = cls(seed=0, dtype=dtype, backend=backend, **kw)
+    losses = [float(net.train_step(x, t, optimizer)) for _ in range(steps)]
+    return net, losses
+
+
+@DTYPES
+@pytest.mark.parametrize("make_opt", [lambda: SGD(0.1), lambda: Adam()], ids=["sgd", "adam"])
+def test_simple_convnet_steps(dtype, make_opt):
+    rng = np.random.default_rng(3)
+    x, t = rng.random((20, 1, 28, 28)).astype(dtype), rng.integers(0, 10, 20)
+    a, la = run_steps(SimpleConvNet, "numpy", dtype, x, t, make_opt(), 4)
+    b, lb = run_steps(SimpleConvNet, "numba", dtype, x, t, make_opt(), 4)
+    assert la == lb
+    for k in a.params:
+        same(b.params[k], a.params[k])
+    same(b.predict(x), a.predict(x))
+
+
+@pytest.mark.slow
+@DTYPES
+def test_deep_convnet_steps(dtype):
+    rng = np.random.default_rng(4)
+    x, t = rng.random((8, 1, 28, 28)).astype(dtype), rng.integers(0, 10, 8)
+    a, la = run_steps(DeepConvNet, "numpy", dtype, x, t, Adam(), 3)
+    b, lb = run_steps(DeepConvNet, "numba", dtype, x, t, Adam(), 3)
+    assert la == lb  # dropout masks come from the same seeded generator on both
+    for k in a.params:
+        same(b.params[k], a.params[k])
+    assert a.accuracy(x, t, batch_size=3) == b.accuracy(x, t, batch_size=3)
+
+
+def test_train_batches_and_evaluate():
+    rng = np.random.default_rng(6)
+    x, t = rng.random((40, 1, 28, 28)), rng.integers(0, 10, 40)
+    batches = rng.permutation(40).reshape(4, 10)
+    nets = [SimpleConvNet(seed=1, backend=bk) for bk in ("numpy", "numba")]
+    losses = [[float(v) for v in net.train_batches(x, t, batches, Adam())] for net in nets]
+    assert losses[0] == losses[1]
+    assert nets[0].evaluate(x, t, batch_size=15) == nets[1].evaluate(x, t, batch_size=15)
+    for k in nets[0].params:
+        same(nets[1].params[k], nets[0].params[k])
