@@ -1,8 +1,9 @@
-"""Helpers of the book's ``common/util.py``: curve smoothing and data shuffling.
+"""Helpers of the book's ``common/util.py``: curve smoothing, data shuffling, im2col and col2im.
 
 ``smooth_curve`` smooths a loss curve for plotting; ``shuffle_dataset``
 shuffles samples and labels together with NumPy's global generator, so
-``np.random.seed(n)`` repeats it, as in the book.
+``np.random.seed(n)`` repeats it, as in the book. ``im2col``, ``col2im`` and
+``conv_output_size`` (ch.7) live in ``fastnet.im2col``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 
 import numpy
 
-__all__ = ["smooth_curve", "shuffle_dataset"]
+from .im2col import col2im, conv_output_size, im2col
+
+__all__ = ["smooth_curve", "shuffle_dataset", "im2col", "col2im", "conv_output_size"]
 
 _WINDOW = 11  # the book's window length
 _BETA = 2  # the Kaiser window's shape parameter, as in the book
