@@ -51,7 +51,7 @@ _MAX_PLANS = 6  # per thread; each holds the buffers of one (params, batch size,
 
 def unavailable_reason() -> str | None:
     try:
-        import numba
+        import numba  # noqa: F401 - importable is what is asked
     except ImportError as exc:
         return f"numba cannot be imported ({exc}); install it with: pip install numba"
     return None
@@ -174,23 +174,8 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
         super().check_targets(t, n_classes, name)
 
     # ------------------------------------------------------------ layers
-    # The book's layers, one compiled pass each where the reference makes several.
-    def affine_forward(self, x: Array, W: Array, b: Array) -> Array:
-        from . import layers
-
-        if x.ndim == 2 and W.ndim == 2 and b.ndim == 1 and layers.fits(x, W, b) and x.shape[1] == W.shape[0] \
-                and b.shape[0] == W.shape[1]:
-            return layers.affine_forward(x, W, b)
-        return super().affine_forward(x, W, b)
-
-    def affine_backward(self, dout: Array, x: Array, W: Array,
-                        need_dx: bool = True) -> tuple[Array | None, Array, Array]:
-        from . import layers
-
-        if dout.ndim == 2 and x.ndim == 2 and layers.fits(dout, x, W):
-            return layers.affine_backward(dout, x, W, need_dx)
-        return super().affine_backward(dout, x, W, need_dx)
-
+    # The book's layers: one compiled pass where the reference makes several
+    # (activations, softmax-with-loss); Affine is its products and keeps the reference.
     def activation_forward(self, activation: Any, x: Array) -> tuple[Array, Array]:
         compiled = _compiled_activation(activation)
         if compiled is not None and _layer_fits(x):

@@ -12,9 +12,8 @@ in NumPy, and it lets loops vectorise.
 from __future__ import annotations
 
 import numba
-import numpy as np
 
-from .reduce import pairwise, column_sums, pairwise_sum, pairwise_sum_squares
+from .reduce import column_sums, pairwise, pairwise_sum, pairwise_sum_squares  # noqa: F401 - the plan sums through here
 
 _jit = numba.njit(cache=True, error_model="numpy")
 

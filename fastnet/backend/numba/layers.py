@@ -1,63 +1,27 @@
-"""The book's layers (Affine, the activations, SoftmaxWithLoss) as compiled passes, NumPy's bits.
+"""The book's SoftmaxWithLoss as compiled passes, NumPy's bits (the activations: ``activations.py``).
 
-What a layer returns stays a fresh array, as in the book (a caller may keep
-``dW`` or ``dx``); the gain is fewer passes over memory: the bias is added
-into the product's output, softmax and the picked probabilities come out of
-one pass, and the backward of softmax-with-loss is one pass. exp and log stay
-NumPy's ufuncs, sums keep NumPy's order (``reduce.py``).
+What a layer returns stays a fresh array, as in the book; the gain is fewer
+passes over memory: softmax and the picked probabilities come out of one pass
+(the reference computes exp twice), and the backward is one pass. exp and log
+stay NumPy's ufuncs, sums keep NumPy's order (``reduce.py``). Affine keeps the
+reference code: its time is its two or three matrix products, which must be
+NumPy's own anyway.
 
 The backend calls these only for NumPy float32/float64 arrays that are
 C-contiguous and of one dtype (``fits``); anything else takes the generic path.
-
-Large results come from a ``Pool``: an array handed out before is written
-again only once nothing but the pool refers to it (``sys.getrefcount``), so a
-caller who keeps a result, or a view of it, always keeps its values. Fresh
-arrays this large are mapped anew by the allocator on every call and each
-page faults in again; reusing them is what makes the layer-by-layer ch.5 net
-faster than NumPy's (``benchmarks/bench_step.py``, ``layers`` cases).
 """
 
 from __future__ import annotations
 
-import sys
-import threading
 from typing import Any
 
 import numba
 import numpy as np
 
-from .kernels import add_bias
-from .reduce import pairwise, column_sums
+from .reduce import pairwise
 
 _jit = numba.njit(cache=True, error_model="numpy")
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-POOLED_BYTES = 64 * 1024  # smaller arrays come from malloc's free lists, cheaply
-_PER_SHAPE = 4
-
-
-class Pool:
-    """Arrays handed out before, reused once nobody else refers to them; one per thread."""
-
-    def __init__(self) -> None:
-        self.local = threading.local()
-
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        if np.prod(shape) * np.dtype(dtype).itemsize < POOLED_BYTES:
-            return np.empty(shape, dtype)
-        table = self.local.__dict__.setdefault("arrays", {})
-        arrays = table.setdefault((shape, np.dtype(dtype).char), [])
-        for a in arrays:
-            if sys.getrefcount(a) == 3:  # the list, this loop and the call's argument: free
-                return a
-        a = np.empty(shape, dtype)
-        if len(arrays) < _PER_SHAPE:
-            arrays.append(a)
-        return a
-
-
-POOL = Pool()
 
 
 def fits(*arrays: Any) -> bool:
@@ -69,20 +33,6 @@ def fits(*arrays: Any) -> bool:
         if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous:
             return False
     return True
-
-
-def affine_forward(x: Any, W: Any, b: Any) -> Any:
-    out = np.dot(x, W, out=POOL.empty((x.shape[0], W.shape[1]), x.dtype))
-    add_bias(out, b)
-    return out
-
-
-def affine_backward(dout: Any, x: Any, W: Any, need_dx: bool) -> tuple[Any, Any, Any]:
-    dx = np.dot(dout, W.T, out=POOL.empty((dout.shape[0], W.shape[0]), dout.dtype)) if need_dx else None
-    dW = np.dot(x.T, dout, out=POOL.empty(W.shape, dout.dtype))
-    db = np.empty(dout.shape[1], dout.dtype)
-    column_sums(dout, db)
-    return dx, dW, db
 
 
 @_jit

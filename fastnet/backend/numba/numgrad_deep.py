@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-import scipy.linalg.cython_blas
+import scipy.linalg.cython_blas  # noqa: F401 - np.dot in compiled code calls BLAS through it
 
 from .numgrad_terms import activate, OPTS, sample_term
 

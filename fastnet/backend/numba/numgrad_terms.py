@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import math
-
 import numba
 
 from .fastmath import exp64, log64

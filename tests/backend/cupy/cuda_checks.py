@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy
 
-from fastnet import optimizers
 from fastnet.backend.cupy import cuda
 from fastnet.backend.cupy.launch import rows_shape
 from fastnet.backend.cupy.plan import Layout

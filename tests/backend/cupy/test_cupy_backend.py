@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import copy
-import sys
-import types
-from typing import Any
 
 import numpy as np
 import pytest
 
 import fastnet
 from fastnet import optimizers as opt
-from fastnet.activations import RELU, SIGMOID, TANH
-from fastnet.backend import cupy as cupy_backend, registry
-from fastnet.backend.cupy import numgrad
-from fastnet.backend.cupy import plan as plan_mod
 from fastnet.backend.cupy.cuda import RULES
-from fastnet.backend.cupy.engine import FusedEngine
-from fastnet.backend.spec import MLPSpec
 
-from cupy_helpers import REF, make_batch, make_params, needs_cxx, worst
+from cupy_helpers import REF, make_batch, needs_cxx, worst
 
 
 @needs_cxx

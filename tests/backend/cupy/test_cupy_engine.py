@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import copy
-import sys
-import types
 from typing import Any
 
 import numpy as np
 import pytest
 
-import fastnet
 from fastnet import optimizers as opt
 from fastnet.activations import RELU, SIGMOID, TANH
-from fastnet.backend import cupy as cupy_backend, registry
 from fastnet.backend.cupy import numgrad
 from fastnet.backend.cupy import plan as plan_mod
 from fastnet.backend.cupy.cuda import RULES

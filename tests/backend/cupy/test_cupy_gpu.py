@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import sys
-import types
 from typing import Any
 
 import numpy as np
@@ -12,15 +9,11 @@ import pytest
 
 import fastnet
 from fastnet import optimizers as opt
-from fastnet.activations import RELU, SIGMOID, TANH
-from fastnet.backend import cupy as cupy_backend, registry
-from fastnet.backend.cupy import numgrad
 from fastnet.backend.cupy import plan as plan_mod
 from fastnet.backend.cupy.cuda import RULES
 from fastnet.backend.cupy.engine import FusedEngine
-from fastnet.backend.spec import MLPSpec
 
-from cupy_helpers import make_batch, worst
+from cupy_helpers import REF, make_batch, worst
 
 
 def _gpu_reason() -> str | None:
