@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 import fastnet
@@ -58,11 +57,6 @@ def mnist_dir() -> str:
     if not path or not all(os.path.exists(os.path.join(path, n)) for n in names):
         pytest.skip("real MNIST not found: set FASTNET_DATA to a folder with the IDX .gz files")
     return path
-
-
-def host(x) -> np.ndarray:
-    """Any backend's array as NumPy, for assertions."""
-    return fastnet.to_numpy(x)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import host
+from hostarrays import host
 
 import fastnet
 from fastnet import (

@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import host
+from hostarrays import host
 
 import fastnet
 from fastnet import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import host
+from hostarrays import host
 
 import fastnet
 from fastnet.optimizers import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import host
+from hostarrays import host
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays

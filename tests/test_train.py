@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import host
+from hostarrays import host
 
 import fastnet
 from fastnet import MultiLayerNet, Trainer, TrainingDivergedError, TwoLayerNet
