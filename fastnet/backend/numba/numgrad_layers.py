@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from .fastmath import exp64, log64
-from .numgrad_terms import CE_DELTA, activate, OPTS, sample_term
+from .numgrad_terms import CE_DELTA, OPTS, sample_term, unit_changes
 
 # A shift more than ~700 above the new row maximum underflows every exp: then
 # the lane's term is recomputed from its scores with the exact maximum.
@@ -74,11 +74,10 @@ def first_layer_changes(
                 dp[l] = dplus[j, col]
                 dm[l] = dminus[j, col]
             top = row_max[n]
+            unit_changes(a, h0, xv, dp, dm, hp, hm, c, act)
             for l in range(c):
-                up = activate(a + xv[l] * dp[l], act) - h0
-                um = activate(a + xv[l] * dm[l], act) - h0
-                hp[l] = up
-                hm[l] = um
+                up = hp[l]
+                um = hm[l]
                 # shift >= the new row maximum, so no exp below overflows
                 shp[l] = top + (up * w_hi if up > 0.0 else up * w_lo)
                 shm[l] = top + (um * w_hi if um > 0.0 else um * w_lo)
@@ -101,7 +100,10 @@ def first_layer_changes(
             for l in range(c):
                 cp[l] = -log64(cp[l] / sp[l] + CE_DELTA) - old
                 cm[l] = -log64(cm[l] / sm[l] + CE_DELTA) - old
-            for l in range(c):
+            bad = False
+            for l in range(c):  # a reduction: it vectorises, the fix-up below rarely runs
+                bad |= not (sp[l] > _TINY and sm[l] > _TINY)
+            for l in range(c if bad else 0):
                 if not (sp[l] > _TINY and sm[l] > _TINY):
                     for k in range(k_out):
                         zs[k] = Z[n, k] + hp[l] * W2[j, k]
@@ -135,6 +137,7 @@ def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, c
         ep = np.empty(n_samples)
         em = np.empty(n_samples)
         zs = np.empty(k_out)
+        fixed = np.zeros(n_samples, np.bool_)
         for k in range(k_out):
             for n in range(n_samples):
                 hv = 1.0 if j == n_hid else Hh[n, j]
@@ -162,19 +165,25 @@ def second_layer_changes(lab, Hh, Zt, row_max, terms, dplus, dminus, chg_plus, c
                     em[n] = vm if hit else em[n]
             total_p = 0.0
             total_m = 0.0
-            for n in range(n_samples):
-                if not (sp[n] > _TINY and sm[n] > _TINY):
+            bad = False
+            for n in range(n_samples):  # a reduction: it vectorises, the fix-up below rarely runs
+                bad |= not (sp[n] > _TINY and sm[n] > _TINY)
+            for n in range(n_samples if bad else 0):
+                fixed[n] = not (sp[n] > _TINY and sm[n] > _TINY)
+                if fixed[n]:
                     for kk in range(k_out):
                         zs[kk] = Zt[kk, n]
                     zs[k] = Zt[k, n] + up[n]
                     ep[n] = sample_term(zs, lab[n])
                     zs[k] = Zt[k, n] + um[n]
                     em[n] = sample_term(zs, lab[n])
-                    sp[n] = ep[n] - terms[n]
-                    sm[n] = em[n] - terms[n]
-                    continue
+            for n in range(n_samples):
                 sp[n] = -log64(ep[n] / sp[n] + CE_DELTA) - terms[n]
                 sm[n] = -log64(em[n] / sm[n] + CE_DELTA) - terms[n]
+            for n in range(n_samples if bad else 0):
+                if fixed[n]:
+                    sp[n] = ep[n] - terms[n]
+                    sm[n] = em[n] - terms[n]
             for n in range(n_samples):
                 total_p += sp[n]
                 total_m += sm[n]
