@@ -101,8 +101,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_net(p: argparse.ArgumentParser, hidden_help: str) -> None:
     from .activations import ACTIVATIONS
 
-    p.add_argument("--net", choices=("two", "multi"), default="two",
-                   help="two: the book's TwoLayerNet; multi: MultiLayerNet (default: two)")
+    p.add_argument("--net", choices=NET_CHOICES, default="two",
+                   help="two: the book's TwoLayerNet; multi: MultiLayerNet; simple-conv / deep-conv: "
+                        "the ch.7 / ch.8 convolutional nets, on MNIST (default: two)")
     p.add_argument("--hidden", type=sizes, metavar="SIZES", help=hidden_help)
     p.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu", help="(default: relu)")
     p.add_argument("--weight-init", type=weight_init, metavar="STD",
@@ -189,8 +190,25 @@ def pick_dataset(args: argparse.Namespace, fallback: str) -> tuple[str, Any, str
     return "mnist", data, "MNIST (downloaded)"
 
 
+NET_CHOICES = ("two", "multi", "simple-conv", "deep-conv")
+CONV_NETS = ("simple-conv", "deep-conv")
+
+
 def check_net_args(args: argparse.Namespace) -> None:
     """Refuse option mixes the chosen net cannot take, before any data is loaded."""
+    if args.net in CONV_NETS:
+        fixed = [name for name, given in (
+            ("--weight-decay", args.weight_decay), ("--batchnorm", args.batchnorm),
+            ("--dropout", getattr(args, "dropout", None) is not None), ("--weight-init", args.weight_init is not None),
+            ("--activation", args.activation != "relu"),
+            ("--dataset spiral", getattr(args, "dataset", None) == "spiral"),
+        ) if given]
+        if fixed:
+            raise ValueError(f"--net {args.net} is the book's fixed architecture (relu, MNIST images): "
+                             f"it takes no {', '.join(fixed)}")
+        if args.hidden is not None and len(args.hidden) != 1:
+            raise ValueError(f"--net {args.net} has one dense hidden layer; give --hidden as one size")
+        return
     if args.net != "two":
         return
     multi_only = [name for name, given in (
@@ -207,6 +225,14 @@ def make_net(args: argparse.Namespace, n_in: int, n_out: int, hidden: list[int],
     from .nets import MultiLayerNet, TwoLayerNet
 
     check_net_args(args)
+    if args.net in CONV_NETS:
+        from .convnets import DeepConvNet, SimpleConvNet
+
+        if n_in != 784:
+            raise ValueError(f"--net {args.net} needs 28x28 MNIST images, but the data has {n_in} features per sample")
+        cls = SimpleConvNet if args.net == "simple-conv" else DeepConvNet
+        size = {"hidden_size": hidden[0]} if args.hidden else {}
+        return cls(input_dim=(1, 28, 28), output_size=n_out, **size, seed=seed, dtype=args.dtype, backend=backend)
     if args.net == "two":
         std = 0.01 if args.weight_init is None else args.weight_init
         if isinstance(std, str):

@@ -17,6 +17,7 @@ from .cli_common import (
     compile_note,
     fraction,
     fresh_seed,
+    CONV_NETS,
     make_net,
     pick_dataset,
     positive_float,
@@ -97,7 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     compile_note(backend)
     trainer = Trainer(net, x, t, xt, tt, epochs=epochs, mini_batch_size=args.batch_size, optimizer=optimizer,
                       evaluate_sample_num_per_epoch=args.eval_samples, sampling=args.sampling, seed=seed,
-                      progress=progress, verbose="epochs")
+                      progress=progress, verbose="epochs",
+                      eval_batch_size=100 if args.net in CONV_NETS else 10000)  # im2col grows with the batch
     start = time.perf_counter()
     history = trainer.train()
     total = time.perf_counter() - start

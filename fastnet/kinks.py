@@ -22,7 +22,8 @@ def kink_units(net: Any, x: Any, h: float = 1e-4) -> dict[int, numpy.ndarray] | 
     ``h * max(1, max |layer input|)``; units closer to 0 than that are kinks.
     None when the net has no ReLU or runs batch norm (not analysed here).
     """
-    if activations.builtin(getattr(net, "activation", None)) != "relu" or getattr(net, "use_batchnorm", False):
+    if (activations.builtin(getattr(net, "activation", None)) != "relu" or getattr(net, "use_batchnorm", False)
+            or any(p.ndim != 2 for k, p in net.params.items() if k.startswith("W"))):  # dense nets only
         return None
     to_numpy = net.backend.to_numpy
     layer_in = numpy.asarray(to_numpy(x), dtype=numpy.float64)

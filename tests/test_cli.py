@@ -291,3 +291,29 @@ def test_gradcheck_relu_kink_is_explained_not_failed(capsys, monkeypatch):
     code, out, err = run(capsys, "gradcheck", "--seed", "0", "--samples", "100", "--backend", "numba")
     assert code == 0, out + err
     assert "b1" in out and "ok away from kinks" in out and "kinks:" in out and "FAIL" not in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--net", "simple-conv", "--dataset", "spiral"], "fixed architecture"),
+    (["--net", "deep-conv", "--activation", "tanh"], "--activation"),
+    (["--net", "simple-conv", "--hidden", "10,10"], "one dense hidden layer"),
+])
+def test_conv_nets_refuse_options_they_cannot_take(capsys, argv, message):
+    code, out, err = run(capsys, "train", *argv)
+    assert code == 2 or code == 1, out + err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.mnist
+def test_train_simple_conv_on_mnist(capsys, monkeypatch, tmp_path):
+    if not REAL_MNIST:
+        pytest.skip("real MNIST not found: set FASTNET_DATA to a folder with the IDX .gz files")
+    monkeypatch.setenv("FASTNET_DATA", REAL_MNIST)
+    path = tmp_path / "conv.npz"
+    code, out, err = run(capsys, "train", "--net", "simple-conv", "--epochs", "2", "--train-size", "600",
+                         "--optimizer", "adam", "--lr", "0.001", "--seed", "0", "--backend", "numba",
+                         "--save", str(path))
+    assert code == 0, out + err
+    assert "SimpleConvNet" in out
+    net = fastnet.load_net(path)
+    assert type(net).__name__ == "SimpleConvNet" and net.params["W1"].shape == (30, 1, 5, 5)
