@@ -21,6 +21,7 @@ from typing import Any, Callable, NamedTuple
 import numba
 import numpy as np
 
+from .kernels import add_bias
 from .reduce import column_sums
 
 _jit = numba.njit(cache=True, error_model="numpy")
@@ -167,14 +168,6 @@ def sigmoid_backward(d: Any, out: Any) -> Any:
 
 
 @_jit
-def _add_bias(a, b):  # type: ignore[no-untyped-def]
-    n, m = a.shape
-    for i in range(n):
-        for j in range(m):
-            a[i, j] = a[i, j] + b[j]
-
-
-@_jit
 def _tanh_backward(d, out):  # type: ignore[no-untyped-def]
     one = d.dtype.type(1)
     for i in range(d.size):
@@ -199,7 +192,7 @@ def tanh_backward_sums(d, out, db):  # type: ignore[no-untyped-def]
 
 
 def tanh_bias_forward(a: Any, b: Any) -> None:
-    _add_bias(a, b)
+    add_bias(a, b)
     np.tanh(a, out=a)
 
 
