@@ -188,6 +188,10 @@ class ConvNet(Net):
                 f"dtype={self.dtype.name}, backend={self.backend.name!r})")
 
 
+#: SimpleConvNet's filters when conv_param does not say (the book's: 30 of 5x5, stride 1, no padding).
+SIMPLE_CONV = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+
+
 def _simple_shapes(input_dim: tuple[int, int, int], conv: dict[str, int], hidden: int,
                    out: int) -> list[tuple[int, ...]]:
     """The weight shapes of SimpleConvNet: filters, then the two dense layers."""
@@ -225,8 +229,7 @@ def param_shapes(name: str, config: dict[str, Any]) -> dict[str, tuple[int, ...]
     hidden = positive_int(config.get("hidden_size"), "hidden_size")
     out = positive_int(config.get("output_size"), "output_size")
     if name == "SimpleConvNet":
-        default = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
-        conv = _conv_param(config.get("conv_param"), "conv_param", default)
+        conv = _conv_param(config.get("conv_param"), "conv_param", SIMPLE_CONV)
         weights = _simple_shapes(dim, conv, hidden, out)
     else:
         convs = [_conv_param(config.get(f"conv_param_{i}"), f"conv_param_{i}", {}) for i in range(1, 7)]
@@ -260,8 +263,7 @@ class SimpleConvNet(ConvNet):
     ) -> None:
         super().__init__(dtype=dtype, backend=backend)
         self.input_dim = _input_dim(input_dim)
-        default = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
-        conv = _conv_param(default if conv_param is None else conv_param, "conv_param", default)
+        conv = _conv_param(SIMPLE_CONV if conv_param is None else conv_param, "conv_param", SIMPLE_CONV)
         hidden = positive_int(hidden_size, "hidden_size")
         out = positive_int(output_size, "output_size")
         std = weight_init_std
