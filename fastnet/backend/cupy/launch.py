@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 TILE = 16  # tiled matmul: blocks of TILE x TILE threads, one output each
 EW_THREADS = 256  # elementwise kernels
-ROW_THREADS = 1024  # rows_a: threads per block
+# rows_a: threads per block. More threads split layer 0's inputs more ways, halving each
+# thread's chain of dependent loads: 784-50-10 at B=100 fp32 on an H100, a step took 22.2 us
+# at 256 threads and 15.8 us at 1024, an epoch 14.2 and 10.2 ms (python -m benchmarks.gpu_profile,
+# docs/gpu.md); 512 threads came within 2% of 1024 once rows_b's split was in.
+ROW_THREADS = 1024
 B_THREADS = 256  # rows_b: threads per block
 MIN_SPLIT_K = 64  # tiled matmul: K left to each split at least
 # CUDA's cap on static shared memory is 48 KiB a block; rows_a keeps some of it spare
@@ -38,7 +42,12 @@ class Hardware:
 
 
 def choose_split(M: int, N: int, K: int, hw: Hardware) -> int:
-    """Split K (a power of two) when the output alone gives fewer than two blocks an SM."""
+    """Split K (a power of two) when the output alone gives fewer than two blocks an SM.
+
+    Its gain is measured by ``benchmarks/bench_gpu.py -k split_k`` (the
+    tiled step of the book's ch.6 net with and without it); it has no
+    measured figure yet.
+    """
     blocks = -(-M // TILE) * -(-N // TILE)
     split = 1
     while blocks * split * 2 <= 2 * hw.sms and K // (split * 2) >= MIN_SPLIT_K:
@@ -126,3 +135,13 @@ def row_split(rows: int, params: int, hw: Hardware) -> int:
     while split < 16 and rows > 16 * split and params * split * 2 <= hw.wave_threads:
         split *= 2
     return split
+
+
+def rows_b_blocks(shape: RowsShape, stage: str) -> int:
+    """Blocks of rows_b: its parameters' blocks (stages grad/train), then the loss block."""
+    if stage not in ("grad", "train"):
+        return 1
+    n = shape.sizes
+    total = sum(n[i] * n[i + 1] + n[i + 1] for i in range(shape.depth))
+    per_block = B_THREADS // shape.b_split
+    return -(-total // per_block) + 1

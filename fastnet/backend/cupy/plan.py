@@ -118,7 +118,7 @@ class Plan:
         self.records: list[tuple[str, tuple[int, ...], tuple[int, ...], tuple[Any, ...]]] = []
         self.names: list[str] = []  # launch names, in order (for tests and docs)
         self._sources: list[str] = [
-            src.prelude(src.real_type(layout.dtype), layout.activation, layout.rule, self.kernel_files)]
+            src.prelude(src.real_type(layout.dtype), self.kernel_files)]
         self.expressions: list[str] = []  # the template instantiations this plan launches
         self.capturable = True
         self._build()

@@ -67,6 +67,7 @@ static inline void __syncthreads() { emu_barrier->wait(); }
 
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(n)
 #define __shared__ static
@@ -95,7 +96,8 @@ static void emu_launch(dim3 g, dim3 b, const std::function<void()>& body) {
 """
 
 _KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\s*\(([^)]*)\)')
-_TEMPLATE = re.compile(r"template\s*<([^{};]*?)>\s*__global__ void (\w+)\s*\(([^)]*)\)")
+_TEMPLATE = re.compile(
+    r"template\s*<([^{};]*?)>\s*__global__ void (?:__launch_bounds__\(\w+\)\s*)?(\w+)\s*\(([^)]*)\)")
 
 _SCALARS = {
     "int": (ctypes.c_int, numpy.int32),
@@ -110,6 +112,7 @@ _POINTEES = {
     "long long": numpy.int64,
     "int": numpy.int32,
     "unsigned long long": numpy.uint64,
+    "bool": numpy.bool_,
 }
 
 _lock = threading.Lock()

@@ -14,6 +14,20 @@ static __device__ __forceinline__ double r_tanh(double x) { return tanh(x); }
 static __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 static __device__ __forceinline__ long long lmin(long long a, long long b) { return a < b ? a : b; }
 
+// Fixed-order tree sum of v over the block (THREADS, a power of two).
+template <int THREADS>
+static __device__ __forceinline__ double block_sum(double v, double* red, int tid) {
+  red[tid] = v;
+  __syncthreads();
+  for (int s = THREADS / 2; s > 0; s >>= 1) {
+    if (tid < s) red[tid] += red[tid + s];
+    __syncthreads();
+  }
+  v = red[0];
+  __syncthreads();
+  return v;
+}
+
 // Slots of the int64 clock array each plan keeps on the device (source.py's CLOCK_*).
 enum ClockSlot {
   CLOCK_RING = 0,   // next free slot of the loss ring

@@ -91,20 +91,6 @@ __global__ void gemm_reduce(const T* __restrict__ ws, const T* aux, T* out, T* o
   }
 }
 
-// Fixed-order tree sum of v over the block (THREADS, a power of two).
-template <int THREADS>
-static __device__ __forceinline__ double block_sum(double v, double* red, int tid) {
-  red[tid] = v;
-  __syncthreads();
-  for (int s = THREADS / 2; s > 0; s >>= 1) {
-    if (tid < s) red[tid] += red[tid + s];
-    __syncthreads();
-  }
-  v = red[0];
-  __syncthreads();
-  return v;
-}
-
 // Softmax + cross-entropy + its backward in one block: dY = (softmax(S) - T) / ROWS, and
 // the book's loss -sum(log(y[t] + 1e-7)) / ROWS (+ 0.5 * lam * sum(W**2), WSIZES the
 // weights' sizes) into the next slot of the loss ring. One-hot rows take their first
