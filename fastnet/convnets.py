@@ -90,7 +90,7 @@ class ConvNet(Net):
 
     def accuracy(self, x: Array, t: Array, batch_size: int = 100) -> float:
         """Fraction of samples whose highest score is the true class, `batch_size` at a time (test mode)."""
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         batch_size = positive_int(batch_size, "batch_size")
         xp = self.backend.xp
         if t.ndim != 1:
@@ -116,7 +116,7 @@ class ConvNet(Net):
         differences mean something.
         """
         h = real(h, "h", positive=True)
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         self._sync_layers()
         return self.backend.convnet_numerical_gradient(self, x, t, h)
 
@@ -158,7 +158,7 @@ class ConvNet(Net):
         return x
 
     def _gradient_layers(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
-        loss = self._loss_layers(x, t, True)
+        loss = self.layers_loss(x, t, True)
         dout = self.last_layer.backward(1)
         steps = self._steps()
         for k in reversed(range(len(steps))):

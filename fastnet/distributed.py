@@ -163,7 +163,7 @@ def numerical_gradient(
             "the distributed numerical gradient needs a plain fully connected net "
             "(no dropout or batch normalization); use net.numerical_gradient(x, t) instead"
         )
-    x, t = net._xt(x, t)  # the same checks as the local call
+    x, t = net.checked_batch(x, t)  # the same checks as the local call
     backend = net.backend
     dask = as_client(client)
     if chunks is None:

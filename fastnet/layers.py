@@ -167,9 +167,9 @@ class SoftmaxWithLoss:
         x = numeric(self.backend, x, "x")
         if x.ndim != 2 or x.shape[0] == 0:
             raise ValueError(f"x must be a non-empty batch of scores (N, classes), got shape {x.shape}")
-        return self._forward(x, targets(self.backend, t, x.shape[0], x.shape[1]))
+        return self.forward_checked(x, targets(self.backend, t, x.shape[0], x.shape[1]))
 
-    def _forward(self, x: Array, t: Array) -> Array:
+    def forward_checked(self, x: Array, t: Array) -> Array:
         """Forward without checks, for nets that checked their inputs once already."""
         self.t = t
         self.loss, self.y = self.backend.softmax_cross_entropy(x, t)

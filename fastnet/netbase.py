@@ -134,10 +134,12 @@ class Net:
             )
         return x.astype(self.dtype, copy=False)
 
-    def _xt(
+    def checked_batch(
         self, x: Array, t: Array, x_name: str = "x", t_name: str = "t", *, once: bool = False,
         train: bool = False,
     ) -> tuple[Array, Array]:
+        """(x, t) checked against this net and converted to its backend and dtype; errors name
+        `x_name` and `t_name`."""
         x = self._x(x, x_name, train=train)
         t = targets(self.backend, t, x.shape[0], self.output_size, t_name, x_name, once=once)
         if t.ndim == 2 and t.dtype != self.dtype:
@@ -170,15 +172,15 @@ class Net:
 
     def loss(self, x: Array, t: Array, train_flg: bool = False) -> Array:
         """Cross-entropy loss (plus weight decay) on a batch; t one-hot or labels."""
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         spec = self.spec()
         if spec is not None:
             return self.backend.mlp_loss(spec, x, t)
-        return self._loss_layers(x, t, train_flg)
+        return self.layers_loss(x, t, train_flg)
 
     def accuracy(self, x: Array, t: Array) -> float:
         """Fraction of samples whose highest score is the true class."""
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         xp = self.backend.xp
         y = xp.argmax(self.predict(x), axis=1)
         if t.ndim != 1:
@@ -191,7 +193,7 @@ class Net:
 
     def gradient_and_loss(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
         """Backprop gradients and the loss of the same forward pass."""
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         spec = self.spec()
         if spec is not None:
             return self.backend.mlp_gradient(spec, x, t)
@@ -205,14 +207,14 @@ class Net:
         another's perturbation.
         """
         h = real(h, "h", positive=True)
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         with self._numgrad_lock:
             spec = self.spec()
             if spec is not None:
                 return self.backend.mlp_numerical_gradient(spec, x, t, h)
 
             def f(_: Array) -> Any:
-                return self._loss_layers(x, t, True)
+                return self.layers_loss(x, t, True)
 
             return {k: numerical_gradient_loop(f, p, h) for k, p in self.params.items()}
 
@@ -229,7 +231,7 @@ class Net:
 
         The loss stays a backend scalar (on a GPU, no device sync happens).
         """
-        x, t = self._xt(x, t, train=True)
+        x, t = self.checked_batch(x, t, train=True)
         self._optimizer(optimizer)
         spec = self.spec()
         if spec is not None:
@@ -247,7 +249,7 @@ class Net:
         backend in one call, so a GPU backend can capture it as one graph.
         Returns the losses (backend scalars or an array; nothing is synced).
         """
-        x, t = self._xt(x, t, train=True)
+        x, t = self.checked_batch(x, t, train=True)
         self._optimizer(optimizer)
         batches = _checked_batches(batches, x.shape[0])
         spec = self.spec()
@@ -266,7 +268,7 @@ class Net:
         Test mode: dropout off and batch norm on its running averages. The
         loss includes the weight-decay term, like ``loss``. One device sync.
         """
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         batch_size = positive_int(batch_size, "batch_size")
         xp = self.backend.xp
         n = x.shape[0]
@@ -319,8 +321,9 @@ class Net:
                 x = layer.forward(x)
         return x
 
-    def _loss_layers(self, x: Array, t: Array, train_flg: bool) -> Array:
-        loss = self.last_layer._forward(self._predict_layers(x, train_flg), t)  # t checked by the caller
+    def layers_loss(self, x: Array, t: Array, train_flg: bool) -> Array:
+        """The loss through the layers, as the book computes it (x and t already checked)."""
+        loss = self.last_layer.forward_checked(self._predict_layers(x, train_flg), t)  # t checked by the caller
         lam = self.weight_decay_lambda
         if lam:
             xp = self.backend.xp
@@ -329,7 +332,7 @@ class Net:
         return loss
 
     def _gradient_layers(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
-        loss = self._loss_layers(x, t, True)
+        loss = self.layers_loss(x, t, True)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
             dout = layer.backward(dout)
@@ -347,7 +350,7 @@ class Net:
 
     def gradient_layers(self, x: Array, t: Array) -> dict[str, Array]:
         """Backprop through the ``layers`` dict exactly as the book does (for teaching)."""
-        x, t = self._xt(x, t)
+        x, t = self.checked_batch(x, t)
         return self._gradient_layers(x, t)[0]
 
     def __repr__(self) -> str:

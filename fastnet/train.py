@@ -238,7 +238,7 @@ class Trainer:
                 raise TypeError(f"{t_name} must hold integer class labels, got dtype {t.dtype}")
             t = t.astype(numpy.int64, copy=False)  # one index type for every backend
         # shapes, label range, one-hot rows: checked once here, never per step
-        x, t = net._xt(x, t, x_name, t_name, once=True)  # values too, even on a GPU
+        x, t = net.checked_batch(x, t, x_name, t_name, once=True)  # values too, even on a GPU
         if self.check_finite and not bool(bk.xp.isfinite(x).all()):
             bad = int(bk.xp.sum(~bk.xp.isfinite(x)))
             raise ValueError(

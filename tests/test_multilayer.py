@@ -134,7 +134,7 @@ def test_fused_path_equals_layer_path(backend, variant):
     fused, layered = net.gradient(x, t), net.gradient_layers(x, t)
     for k in fused:
         np.testing.assert_allclose(host(fused[k]), host(layered[k]), rtol=1e-10, atol=1e-14)
-    assert float(net.loss(x, t)) == pytest.approx(float(net._loss_layers(x, t, False)), rel=1e-12)
+    assert float(net.loss(x, t)) == pytest.approx(float(net.layers_loss(x, t, False)), rel=1e-12)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
