@@ -55,16 +55,17 @@ def group(net_name: str, dtype: Any) -> str:
 
 
 class TorchConvStep:
-    """The same net and Adam step in PyTorch (CPU), from the same starting parameters."""
+    """The same net and Adam step in PyTorch (on `device`), from the same starting parameters."""
 
-    def __init__(self, net: Any, x: np.ndarray, t: np.ndarray) -> None:
+    def __init__(self, net: Any, x: np.ndarray, t: np.ndarray, device: str = "cpu") -> None:
         import torch
 
         self.torch = torch
         self.deep = isinstance(net, DeepConvNet)
-        self.p = {k: torch.tensor(np.asarray(v), requires_grad=True) for k, v in net.params.items()}
+        self.p = {k: torch.tensor(net.backend.to_numpy(v), device=device, requires_grad=True)
+                  for k, v in net.params.items()}
         self.convs = [(lay.stride, lay.pad) for name, lay in net.layers.items() if name.startswith("Conv")]
-        self.x, self.t = torch.tensor(x), torch.tensor(t)
+        self.x, self.t = torch.tensor(x, device=device), torch.tensor(t, device=device)
         self.optimizer = torch.optim.Adam(list(self.p.values()), lr=0.001)
 
     def loss(self) -> Any:

@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.optimizers import SGD
+from fastnet.optimizers import SGD, Adam
 
 from .bench_step import after_one_book_step
 from .peers import TorchStep, torch_reason
@@ -318,3 +318,72 @@ def test_gpu_crossover(benchmark: Any, gpu: Any, sizes: tuple[int, ...], impl: s
                  blas_min_flops=gpu.engine.blas_min_flops)
     measure(benchmark, _chunk(step), group=f"gpu-crossover-{name}-B{rows}-float32", name=impl, info=info,
             sync=bk.synchronize)
+
+
+# ------------------------------------------------------------------ split-K
+SPLIT_NET = (784, 100, 100, 100, 100, 100, 10)  # the book's ch.6 MultiLayerNet
+
+
+@pytest.mark.parametrize("impl", ["cupy-tiled", "cupy-tiled-unsplit"])
+def test_gpu_split_k(benchmark: Any, gpu: Any, impl: str) -> None:
+    """The tiled layout with and without split-K (launch.choose_split) on the book's ch.6 net, B=100.
+
+    "unsplit" gives the launch policy a device with no multiprocessors to
+    fill, so it never splits K; everything else is the same plan.
+    """
+    from fastnet.backend.cupy.device import CupyDevice
+    from fastnet.backend.cupy.engine import FusedEngine
+    from fastnet.backend.cupy.launch import Hardware
+
+    rows, dtype = 100, np.float32
+    device = CupyDevice()
+    hw = device.hardware() if impl == "cupy-tiled" else Hardware(sms=0, threads_per_sm=device.hardware().threads_per_sm)
+    engine = FusedEngine(device, hardware=hw, strict=True, blas_min_flops=float("inf"), rows_max_traffic=0.0)
+    net = fastnet.MultiLayerNet(SPLIT_NET[0], list(SPLIT_NET[1:-1]), SPLIT_NET[-1], seed=0, dtype=dtype, backend=gpu)
+    rng = np.random.default_rng(0)
+    x = gpu.asarray(rng.random((rows, SPLIT_NET[0]), dtype=dtype))
+    t = gpu.asarray(rng.integers(0, SPLIT_NET[-1], rows))
+    optimizer = SGD(LR)
+
+    def step() -> Any:
+        return engine.train_step(net.spec(), x, t, optimizer)
+
+    assert np.isfinite(float(step()))
+    name = "-".join(map(str, SPLIT_NET))
+    info = _info("gpu-split-k", f"{name}-B{rows}-float32", impl, batch=rows, dtype="float32",
+                 steps_per_call=CHUNK, scale=1 / CHUNK)
+    measure(benchmark, _chunk(step), group=f"gpu-split-k-{name}-B{rows}-float32", name=impl, info=info,
+            sync=gpu.synchronize)
+
+
+# ------------------------------------------------------------------ conv nets
+@pytest.mark.parametrize("impl", ["cupy", "cupy-book", "torch-cuda"])
+@pytest.mark.parametrize("net_name", ["simple", "deep"])
+def test_gpu_conv_step(benchmark: Any, gpu: Any, net_name: str, impl: str) -> None:
+    """A conv net's Adam step at B=100 fp32: conv.cu's kernels with cuBLAS, the book's algorithm on
+    CuPy, and PyTorch with cuDNN (eager), on the same GPU."""
+    from .bench_conv import BATCH, NETS, TorchConvStep, images
+
+    dtype = np.float32
+    x, t = images(BATCH, dtype)
+    bk = _book_backend() if impl == "cupy-book" else gpu
+    net = NETS[net_name](seed=0, dtype=dtype, backend=bk)
+    if impl == "torch-cuda":
+        reason = torch_reason("cuda")
+        if reason:
+            pytest.skip(reason)
+        step = TorchConvStep(net, x, t, device="cuda")
+        import torch
+
+        sync = torch.cuda.synchronize
+    else:
+        optimizer = Adam()
+        xb, tb = bk.asarray(x), bk.asarray(t)
+
+        def step() -> Any:
+            return net.train_step(xb, tb, optimizer)
+
+        sync = bk.synchronize
+    assert np.isfinite(float(step()))
+    info = _info("gpu-conv-step", f"{net_name}-B{BATCH}-float32", impl, batch=BATCH, dtype="float32")
+    measure(benchmark, step, group=f"gpu-conv-{net_name}-B{BATCH}-float32", name=impl, info=info, sync=sync)

@@ -96,6 +96,27 @@ class ConvOps:
     def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
         """The book's loop: central differences of the net's test-mode loss, one parameter at a time."""
         def f(_: Array) -> Any:
-            return net._loss_layers(x, t, False)
+            return net.layers_loss(x, t, False)
 
         return {k: numerical_gradient_loop(f, p, h) for k, p in net.params.items()}
+
+
+def book_simple_convnet(net: Any) -> bool:
+    """Whether `net` has exactly the book's SimpleConvNet structure (conv - ReLU - 2x2 pool - affine
+    - ReLU - affine, no weight decay): what an incremental numerical gradient may assume."""
+    from ..activations import builtin
+    from ..conv_layers import Convolution, Pooling
+    from ..convnets import SimpleConvNet
+    from ..layers import Activation, Affine
+
+    if type(net) is not SimpleConvNet or net.weight_decay_lambda:
+        return False
+    kinds = [Convolution, Activation, Pooling, Affine, Activation, Affine]
+    layers = list(net.layers.values())
+    if len(layers) != len(kinds) or any(type(a) is not k and not (k is Activation and isinstance(a, k))
+                                        for a, k in zip(layers, kinds)):
+        return False
+    if any(builtin(layers[i].activation) != "relu" for i in (1, 4)):
+        return False
+    pool = layers[2]
+    return (pool.pool_h, pool.pool_w, pool.stride, pool.pad) == (2, 2, 2, 0)

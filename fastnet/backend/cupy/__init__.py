@@ -10,12 +10,14 @@ Inherits every kernel from the NumPy backend (they are written against
   themselves: anything else (other dtypes, a subclass, an activation of
   your own) runs the inherited code and gets the NumPy backend's results;
 * a built-in optimizer's update of one parameter is one launch
-  (``updates``), the same rule code as the fused step.
+  (``updates``), the same rule code as the fused step;
+* convolution and pooling move their data with one launch each (``conv``),
+  the products left to cuBLAS, giving the reference path's values.
 
 Modules: ``engine`` (what the backend calls), ``plan`` / ``plan_tiled`` /
 ``plan_rows`` (launches over static buffers), ``launch`` (layout and launch
-shapes from the device's numbers), ``cuda`` (the kernel files), ``device``,
-``numgrad``, ``source`` / ``source_rows`` (the generated two-kernel step).
+shapes from the device's numbers), ``cuda`` (the kernel files), ``source``
+(a plan's module text), ``device``, ``numgrad``.
 
 ``fused = False`` (or ``FASTNET_CUPY_FUSED=0``) runs the book's algorithm on
 CuPy arrays instead, the reference the fused path is measured against.
@@ -32,6 +34,7 @@ import numpy
 from ...errors import BackendMismatchError
 from ..numpy_backend import NumpyBackend
 from ..spec import MLPSpec
+from .conv import CupyConvOps
 
 INSTALL_HINT = "install CuPy with: pip install 'fastnet[cuda12]' (or 'fastnet[cuda13]')"
 
@@ -88,7 +91,7 @@ def _flag(name: str, default: bool) -> bool:
     return value not in ("0", "false", "no", "off")
 
 
-class CupyBackend(NumpyBackend):
+class CupyBackend(CupyConvOps, NumpyBackend):
     name = "cupy"
     is_gpu = True
     default_dtype: Any = numpy.float32

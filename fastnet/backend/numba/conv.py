@@ -18,7 +18,7 @@ import numpy
 
 from ... import activations
 from ...im2col import output_shape
-from ..conv_ops import ConvOps
+from ..conv_ops import ConvOps, book_simple_convnet
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -196,22 +196,6 @@ class NumbaConvOps(ConvOps):
 
 def _book_simple_convnet(net: Any, x: Array, t: Array) -> bool:
     """Whether `net` is exactly the book's SimpleConvNet structure, on float NumPy arrays."""
-    from ...conv_layers import Convolution, Pooling
-    from ...convnets import SimpleConvNet
-    from ...layers import Activation, Affine
-
-    if type(net) is not SimpleConvNet or net.weight_decay_lambda:
-        return False
-    kinds = [Convolution, Activation, Pooling, Affine, Activation, Affine]
-    layers = list(net.layers.values())
-    if len(layers) != len(kinds) or any(type(a) is not k and not (k is Activation and isinstance(a, k))
-                                        for a, k in zip(layers, kinds)):
-        return False
-    if any(activations.builtin(layers[i].activation) != "relu" for i in (1, 4)):
-        return False
-    pool = layers[2]
-    if (pool.pool_h, pool.pool_w, pool.stride, pool.pad) != (2, 2, 2, 0):
-        return False
     arrays = [x, t, *net.params.values()]
-    return (all(type(a) is numpy.ndarray for a in arrays) and x.dtype.kind == "f"
-            and all(p.dtype.kind == "f" for p in net.params.values()))
+    return (book_simple_convnet(net) and all(type(a) is numpy.ndarray for a in arrays)
+            and x.dtype.kind == "f" and all(p.dtype.kind == "f" for p in net.params.values()))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy
 
-from fastnet.backend.cupy import cuda
+from fastnet.backend.cupy import conv, cuda
 from fastnet.backend.cupy.launch import rows_shape
 from fastnet.backend.cupy.plan import Layout
 from fastnet.backend.cupy.plan_rows import RowsPlan
@@ -134,6 +134,7 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
         names = list(kernel_names(100, sizes, act).values())
         yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", explicit(cuda.source("numgrad.cu"), names)
     yield "updates", update_source()
+    yield "conv", explicit(cuda.source("conv.cu"), conv.KERNELS)
 
 
 def explicit(source: str, names: Any) -> str:
