@@ -387,3 +387,18 @@ def test_gpu_conv_step(benchmark: Any, gpu: Any, net_name: str, impl: str) -> No
     assert np.isfinite(float(step()))
     info = _info("gpu-conv-step", f"{net_name}-B{BATCH}-float32", impl, batch=BATCH, dtype="float32")
     measure(benchmark, step, group=f"gpu-conv-{net_name}-B{BATCH}-float32", name=impl, info=info, sync=sync)
+
+
+def test_gpu_conv_numgrad(benchmark: Any, gpu: Any) -> None:
+    """SimpleConvNet's exact numerical gradient (all 433,890 parameters) at B=10, float64 losses."""
+    from .bench_conv import images
+
+    x, t = images(10, np.float32)
+    net = fastnet.SimpleConvNet(seed=0, backend=gpu)
+    xb, tb = gpu.asarray(x), gpu.asarray(t)
+    grads = net.numerical_gradient(xb, tb)
+    exact = net.gradient(xb, tb)
+    diff = max(float(abs(grads[k] - exact[k]).max()) for k in exact)
+    info = _info("gpu-conv-numgrad", "simple-B10", "cupy", batch=10, max_abs_diff_vs_backprop=diff)
+    measure(benchmark, lambda: net.numerical_gradient(xb, tb), group="gpu-conv-numgrad-simple-B10", name="cupy",
+            info=info, sync=gpu.synchronize, rounds=3)
