@@ -149,3 +149,16 @@ def test_convnet_numerical_gradient_losses_are_the_perturbed_nets_losses():
                 want = float(probe.loss(x, t))
                 got = float(table[key].reshape(-1)[idx])
                 assert abs(got - want) <= 1e-12 * abs(want), (key, idx, sign, got, want)
+
+
+def test_deep_convnet_step_as_on_numpy(emu_backend, emu):
+    """One Adam step of the book's DeepConvNet (padding, three pools, dropout), bit for bit."""
+    ours = fastnet.DeepConvNet(seed=0, dtype=np.float64, backend=emu_backend)
+    ref = fastnet.DeepConvNet(seed=0, dtype=np.float64, backend=REF)
+    rng = np.random.default_rng(6)
+    x, t = rng.random((2, 1, 28, 28)), rng.integers(0, 10, 2)
+    before = emu.launches
+    assert ours.train_step(x, t, Adam()).tobytes() == ref.train_step(x, t, Adam()).tobytes()
+    assert emu.launches > before
+    for k in ref.params:
+        assert same(ours.params[k], ref.params[k]), k
