@@ -19,6 +19,7 @@ import numpy
 from ... import activations
 from ...im2col import output_shape
 from ..conv_ops import ConvOps, book_simple_convnet
+from ..loops import blas_threads
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -27,13 +28,23 @@ _MAX_SCRATCH = 16  # work arrays kept per thread (DeepConvNet uses 13 distinct o
 
 
 def _kernel(name: str, size: int) -> Any:
-    """The compiled kernel `name`, threaded when its output has `size` >= PARALLEL_MIN elements."""
+    """The compiled kernel `name`: threaded when its output has `size` >= PARALLEL_MIN elements
+    and NumPy's BLAS runs on one thread.
+
+    Between a net's products OpenBLAS's idle threads keep spinning on the
+    cores a threaded kernel would need, and both then wait on each other: a
+    B=100 SimpleConvNet step in float64 took 41 ms with threaded kernels and
+    BLAS on two threads, 21 ms with one-thread kernels beside the same BLAS
+    (``benchmarks/bench_conv.py``, ``test_conv_step``, 2-core host). With BLAS
+    held to one thread (``OPENBLAS_NUM_THREADS=1``, or inside the numerical
+    gradient) the kernels take the cores.
+    """
     global _K
     if _K is None:
         from . import conv_kernels
 
         _K = conv_kernels
-    return _K.KERNELS[name][size >= _K.PARALLEL_MIN]
+    return _K.KERNELS[name][size >= _K.PARALLEL_MIN and blas_threads() == 1]
 
 
 def _float(*arrays: Array) -> bool:

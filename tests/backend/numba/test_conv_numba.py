@@ -8,6 +8,7 @@ import pytest
 import fastnet
 from fastnet import DeepConvNet, SimpleConvNet
 from fastnet.backend import lookup
+from fastnet.backend.loops import blas_threads, one_blas_thread
 from fastnet.layers import Convolution, Pooling
 from fastnet.optimizers import SGD, Adam
 
@@ -15,6 +16,32 @@ if not fastnet.available_backends()["numba"].available:
     pytest.skip("numba unavailable", allow_module_level=True)
 
 NUMPY, NUMBA = lookup("numpy"), lookup("numba")
+
+
+@pytest.fixture(autouse=True, params=["blas-threads", "one-blas-thread"])
+def kernel_threads(request):
+    """Every test twice: beside threaded BLAS (one-thread kernels), and with BLAS held to one
+    thread (threaded kernels for the big cases)."""
+    if request.param == "one-blas-thread":
+        with one_blas_thread():
+            yield
+    else:
+        yield
+
+
+def test_kernels_thread_only_when_blas_does_not(monkeypatch):
+    from fastnet.backend.numba import conv_kernels
+
+    used = []
+    for name, pair in list(conv_kernels.KERNELS.items()):
+        wrapped = tuple((lambda *a, _f=f, _i=i: used.append(_i) or _f(*a)) for i, f in enumerate(pair))
+        monkeypatch.setitem(conv_kernels.KERNELS, name, wrapped)
+    x = np.random.default_rng(0).random((20, 6, 24, 24))  # big enough to thread
+    held = blas_threads() == 1
+    NUMBA.im2col(x, 3, 3, 1, 1)
+    with one_blas_thread():
+        NUMBA.im2col(x, 3, 3, 1, 1)
+    assert used == [int(held), 1]
 DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["fp64", "fp32"])
 CASES = [  # (x shape, filter/pool h, w, stride, pad): small ones run on one thread, big ones threaded
     ((2, 3, 7, 6), 3, 3, 1, 0),
