@@ -161,3 +161,45 @@ def test_gpu_one_mnist_epoch_matches_numpy_accuracy(cupy_bk, mnist_dir, monkeypa
         accuracy[name] = net.accuracy(bk.asarray(x_test, dtype=dtype), bk.asarray(t_test.astype(np.int64)))
     assert accuracy["numpy"] > 0.85
     assert abs(accuracy["cupy"] - accuracy["numpy"]) <= 0.005, accuracy
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("net_name", ["SimpleConvNet", "DeepConvNet"])
+def test_gpu_conv_kernels_give_the_reference_paths_bits(cupy_bk, net_name):
+    """conv.cu's kernels beside the same cuBLAS calls: two Adam steps equal to the book's algorithm
+    on CuPy arrays bit for bit, and (SimpleConvNet: no dropout, whose masks come from CuPy's
+    generator) within 1e-10 of NumPy in float64."""
+    from fastnet.backend.cupy import CupyBackend
+
+    book = CupyBackend()
+    book.fused = False  # the inherited (book's) algorithm on CuPy arrays
+    Net = getattr(fastnet, net_name)
+    ours = Net(seed=0, dtype=np.float64, backend=cupy_bk)
+    ref = Net(seed=0, dtype=np.float64, backend=book)
+    host = Net(seed=0, dtype=np.float64, backend="numpy")
+    rng = np.random.default_rng(0)
+    o1, o2, o3 = opt.Adam(), opt.Adam(), opt.Adam()
+    for _ in range(2):
+        x, t = rng.random((4, 1, 28, 28)), rng.integers(0, 10, 4)
+        ours.train_step(cupy_bk.asarray(x), cupy_bk.asarray(t), o1)
+        ref.train_step(book.asarray(x), book.asarray(t), o2)
+        host.train_step(x, t, o3)
+    for k in host.params:
+        a, b = fastnet.to_numpy(ours.params[k]), fastnet.to_numpy(ref.params[k])
+        assert a.tobytes() == b.tobytes(), k
+    if net_name == "SimpleConvNet":
+        assert worst(_host_params(ours), host.params) < 1e-10
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_simple_convnet_numerical_gradient_equals_the_loop(cupy_bk):
+    conv = {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1}
+    kw = dict(input_dim=(2, 9, 10), conv_param=conv, hidden_size=8, output_size=4, weight_init_std=0.3,
+              seed=0, dtype=np.float64)
+    ours, ref = fastnet.SimpleConvNet(**kw, backend=cupy_bk), fastnet.SimpleConvNet(**kw, backend="numpy")
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((3, 2, 9, 10)), rng.integers(0, 4, 3)
+    got = ours.numerical_gradient(cupy_bk.asarray(x), cupy_bk.asarray(t))
+    assert worst({k: fastnet.to_numpy(v) for k, v in got.items()}, ref.numerical_gradient(x, t)) < 1e-9
