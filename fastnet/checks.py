@@ -46,13 +46,15 @@ def targets(
 ) -> Array:
     """Check targets for a batch of `n` samples and `k` classes; return them as an array.
 
-    Class labels: integers of shape (n,) in 0..k-1. One-hot: shape (n, k),
+    Class labels: integers of shape (n,) (or a column (n, 1)) in 0..k-1. One-hot: shape (n, k),
     each row exactly one 1 and the rest 0. ``once``: data checked a single
     time (a trainer's), so a GPU backend checks values too.
     """
     if t is None:
         raise TypeError(f"{name} is missing: give class labels (N,) or one-hot rows (N, {k})")
     t = backend.check(t, name)
+    if t.ndim == 2 and t.shape[1] == 1 and k != 1 and t.dtype.kind in "iu":
+        t = t.reshape(-1)  # labels as a column, as ch07/gradient_check.py passes them (the book reads them as labels)
     if t.ndim == 1:
         if t.shape[0] != n:
             raise ValueError(f"{x_name} has {n} samples but {name} has {t.shape[0]} labels")

@@ -10,7 +10,9 @@ gives the same starting net on every backend.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -26,6 +28,7 @@ __all__ = ["ConvNet", "DeepConvNet", "SimpleConvNet"]
 
 Array = Any
 CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
+PathLike = str | os.PathLike
 
 
 def _input_dim(value: Any) -> tuple[int, int, int]:
@@ -119,6 +122,26 @@ class ConvNet(Net):
         x, t = self.checked_batch(x, t)
         self._sync_layers()
         return self.backend.convnet_numerical_gradient(self, x, t, h)
+
+    def save_params(self, file_name: PathLike = "params.pkl") -> Path:
+        """The book's method: write the parameters to `file_name` (that exact name).
+
+        The file is fastnet's verified ``.npz`` archive, never a pickle,
+        whatever its name says; ``load_params`` reads it back.
+        """
+        from .io import save_params
+
+        return save_params(file_name, self)
+
+    def load_params(self, file_name: PathLike = "params.pkl") -> "ConvNet":
+        """The book's method: read parameters written by ``save_params`` into this net.
+
+        A real pickle (such as the book's pretrained ``deep_convnet_params.pkl``)
+        is refused with an error that says so: loading one could run any code.
+        """
+        from .io import load_params
+
+        return load_params(file_name, self)
 
     def _sync_layers(self) -> None:
         for name, i in self._owners.items():

@@ -1,4 +1,4 @@
-"""The book's ch.4-ch.6 scripts, as a user runs them with only the imports rewritten.
+"""The book's ch.4-ch.8 scripts, as a user runs them with only the imports rewritten.
 
 Each test uses exactly the names and call forms one of the book's scripts uses
 (module map: common.functions -> fastnet.functions, common.gradient ->
@@ -167,7 +167,7 @@ def test_weight_init_compare(mnist):
 @needs_mnist
 def test_batch_norm_test(mnist):
     (x_train, t_train), _ = mnist
-    x_train, t_train = x_train[:1000], t_train[:1000]
+    x_train, t_train = x_train[:3000], t_train[:3000]
     max_epochs, train_size, batch_size, learning_rate = 8, x_train.shape[0], 100, 0.01
 
     def __train(weight_init_std):
@@ -300,3 +300,87 @@ def test_hyperparameter_optimization(mnist):
         assert len(val_acc_list) == len(train_acc_list) == 50
         results_val[lr] = val_acc_list[-1]
     assert results_val[1e-2] > 0.5 > 0.2 > results_val[1e-5]  # the book's picture: only large rates learn
+
+
+# ---------------------------------------------------------------- ch.7, ch.8
+def test_ch7_gradient_check(capsys):
+    """ch07/gradient_check.py as the book writes it: one 10x10 image, its label as a (1, 1) column."""
+    from fastnet import SimpleConvNet
+
+    np.random.seed(0)
+    network = SimpleConvNet(input_dim=(1, 10, 10),
+                            conv_param={"filter_num": 10, "filter_size": 3, "pad": 0, "stride": 1},
+                            hidden_size=10, output_size=10, weight_init_std=0.01)
+    X = np.random.rand(100).reshape((1, 1, 10, 10))
+    T = np.array([1]).reshape((1, 1))
+    grad_num = network.numerical_gradient(X, T)
+    grad = network.gradient(X, T)
+    for key, val in grad_num.items():
+        print(key, np.abs(grad_num[key] - grad[key]).mean())
+    printed = capsys.readouterr().out.split("\n")
+    assert [line.split()[0] for line in printed if line] == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert all(float(line.split()[1]) < 1e-3 for line in printed if line)  # the book prints 1e-5 .. 1e-10
+
+
+@needs_mnist
+def test_ch7_train_convnet(tmp_path, monkeypatch):
+    """ch07/train_convnet.py with the data cut as the book suggests, two epochs; the plot saved to a file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastnet import SimpleConvNet
+
+    monkeypatch.chdir(tmp_path)
+    (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False)
+    x_train, t_train = x_train[:3000], t_train[:3000]
+    x_test, t_test = x_test[:300], t_test[:300]
+    max_epochs = 2
+    network = SimpleConvNet(input_dim=(1, 28, 28),
+                            conv_param={"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1},
+                            hidden_size=100, output_size=10, weight_init_std=0.01)
+    trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=max_epochs, mini_batch_size=100,
+                      optimizer="Adam", optimizer_param={"lr": 0.001}, evaluate_sample_num_per_epoch=1000,
+                      verbose=False)
+    trainer.train()
+    network.save_params("params.pkl")
+    print("Saved Network Parameters!")
+    x = np.arange(max_epochs)
+    plt.plot(x, trainer.train_acc_list, marker="o", label="train", markevery=2)
+    plt.plot(x, trainer.test_acc_list, marker="s", label="test", markevery=2)
+    plt.savefig("accuracy.png")
+    assert trainer.test_acc_list[-1] > 0.8
+    again = SimpleConvNet()
+    again.load_params("params.pkl")
+    np.testing.assert_array_equal(again.predict(x_test[:5]), network.predict(x_test[:5]))
+
+
+@needs_mnist
+def test_ch8_train_deepnet(tmp_path, monkeypatch):
+    """ch08/train_deepnet.py on 200 images for one epoch (the book trains 20 on all of them)."""
+    from fastnet import DeepConvNet
+
+    monkeypatch.chdir(tmp_path)
+    (x_train, t_train), (x_test, t_test) = load_mnist(flatten=False)
+    network = DeepConvNet()
+    trainer = Trainer(network, x_train[:200], t_train[:200], x_test[:100], t_test[:100], epochs=1,
+                      mini_batch_size=100, optimizer="Adam", optimizer_param={"lr": 0.001},
+                      evaluate_sample_num_per_epoch=1000, verbose=False)
+    trainer.train()
+    network.save_params("deep_convnet_params.pkl")
+    assert len(trainer.train_loss_list) == 2 and all(np.isfinite(trainer.train_loss_list))
+    assert DeepConvNet().load_params("deep_convnet_params.pkl") is not None
+
+
+def test_the_books_pretrained_pickle_is_refused(tmp_path):
+    """ch08's pretrained deep_convnet_params.pkl is a pickle: refused with a reason, never unpickled."""
+    import pickle
+
+    from fastnet import DeepConvNet
+    from fastnet.io import ModelFileError
+
+    path = tmp_path / "deep_convnet_params.pkl"
+    path.write_bytes(pickle.dumps({"W1": np.zeros(3)}))
+    with pytest.raises(ModelFileError, match="pickle"):
+        DeepConvNet().load_params(path)

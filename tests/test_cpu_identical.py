@@ -179,3 +179,26 @@ def test_other_training_runs_identical(dtype, activation, optimizer):
     for name in ref.params:
         assert _bitwise(ref.params[name], mine.params[name]), f"{name} ({source})"
     assert _bitwise(ref.predict(x_test), mine.predict(x_test))
+
+
+@pytest.mark.slow
+def test_thousand_convnet_steps_identical():
+    """The book's ch.7 SimpleConvNet, 1,000 Adam steps of 50 images: every parameter and
+    prediction identical on numpy and numba."""
+    source, x, t, x_test, t_test = _training_data()
+    x, x_test = x.reshape(-1, 1, 28, 28), x_test[:500].reshape(-1, 1, 28, 28)
+    ref, mine = (fastnet.SimpleConvNet(seed=11, backend=b) for b in ("numpy", "numba"))
+    opts = [Adam(), Adam()]
+    rng = np.random.default_rng(5)
+    for _ in range(STEPS):
+        idx = rng.choice(x.shape[0], 50)
+        xb, tb = x[idx], t[idx]
+        losses = [net.train_step(xb, tb, opt) for net, opt in zip((ref, mine), opts)]
+        assert _bitwise(losses[0], losses[1])
+    for name in ref.params:
+        assert _bitwise(ref.params[name], mine.params[name]), f"{name} after {STEPS} steps ({source})"
+    assert _bitwise(ref.predict(x_test), mine.predict(x_test))
+    acc = ref.accuracy(x_test, t_test[:500])
+    assert acc == mine.accuracy(x_test, t_test[:500])
+    if source == "MNIST":
+        assert acc > 0.9  # it did learn

@@ -137,3 +137,12 @@ def test_nd_input_is_flattened():
     net = TwoLayerNet(784, 10, 10, seed=0)
     x = np.random.default_rng(0).random((2, 1, 28, 28))
     np.testing.assert_array_equal(net.predict(x), net.predict(x.reshape(2, 784)))
+
+
+def test_labels_as_a_column_are_labels():
+    """ch07/gradient_check.py passes its label as a (1, 1) column; the book reads it as a label."""
+    net = fastnet.TwoLayerNet(6, 4, 3, seed=0)
+    x = np.random.default_rng(0).random((2, 6))
+    assert float(net.loss(x, np.array([[2], [0]]))) == float(net.loss(x, np.array([2, 0])))
+    with pytest.raises(ValueError, match="one-hot"):
+        net.loss(x, np.array([[2.0], [0.0]]))  # floats in a column are neither labels nor one-hot rows
