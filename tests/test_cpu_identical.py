@@ -116,22 +116,28 @@ def _training_data():
     return "generated", x[:10_000], t[:10_000], x[10_000:], t[10_000:]
 
 
-def test_thousand_sgd_steps_identical():
-    """The book's ch.5 training loop, 1,000 steps: every parameter and prediction identical."""
-    source, x, t, x_test, t_test = _training_data()
-    ref, mine = _nets(input_size=784, hidden_size=50, output_size=10)
-    opts = [SGD(lr=0.1), SGD(lr=0.1)]
-    rng = np.random.default_rng(4)
+def _train_side_by_side(ref, mine, opts, x, t, x_test, t_test, batch, seed):
+    """STEPS steps of both nets on the same random batches, every loss, then every parameter,
+    prediction and the accuracy compared bit for bit; returns the accuracy."""
+    rng = np.random.default_rng(seed)
     for _ in range(STEPS):
-        idx = rng.choice(x.shape[0], BATCH)
+        idx = rng.choice(x.shape[0], batch)
         xb, tb = x[idx], t[idx]
         losses = [net.train_step(xb, tb, opt) for net, opt in zip((ref, mine), opts)]
         assert _bitwise(losses[0], losses[1])
     for name in ref.params:
-        assert _bitwise(ref.params[name], mine.params[name]), f"{name} after {STEPS} steps ({source})"
+        assert _bitwise(ref.params[name], mine.params[name]), f"{name} after {STEPS} steps"
     assert _bitwise(ref.predict(x_test), mine.predict(x_test))
     acc = ref.accuracy(x_test, t_test)
     assert acc == mine.accuracy(x_test, t_test)
+    return acc
+
+
+def test_thousand_sgd_steps_identical():
+    """The book's ch.5 training loop, 1,000 steps: every parameter and prediction identical."""
+    source, x, t, x_test, t_test = _training_data()
+    ref, mine = _nets(input_size=784, hidden_size=50, output_size=10)
+    acc = _train_side_by_side(ref, mine, [SGD(lr=0.1), SGD(lr=0.1)], x, t, x_test, t_test, BATCH, seed=4)
     if source == "MNIST":
         assert acc > 0.85  # it did learn: the comparison is not between two untrained nets
 
@@ -188,17 +194,6 @@ def test_thousand_convnet_steps_identical():
     source, x, t, x_test, t_test = _training_data()
     x, x_test = x.reshape(-1, 1, 28, 28), x_test[:500].reshape(-1, 1, 28, 28)
     ref, mine = (fastnet.SimpleConvNet(seed=11, backend=b) for b in ("numpy", "numba"))
-    opts = [Adam(), Adam()]
-    rng = np.random.default_rng(5)
-    for _ in range(STEPS):
-        idx = rng.choice(x.shape[0], 50)
-        xb, tb = x[idx], t[idx]
-        losses = [net.train_step(xb, tb, opt) for net, opt in zip((ref, mine), opts)]
-        assert _bitwise(losses[0], losses[1])
-    for name in ref.params:
-        assert _bitwise(ref.params[name], mine.params[name]), f"{name} after {STEPS} steps ({source})"
-    assert _bitwise(ref.predict(x_test), mine.predict(x_test))
-    acc = ref.accuracy(x_test, t_test[:500])
-    assert acc == mine.accuracy(x_test, t_test[:500])
+    acc = _train_side_by_side(ref, mine, [Adam(), Adam()], x, t, x_test, t_test[:500], 50, seed=5)
     if source == "MNIST":
         assert acc > 0.9  # it did learn
