@@ -70,6 +70,13 @@ TARGETS = (
            ("step-B100-float32", "numba"), ">=", 1.0),
     Target("jax-jit / numba step (B100 fp32)", ("step-B100-float32", "jax-jit"),
            ("step-B100-float32", "numba"), ">=", 1.0),
+    *(Target(f"{top} / numba, {net} step (B100 {dt})", (f"conv-{key}-B100-float{bits}", top),
+             (f"conv-{key}-B100-float{bits}", "numba"), ">=", bound)
+      for key, net in (("simple", "SimpleConvNet"), ("deep", "DeepConvNet"))
+      for top, bits, dt, bound in (("numpy", 64, "fp64", 2.5), ("torch", 64, "fp64", 1.0),
+                                   ("torch", 32, "fp32", 1.0))),
+    Target("conv numgrad: book loop / numba, SimpleConvNet B10", ("conv-numgrad-simple-B10", "numpy-book-loop"),
+           ("conv-numgrad-simple-B10", "numba-incremental"), ">=", 1000),
 )
 
 # The same step targets from ``bench_step.test_step_rounds`` and ``test_layers_rounds``:

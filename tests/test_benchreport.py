@@ -284,3 +284,18 @@ def test_chart_with_no_charted_cases(tmp_path):
     data = {"benchmarks": [_gpu_case("gpu-epoch-600x100-float32", "cupy", 12e-3)]}
     assert chart.write_chart(data, tmp_path / "c.png").startswith("no chart")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_conv_targets_are_judged_from_their_cases():
+    def case(group, name, seconds):
+        return {"group": group, "name": name, "stats": {"median": seconds, "min": seconds, "rounds": 3},
+                "extra_info": {}}
+
+    g = "conv-simple-B100-float64"
+    lines = report.targets_section(report.cases({"benchmarks": [
+        case(g, "numpy", 0.072), case(g, "numba", 0.021), case(g, "torch", 0.0165)]}))
+    numpy_line = next(x for x in lines if "numpy / numba, SimpleConvNet step (B100 fp64)" in x)
+    assert "3.43" in numpy_line and ">= 2.5" in numpy_line and numpy_line.split("|")[-2].strip() == "yes"
+    torch_line = next(x for x in lines if "torch / numba, SimpleConvNet step (B100 fp64)" in x)
+    assert "0.786" in torch_line and torch_line.split("|")[-2].strip() == "no"
+    assert not any("DeepConvNet" in x for x in lines)  # no cases, no line
