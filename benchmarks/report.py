@@ -86,6 +86,11 @@ ROUND_TARGETS = (
      "numba/matmul-floor", "<=", 1.35),
     ("numpy / numba, ch.5 layer net (B100 fp64), in turn per round", "step-B100-float64-layers-rounds",
      "numpy-layers/numba-layers", ">=", 1.3),
+    *((f"{top} / numba, {net} step (B100 {dt}), in turn per round", f"conv-{key}-B100-float{bits}-rounds",
+       f"{top}/numba", ">=", bound)
+      for key, net in (("simple", "SimpleConvNet"), ("deep", "DeepConvNet"))
+      for top, bits, dt, bound in (("numpy", 64, "fp64", 2.5), ("torch", 64, "fp64", 1.0),
+                                   ("torch", 32, "fp32", 1.0))),
 )
 
 

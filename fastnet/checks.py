@@ -53,8 +53,13 @@ def targets(
     if t is None:
         raise TypeError(f"{name} is missing: give class labels (N,) or one-hot rows (N, {k})")
     t = backend.check(t, name)
-    if t.ndim == 2 and t.shape[1] == 1 and k != 1 and t.dtype.kind in "iu":
-        t = t.reshape(-1)  # labels as a column, as ch07/gradient_check.py passes them (the book reads them as labels)
+    if t.ndim == 2 and t.shape[1] == 1 and k != 1:  # labels as a column, as ch07/gradient_check.py passes them
+        if t.dtype.kind not in "iu":
+            raise TypeError(
+                f"{name} of shape {tuple(t.shape)} reads as class labels given as a column, which must be "
+                f"integers, got dtype {t.dtype}; use {name}.astype(int) (or one-hot rows of shape ({n}, {k}))"
+            )
+        t = t.reshape(-1)
     if t.ndim == 1:
         if t.shape[0] != n:
             raise ValueError(f"{x_name} has {n} samples but {name} has {t.shape[0]} labels")

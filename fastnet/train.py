@@ -239,6 +239,8 @@ class Trainer:
             t = t.astype(numpy.int64, copy=False)  # one index type for every backend
         # shapes, label range, one-hot rows: checked once here, never per step
         x, t = net.checked_batch(x, t, x_name, t_name, once=True)  # values too, even on a GPU
+        if t.ndim == 1:  # labels given as a column come back as labels
+            t = t.astype(numpy.int64, copy=False)
         if self.check_finite and not bool(bk.xp.isfinite(x).all()):
             bad = int(bk.xp.sum(~bk.xp.isfinite(x)))
             raise ValueError(

@@ -299,3 +299,12 @@ def test_conv_targets_are_judged_from_their_cases():
     torch_line = next(x for x in lines if "torch / numba, SimpleConvNet step (B100 fp64)" in x)
     assert "0.786" in torch_line and torch_line.split("|")[-2].strip() == "no"
     assert not any("DeepConvNet" in x for x in lines)  # no cases, no line
+
+
+def test_conv_round_targets_read_the_per_round_ratios():
+    rounds = {"group": "conv-simple-B100-float32-rounds", "name": "rounds",
+              "stats": {"median": 1.0, "min": 1.0, "rounds": 3},
+              "extra_info": {"ratios": {"numpy/numba": 2.96, "torch/numba": 1.24}}}
+    lines = report.targets_section(report.cases({"benchmarks": [rounds]}))
+    line = next(x for x in lines if "torch / numba, SimpleConvNet step (B100 fp32), in turn per round" in x)
+    assert "1.24" in line and line.split("|")[-2].strip() == "yes"

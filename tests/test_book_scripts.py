@@ -370,7 +370,9 @@ def test_ch8_train_deepnet(tmp_path, monkeypatch):
     trainer.train()
     network.save_params("deep_convnet_params.pkl")
     assert len(trainer.train_loss_list) == 2 and all(np.isfinite(trainer.train_loss_list))
-    assert DeepConvNet().load_params("deep_convnet_params.pkl") is not None
+    again = DeepConvNet().load_params("deep_convnet_params.pkl")
+    for key, value in network.params.items():
+        np.testing.assert_array_equal(again.params[key], value)
 
 
 def test_the_books_pretrained_pickle_is_refused(tmp_path):

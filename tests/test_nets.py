@@ -144,5 +144,8 @@ def test_labels_as_a_column_are_labels():
     net = fastnet.TwoLayerNet(6, 4, 3, seed=0)
     x = np.random.default_rng(0).random((2, 6))
     assert float(net.loss(x, np.array([[2], [0]]))) == float(net.loss(x, np.array([2, 0])))
-    with pytest.raises(ValueError, match="one-hot"):
-        net.loss(x, np.array([[2.0], [0.0]]))  # floats in a column are neither labels nor one-hot rows
+    with pytest.raises(TypeError, match="labels given as a column, which must be integers"):
+        net.loss(x, np.array([[2.0], [0.0]]))
+    trainer = fastnet.Trainer(net, x, np.array([[2], [0]], dtype=np.int32), epochs=1, mini_batch_size=2,
+                              verbose=False)
+    assert trainer.t_train.shape == (2,) and trainer.t_train.dtype == np.int64

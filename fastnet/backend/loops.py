@@ -42,7 +42,8 @@ def _threadpools() -> Any:
 
 
 def blas_threads() -> int:
-    """The most threads NumPy's BLAS may use now (as threadpoolctl reads it; 1 if none is found)."""
+    """The most threads any BLAS loaded in this process may use now (as threadpoolctl reads them;
+    1 if none is found): NumPy's is the one the kernels share the cores with."""
     return max((pool["num_threads"] for pool in _threadpools().select(user_api="blas").info()), default=1)
 
 

@@ -12,6 +12,7 @@ user's activation) takes the reference path.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy
@@ -36,9 +37,13 @@ class ConvKernels:
         self.device = device
         self._module: Any = None
 
-    def _launch(self, name: str, size: int, args: tuple[Any, ...]) -> None:
+    def compile(self) -> None:
+        """Build the module now (NVRTC; CuPy caches the binary on disk); raises if it fails."""
         if self._module is None:
             self._module = self.device.module(cuda.source("conv.cu"), KERNELS)
+
+    def _launch(self, name: str, size: int, args: tuple[Any, ...]) -> None:
+        self.compile()
         grid = (max(1, min(-(-size // THREADS), MAX_BLOCKS)), 1, 1)
         self.device.launch(self._module.get_function(name), grid, (THREADS, 1, 1), args)
 
@@ -93,8 +98,10 @@ class CupyConvOps(ConvOps):
 
     xp: Any
     fused: bool
+    strict: bool
     engine: Any
     _conv: Any = None
+    _conv_failed = False  # the module failed to build: the reference path from then on
 
     @property
     def conv_kernels(self) -> ConvKernels:
@@ -103,11 +110,22 @@ class CupyConvOps(ConvOps):
         return self._conv
 
     def _fits(self, *arrays: Array) -> bool:
-        """Arrays of this backend with one float dtype, C-contiguous: what the kernels read."""
+        """Arrays of this backend with one float dtype, C-contiguous, and kernels that built."""
         dtype = arrays[0].dtype
-        return (self.fused and dtype in (numpy.float32, numpy.float64)
+        if not (self.fused and not self._conv_failed and dtype in (numpy.float32, numpy.float64)
                 and all(isinstance(a, self.xp.ndarray) and a.dtype == dtype and a.flags.c_contiguous
-                        for a in arrays))
+                        for a in arrays)):
+            return False
+        try:
+            self.conv_kernels.compile()
+        except Exception as exc:  # e.g. an NVRTC that cannot build it: warn once, stay correct
+            if self.strict:
+                raise
+            self._conv_failed = True
+            warnings.warn(f"fastnet: CUDA convolution kernels failed to build, using plain CuPy ({exc!r})",
+                          RuntimeWarning, stacklevel=3)
+            return False
+        return True
 
     def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int, reuse: Array = None) -> Array:
         if not self._fits(x):
@@ -118,7 +136,9 @@ class CupyConvOps(ConvOps):
 
     def col2im(self, col: Array, input_shape: tuple[int, ...], filter_h: int, filter_w: int,
                stride: int, pad: int) -> Array:
-        if not (self._fits(col) and col.ndim == 2):
+        n, c = input_shape[0], input_shape[1]
+        oh, ow = output_shape(tuple(input_shape), filter_h, filter_w, stride, pad)
+        if not (col.shape == (n * oh * ow, c * filter_h * filter_w) and self._fits(col)):
             return super().col2im(col, input_shape, filter_h, filter_w, stride, pad)
         out = self.xp.empty(tuple(input_shape), dtype=col.dtype)
         return self.conv_kernels.col2im(col, tuple(input_shape), filter_h, filter_w, stride, pad, out)
@@ -193,8 +213,10 @@ class CupyConvOps(ConvOps):
 
     def pool_backward(self, dout: Array, arg_max: Array, x_shape: tuple[int, ...],
                       pool_h: int, pool_w: int, stride: int, pad: int) -> Array:
-        if not (self._fits(self.xp.ascontiguousarray(dout)) and isinstance(arg_max, self.xp.ndarray)
-                and arg_max.dtype == numpy.int64 and arg_max.flags.c_contiguous and arg_max.size == dout.size):
+        want = (*tuple(x_shape)[:2], *output_shape(tuple(x_shape), pool_h, pool_w, stride, pad))
+        if not (tuple(dout.shape) == want and isinstance(arg_max, self.xp.ndarray) and arg_max.dtype == numpy.int64
+                and arg_max.flags.c_contiguous and arg_max.size == dout.size
+                and self._fits(self.xp.ascontiguousarray(dout))):
             return super().pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad)
         out = self.xp.empty(tuple(x_shape), dtype=dout.dtype)
         return self.conv_kernels.pool_backward(self.xp.ascontiguousarray(dout), arg_max, tuple(x_shape),

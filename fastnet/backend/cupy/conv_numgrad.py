@@ -19,7 +19,7 @@ from ...im2col import reference_im2col
 
 Array = Any
 CE_DELTA = 1e-7
-CHUNK = 1 << 22  # elements of the largest temporary array (about 32 MiB in float64)
+CHUNK = 1 << 22  # elements of the largest temporary arrays (about 32 MiB each in float64)
 
 
 def _losses(xp: Any, s: Array, labels: Array) -> Array:
@@ -35,17 +35,40 @@ def _steps(xp: Any, p: Array, h: float) -> Array:
     return xp.stack([(p + h) - p, (p - h) - p])
 
 
-def _mean_loss(xp: Any, s: Array, labels: Array) -> Array:
-    return _losses(xp, s, labels).mean(axis=-1)
+def _sum_loss(xp: Any, s: Array, labels: Array) -> Array:
+    return _losses(xp, s, labels).sum(axis=-1)
 
 
 def simple_convnet_losses(xp: Any, params: dict[str, Array], stride: int, pad: int, x: Array, t: Array,
                           h: float) -> tuple[dict[str, Array], dict[str, Array]]:
-    """(f(p + h), f(p - h)) of every parameter of a SimpleConvNet, in float64, shaped like params."""
+    """(f(p + h), f(p - h)) of every parameter of a SimpleConvNet, in float64, shaped like params.
+
+    Samples are independent until the loss averages them, so the batch is
+    worked through a few samples at a time, each group's temporaries within
+    about CHUNK elements.
+    """
     f64 = xp.float64
     P = {k: xp.asarray(v, dtype=f64) for k, v in params.items()}
     x = xp.asarray(x, dtype=f64)
     labels = xp.asarray(t if t.ndim == 1 else xp.argmax(t, axis=1)).astype(xp.int64)
+    F, _, fh, fw = P["W1"].shape
+    oh = (x.shape[2] + 2 * pad - fh) // stride + 1
+    ow = (x.shape[3] + 2 * pad - fw) // stride + 1
+    U, K = P["W3"].shape
+    per_sample = max(2 * (fh * fw * x.shape[1] + 1) * oh * ow, 2 * (U + 1) * K * K, 2 * U * K)
+    group = max(1, CHUNK // per_sample)
+    total = {k: xp.zeros((2, *v.shape), f64) for k, v in P.items()}
+    for s0 in range(0, x.shape[0], group):
+        for k, v in _sums(xp, P, stride, pad, x[s0:s0 + group], labels[s0:s0 + group], h).items():
+            total[k] += v
+    n = x.shape[0]
+    return {k: v[0] / n for k, v in total.items()}, {k: v[1] / n for k, v in total.items()}
+
+
+def _sums(xp: Any, P: dict[str, Array], stride: int, pad: int, x: Array, labels: Array, h: float
+          ) -> dict[str, Array]:
+    """(2, *shape) per parameter: the perturbed losses (p + h, p - h) summed over these samples."""
+    f64 = xp.float64
     W1, b1, W2, b2, W3, b3 = (P[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3"))
     F, _, fh, fw = W1.shape
     n = x.shape[0]
@@ -75,7 +98,7 @@ def simple_convnet_losses(xp: Any, params: dict[str, Array], stride: int, pad: i
         moved = pool(conv[:, f] + d[:, :, None, None, None] * inputs)  # (2, K + 1, n, ph, pw)
         delta = (moved - pooled[:, f]).reshape(2, -1, n, area)
         a = a1 + delta @ W2[f * area:(f + 1) * area]  # (2, K + 1, n, hidden)
-        loss = _mean_loss(xp, xp.maximum(a, 0.0) @ W3 + b3, labels)  # (2, K + 1)
+        loss = _sum_loss(xp, xp.maximum(a, 0.0) @ W3 + b3, labels)  # (2, K + 1)
         out["W1"].reshape(2, F, -1)[:, f] = loss[:, :-1]
         out["b1"][:, f] = loss[:, -1]
 
@@ -91,7 +114,7 @@ def simple_convnet_losses(xp: Any, params: dict[str, Array], stride: int, pad: i
         d = _steps(xp, W2b[q0:q1], h)  # (2, rows, U)
         a = a1.T[None, None] + d[..., None] * z1[:, q0:q1].T[None, :, None, :]  # (2, rows, U, n)
         change = xp.maximum(a, 0.0) - hidden.T  # (2, rows, U, n)
-        dense[:, q0:q1] = _mean_loss(xp, s + change[..., None] * W3[:, None, :], labels)
+        dense[:, q0:q1] = _sum_loss(xp, s + change[..., None] * W3[:, None, :], labels)
     out["W2"][...] = dense[:, :Q]
     out["b2"][...] = dense[:, Q]
 
@@ -100,7 +123,7 @@ def simple_convnet_losses(xp: Any, params: dict[str, Array], stride: int, pad: i
     d = _steps(xp, xp.concatenate([W3, b3[None]]), h)  # (2, U + 1, K)
     eye = xp.eye(K, dtype=f64)
     moved = s + (d[..., None] * h1.T[None, :, None, :])[..., None] * eye[None, None, :, None, :]
-    scores = _mean_loss(xp, moved, labels)  # (2, U + 1, K)
+    scores = _sum_loss(xp, moved, labels)  # (2, U + 1, K)
     out["W3"][...] = scores[:, :U]
     out["b3"][...] = scores[:, U]
-    return {k: v[0] for k, v in out.items()}, {k: v[1] for k, v in out.items()}
+    return out

@@ -15,7 +15,7 @@ EW_THREADS = 256  # elementwise kernels
 # rows_a: threads per block. More threads split layer 0's inputs more ways, halving each
 # thread's chain of dependent loads: 784-50-10 at B=100 fp32 on an H100, a step took 22.2 us
 # at 256 threads and 15.8 us at 1024, an epoch 14.2 and 10.2 ms (python -m benchmarks.gpu_profile,
-# docs/gpu.md); 512 threads came within 2% of 1024 once rows_b's split was in.
+# docs/gpu.md); with rows_b's parameter split in place, 512 threads come within 2% of 1024.
 ROW_THREADS = 1024
 B_THREADS = 256  # rows_b: threads per block
 MIN_SPLIT_K = 64  # tiled matmul: K left to each split at least
@@ -44,9 +44,8 @@ class Hardware:
 def choose_split(M: int, N: int, K: int, hw: Hardware) -> int:
     """Split K (a power of two) when the output alone gives fewer than two blocks an SM.
 
-    Its gain is measured by ``benchmarks/bench_gpu.py -k split_k`` (the
-    tiled step of the book's ch.6 net with and without it); it has no
-    measured figure yet.
+    ``benchmarks/bench_gpu.py -k split_k`` measures what it gains: the
+    tiled step of the book's ch.6 net with and without it.
     """
     blocks = -(-M // TILE) * -(-N // TILE)
     split = 1

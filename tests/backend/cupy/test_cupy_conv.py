@@ -162,3 +162,43 @@ def test_deep_convnet_step_as_on_numpy(emu_backend, emu):
     assert emu.launches > before
     for k in ref.params:
         assert same(ours.params[k], ref.params[k]), k
+
+
+def test_convnet_numerical_gradient_in_groups_of_samples(monkeypatch):
+    """A small memory budget works the batch through in groups: the same losses within rounding."""
+    from fastnet.backend.cupy import conv_numgrad
+
+    net = small_convnet(REF, {"pad": 1, "stride": 1})
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((5, 2, 9, 10)), rng.integers(0, 4, 5)
+    whole = conv_numgrad.simple_convnet_losses(np, net.params, 1, 1, x, t, 1e-4)
+    monkeypatch.setattr(conv_numgrad, "CHUNK", 1)  # one sample at a time
+    grouped = conv_numgrad.simple_convnet_losses(np, net.params, 1, 1, x, t, 1e-4)
+    for a, b in zip(whole, grouped):
+        for k in a:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-13, err_msg=k)
+
+
+class BrokenDevice:
+    """A device whose compiler fails, as an NVRTC that cannot build the module would."""
+
+    xp = np
+
+    def module(self, source, names=()):
+        raise RuntimeError("nvrtc: compilation failed")
+
+
+def test_kernels_that_fail_to_build_fall_back_with_one_warning(emu_backend):
+    from fastnet.backend.cupy.conv import ConvKernels
+
+    emu_backend._conv = ConvKernels(BrokenDevice())
+    emu_backend.strict = True
+    x = np.random.default_rng(8).standard_normal((2, 2, 6, 6))
+    with pytest.raises(RuntimeError, match="nvrtc"):
+        emu_backend.im2col(x, 3, 3, 1, 0)
+    emu_backend.strict = False
+    with pytest.warns(RuntimeWarning, match="failed to build"):
+        col = emu_backend.im2col(x, 3, 3, 1, 0)
+    assert same(col, reference_im2col(np, x, 3, 3, 1, 0))
+    out, _ = emu_backend.pool_forward(x, 2, 2, 2, 0)  # no second warning: the reference from now on
+    assert same(out, REF.pool_forward(x, 2, 2, 2, 0)[0])

@@ -30,18 +30,20 @@ def kernel_threads(request):
 
 
 def test_kernels_thread_only_when_blas_does_not(monkeypatch):
-    from fastnet.backend.numba import conv_kernels
+    from fastnet.backend.numba import conv, conv_kernels
 
     used = []
     for name, pair in list(conv_kernels.KERNELS.items()):
         wrapped = tuple((lambda *a, _f=f, _i=i: used.append(_i) or _f(*a)) for i, f in enumerate(pair))
         monkeypatch.setitem(conv_kernels.KERNELS, name, wrapped)
-    x = np.random.default_rng(0).random((20, 6, 24, 24))  # big enough to thread
-    held = blas_threads() == 1
-    NUMBA.im2col(x, 3, 3, 1, 1)
-    with one_blas_thread():
-        NUMBA.im2col(x, 3, 3, 1, 1)
-    assert used == [int(held), 1]
+    big, small = np.random.default_rng(0).random((20, 6, 24, 24)), np.ones((1, 1, 4, 4))
+    for threads in (2, 1):
+        monkeypatch.setattr(conv, "blas_threads", lambda threads=threads: threads)
+        NUMBA.im2col(big, 3, 3, 1, 1)
+        NUMBA.im2col(small, 3, 3, 1, 1)  # too small to thread whatever BLAS does
+    assert used == [0, 0, 1, 0]
+    with one_blas_thread():  # what the gate reads: threadpoolctl's view of the BLAS threads
+        assert blas_threads() == 1
 DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["fp64", "fp32"])
 CASES = [  # (x shape, filter/pool h, w, stride, pad): small ones run on one thread, big ones threaded
     ((2, 3, 7, 6), 3, 3, 1, 0),
