@@ -233,13 +233,11 @@ class Trainer:
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{x_name} must be an array of numbers ({exc})") from None
         t = bk.asarray(t)
-        if t.ndim == 1:
-            if t.dtype.kind not in "iu":
-                raise TypeError(f"{t_name} must hold integer class labels, got dtype {t.dtype}")
-            t = t.astype(numpy.int64, copy=False)  # one index type for every backend
+        if t.ndim == 1 and t.dtype.kind not in "iu":
+            raise TypeError(f"{t_name} must hold integer class labels, got dtype {t.dtype}")
         # shapes, label range, one-hot rows: checked once here, never per step
         x, t = net.checked_batch(x, t, x_name, t_name, once=True)  # values too, even on a GPU
-        if t.ndim == 1:  # labels given as a column come back as labels
+        if t.ndim == 1:  # labels (also those given as a column): one index type for every backend
             t = t.astype(numpy.int64, copy=False)
         if self.check_finite and not bool(bk.xp.isfinite(x).all()):
             bad = int(bk.xp.sum(~bk.xp.isfinite(x)))

@@ -101,9 +101,10 @@ class ConvOps:
         return {k: numerical_gradient_loop(f, p, h) for k, p in net.params.items()}
 
 
-def book_simple_convnet(net: Any) -> bool:
+def book_simple_convnet(net: Any, x: Array) -> bool:
     """Whether `net` has exactly the book's SimpleConvNet structure (conv - ReLU - 2x2 pool - affine
-    - ReLU - affine, no weight decay): what an incremental numerical gradient may assume."""
+    - ReLU - affine, no weight decay) with float parameters and images `x`: what an incremental
+    numerical gradient may assume. Each backend adds the array types it takes."""
     from ..activations import builtin
     from ..conv_layers import Convolution, Pooling
     from ..convnets import SimpleConvNet
@@ -119,4 +120,5 @@ def book_simple_convnet(net: Any) -> bool:
     if any(builtin(layers[i].activation) != "relu" for i in (1, 4)):
         return False
     pool = layers[2]
-    return (pool.pool_h, pool.pool_w, pool.stride, pool.pad) == (2, 2, 2, 0)
+    return ((pool.pool_h, pool.pool_w, pool.stride, pool.pad) == (2, 2, 2, 0) and x.dtype.kind == "f"
+            and all(p.dtype.kind == "f" for p in net.params.values()))

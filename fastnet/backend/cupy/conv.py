@@ -214,20 +214,20 @@ class CupyConvOps(ConvOps):
     def pool_backward(self, dout: Array, arg_max: Array, x_shape: tuple[int, ...],
                       pool_h: int, pool_w: int, stride: int, pad: int) -> Array:
         want = (*tuple(x_shape)[:2], *output_shape(tuple(x_shape), pool_h, pool_w, stride, pad))
-        if not (tuple(dout.shape) == want and isinstance(arg_max, self.xp.ndarray) and arg_max.dtype == numpy.int64
-                and arg_max.flags.c_contiguous and arg_max.size == dout.size
-                and self._fits(self.xp.ascontiguousarray(dout))):
+        if not (tuple(dout.shape) == want and isinstance(dout, self.xp.ndarray) and isinstance(arg_max, self.xp.ndarray)
+                and arg_max.dtype == numpy.int64 and arg_max.flags.c_contiguous and arg_max.size == dout.size):
+            return super().pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad)
+        dout = self.xp.ascontiguousarray(dout)  # a copy only when the layer after the pool gave a view
+        if not self._fits(dout):
             return super().pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad)
         out = self.xp.empty(tuple(x_shape), dtype=dout.dtype)
-        return self.conv_kernels.pool_backward(self.xp.ascontiguousarray(dout), arg_max, tuple(x_shape),
-                                               pool_h, pool_w, stride, pad, out)
+        return self.conv_kernels.pool_backward(dout, arg_max, tuple(x_shape), pool_h, pool_w, stride, pad, out)
 
     def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
         """SimpleConvNet as the book builds it: exact incremental losses as batched array code
         (``conv_numgrad``), in float64; any other net runs the book's loop."""
         arrays = [x, t, *net.params.values()]
-        if not (self.fused and book_simple_convnet(net) and all(isinstance(a, self.xp.ndarray) for a in arrays)
-                and x.dtype.kind == "f" and all(p.dtype.kind == "f" for p in net.params.values())):
+        if not (self.fused and book_simple_convnet(net, x) and all(isinstance(a, self.xp.ndarray) for a in arrays)):
             return super().convnet_numerical_gradient(net, x, t, h)
         from .conv_numgrad import simple_convnet_losses
 

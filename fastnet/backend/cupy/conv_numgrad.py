@@ -16,18 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from ...im2col import reference_im2col
+from .numgrad import log_prob
 
 Array = Any
-CE_DELTA = 1e-7
 CHUNK = 1 << 22  # elements of the largest temporary arrays (about 32 MiB each in float64)
-
-
-def _losses(xp: Any, s: Array, labels: Array) -> Array:
-    """The book's cross-entropy of each score row (last axis), labels broadcast over the rest."""
-    m = s.max(axis=-1, keepdims=True)
-    e = xp.exp(s - m)
-    st = xp.take_along_axis(s, xp.broadcast_to(labels, s.shape[:-1])[..., None], axis=-1)[..., 0]
-    return -xp.log(xp.exp(st - m[..., 0]) / e.sum(axis=-1) + CE_DELTA)
 
 
 def _steps(xp: Any, p: Array, h: float) -> Array:
@@ -36,7 +28,8 @@ def _steps(xp: Any, p: Array, h: float) -> Array:
 
 
 def _sum_loss(xp: Any, s: Array, labels: Array) -> Array:
-    return _losses(xp, s, labels).sum(axis=-1)
+    """The book's cross-entropy of score rows (last axis), summed over the samples (next axis)."""
+    return -log_prob(xp, s, labels).sum(axis=-1)
 
 
 def simple_convnet_losses(xp: Any, params: dict[str, Array], stride: int, pad: int, x: Array, t: Array,

@@ -29,6 +29,22 @@ __global__ void im2col(const T* __restrict__ img, T* __restrict__ col, long long
   }
 }
 
+// Every window (output position i, j) whose (y, x) entry is pixel (h, w), in ascending (y, x):
+// add(i, j, y, x) for each, in the order the book's col2im adds them.
+template <class Add>
+static __device__ __forceinline__ void windows_at(int h, int w, int FH, int FW, int S, int P, int OH, int OW,
+                                                  Add add) {
+  for (int y = 0; y < FH; ++y) {
+    const int dy = h + P - y;
+    if (dy < 0 || dy % S != 0 || dy / S >= OH) continue;
+    for (int x = 0; x < FW; ++x) {
+      const int dx = w + P - x;
+      if (dx < 0 || dx % S != 0 || dx / S >= OW) continue;
+      add(dy / S, dx / S, y, x);
+    }
+  }
+}
+
 // img[n, c, h, w] = the sum of every col entry im2col would have read it into.
 template <typename T>
 __global__ void col2im(const T* __restrict__ col, T* __restrict__ img, long long N, int C, int H, int W, int FH,
@@ -38,15 +54,9 @@ __global__ void col2im(const T* __restrict__ col, T* __restrict__ img, long long
     const int w = (int)(e % W), h = (int)(e / W % H), c = (int)(e / ((long long)W * H) % C);
     const long long n = e / ((long long)W * H * C);
     T v = (T)0;
-    for (int y = 0; y < FH; ++y) {
-      const int dy = h + P - y;
-      if (dy < 0 || dy % S != 0 || dy / S >= OH) continue;
-      for (int x = 0; x < FW; ++x) {
-        const int dx = w + P - x;
-        if (dx < 0 || dx % S != 0 || dx / S >= OW) continue;
-        v += col[((n * OH + dy / S) * OW + dx / S) * K + (c * FH + y) * FW + x];
-      }
-    }
+    windows_at(h, w, FH, FW, S, P, OH, OW, [&](int i, int j, int y, int x) {
+      v += col[((n * OH + i) * OW + j) * K + (c * FH + y) * FW + x];
+    });
     img[e] = v;
   }
 }
@@ -85,16 +95,9 @@ __global__ void pool_backward(const T* __restrict__ dout, const long long* __res
     const int w = (int)(e % W), h = (int)(e / W % H), c = (int)(e / ((long long)W * H) % C);
     const long long n = e / ((long long)W * H * C);
     T v = (T)0;
-    for (int y = 0; y < PH; ++y) {
-      const int dy = h + P - y;
-      if (dy < 0 || dy % S != 0 || dy / S >= OH) continue;
-      for (int x = 0; x < PW; ++x) {
-        const int dx = w + P - x;
-        if (dx < 0 || dx % S != 0 || dx / S >= OW) continue;
-        const long long o = (n * OH + dy / S) * OW + dx / S;
-        if (arg[o * C + c] == y * PW + x) v += dout[((n * C + c) * OH + dy / S) * OW + dx / S];
-      }
-    }
+    windows_at(h, w, PH, PW, S, P, OH, OW, [&](int i, int j, int y, int x) {
+      if (arg[((n * OH + i) * OW + j) * C + c] == y * PW + x) v += dout[((n * C + c) * OH + i) * OW + j];
+    });
     img[e] = v;
   }
 }
