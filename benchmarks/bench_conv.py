@@ -14,7 +14,10 @@ a ratio alike); its medians and ratios are in ``extra_info``. On a small
 machine that other work keeps busy, threaded BLAS and thread pools wait on
 descheduled threads; pinning every library to one thread
 (``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1``) compares
-the work itself.
+the work itself. Started as ``OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=passive
+pytest ...``, idle threads sleep at once and the numba kernels use every core
+beside threaded BLAS (``fastnet.backend.loops.idle_threads_sleep``); PyTorch's
+own thread pool is slower in that setting, so take its figures from a default run.
 ``test_conv_numgrad`` times the book's numerical-gradient loop of
 SimpleConvNet at B=10 on a sample of entries of every parameter array and
 scales each to the array's size (``extra_info["scale"]`` and

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import threading
 from typing import Any, Callable, Iterator
 
@@ -45,6 +47,26 @@ def blas_threads() -> int:
     """The most threads any BLAS loaded in this process may use now (as threadpoolctl reads them;
     1 if none is found): NumPy's is the one the kernels share the cores with."""
     return max((pool["num_threads"] for pool in _threadpools().select(user_api="blas").info()), default=1)
+
+
+@functools.cache
+def idle_threads_sleep() -> bool:
+    """Whether the environment tells idle BLAS and Numba threads to give their cores back at once.
+
+    By default OpenBLAS's threads spin for 2**28 cycles after each product
+    and Numba's OpenMP threads spin after each parallel loop, so threaded
+    kernels between products wait for cores. True when
+    ``OPENBLAS_THREAD_TIMEOUT`` is at most 16 and Numba's threads wait
+    passively (``OMP_WAIT_POLICY=passive``, or the workqueue threading layer).
+    OpenBLAS reads its variable when it loads: set both before Python starts.
+    Read once; it only decides speed, never results.
+    """
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", os.environ.get("GOTO_THREAD_TIMEOUT", ""))
+    if not (timeout.strip().isdigit() and int(timeout) <= 16):
+        return False
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
+        return True
+    return os.environ.get("NUMBA_THREADING_LAYER", "").strip().lower() == "workqueue"
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import numpy
 from ... import activations
 from ...im2col import output_shape
 from ..conv_ops import ConvOps, book_simple_convnet
-from ..loops import blas_threads
+from ..loops import blas_threads, idle_threads_sleep
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -29,22 +29,26 @@ _MAX_SCRATCH = 16  # work arrays kept per thread (DeepConvNet uses 13 distinct o
 
 def _kernel(name: str, size: int) -> Any:
     """The compiled kernel `name`: threaded when its output has `size` >= PARALLEL_MIN elements
-    and NumPy's BLAS runs on one thread.
+    and the cores are free between NumPy's products.
 
-    Between a net's products OpenBLAS's idle threads keep spinning on the
-    cores a threaded kernel would need, and both then wait on each other: a
-    B=100 SimpleConvNet step in float64 took 41 ms with threaded kernels and
-    BLAS on two threads, 21 ms with one-thread kernels beside the same BLAS
-    (``benchmarks/bench_conv.py``, ``test_conv_step``, 2-core host). With BLAS
-    held to one thread (``OPENBLAS_NUM_THREADS=1``, or inside the numerical
-    gradient) the kernels take the cores.
+    By default OpenBLAS's idle threads keep spinning on the cores a threaded
+    kernel would need, and both then wait on each other: a B=100
+    SimpleConvNet step in float64 took 41 ms with threaded kernels beside
+    two BLAS threads, 21 ms with one-thread kernels. The cores are free when
+    NumPy's BLAS runs on one thread (``OPENBLAS_NUM_THREADS=1``, or inside
+    the numerical gradient) or when idle threads sleep at once
+    (``loops.idle_threads_sleep``: ``OPENBLAS_THREAD_TIMEOUT=4
+    OMP_WAIT_POLICY=passive``); then the threaded kernels take a DeepConvNet
+    float64 step from 257 to 209 ms (``benchmarks/bench_conv.py``,
+    ``test_conv_step``, 2-core host).
     """
     global _K
     if _K is None:
         from . import conv_kernels
 
         _K = conv_kernels
-    return _K.KERNELS[name][size >= _K.PARALLEL_MIN and blas_threads() == 1]
+    threaded = size >= _K.PARALLEL_MIN and (idle_threads_sleep() or blas_threads() == 1)
+    return _K.KERNELS[name][threaded]
 
 
 def _float(*arrays: Array) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .fastmath import exp64, log64
+from .fastmath import SMALL, exp64, exp_small, log64
 from .numgrad_terms import CE_DELTA, OPTS, sample_term, unit_changes
 
 # A shift more than ~700 above the new row maximum underflows every exp: then
@@ -35,16 +35,25 @@ def first_layer_changes(
 
     Hidden units run in parallel; for one unit and one sample, the lanes of
     the inner loops are that sample's nonzero inputs, so they vectorise.
+    When every score moves by at most SMALL (the usual case: h is small),
+    e^(z + dz - top) = e^(z - top) e^dz with e^(z - top) computed once per
+    sample and e^dz by ``exp_small``; an unmoved sample still gives exactly
+    its old term (e^0 = 1).
     """
     n_samples = A.shape[0]
     n_hid, n_cols = dplus.shape
     k_out = W2.shape[1]
+    E = np.empty((n_samples, k_out))  # e^(z - top) of the unperturbed scores
+    for n in range(n_samples):
+        for k in range(k_out):
+            E[n, k] = exp64(Z[n, k] - row_max[n])
     for j in numba.prange(n_hid):
         w_hi = W2[j, 0]
         w_lo = W2[j, 0]
         for k in range(1, k_out):
             w_hi = max(w_hi, W2[j, k])
             w_lo = min(w_lo, W2[j, k])
+        w_abs = max(abs(w_hi), abs(w_lo))
         xv = np.empty(n_cols)
         dp = np.empty(n_cols)
         dm = np.empty(n_cols)
@@ -73,8 +82,37 @@ def first_layer_changes(
                 xv[l] = nz_val[start + l]
                 dp[l] = dplus[j, col]
                 dm[l] = dminus[j, col]
-            top = row_max[n]
             unit_changes(a, h0, xv, dp, dm, hp, hm, c, act)
+            label = lab[n]
+            old = terms[n]
+            moved = 0.0
+            for l in range(c):  # a reduction: it vectorises
+                moved = max(moved, max(abs(hp[l]), abs(hm[l])))
+            if moved * w_abs <= SMALL:
+                for l in range(c):
+                    sp[l] = 0.0
+                    sm[l] = 0.0
+                for k in range(k_out):
+                    e0 = E[n, k]
+                    w = W2[j, k]
+                    hit = k == label
+                    for l in range(c):  # the hot loop: two short exps per lane
+                        up = e0 * exp_small(hp[l] * w)
+                        um = e0 * exp_small(hm[l] * w)
+                        sp[l] += up
+                        sm[l] += um
+                        if hit:
+                            cp[l] = up
+                            cm[l] = um
+                for l in range(c):
+                    cp[l] = -log64(cp[l] / sp[l] + CE_DELTA) - old
+                    cm[l] = -log64(cm[l] / sm[l] + CE_DELTA) - old
+                for l in range(c):
+                    col = nz_idx[start + l]
+                    chg_plus[j, col] += cp[l]
+                    chg_minus[j, col] += cm[l]
+                continue
+            top = row_max[n]
             for l in range(c):
                 up = hp[l]
                 um = hm[l]
@@ -83,7 +121,6 @@ def first_layer_changes(
                 shm[l] = top + (um * w_hi if um > 0.0 else um * w_lo)
                 sp[l] = 0.0
                 sm[l] = 0.0
-            label = lab[n]
             for k in range(k_out):
                 z = Z[n, k]
                 w = W2[j, k]
@@ -96,7 +133,6 @@ def first_layer_changes(
                     if hit:  # the true class's term, kept for the loss
                         cp[l] = up
                         cm[l] = um
-            old = terms[n]
             for l in range(c):
                 cp[l] = -log64(cp[l] / sp[l] + CE_DELTA) - old
                 cm[l] = -log64(cm[l] / sm[l] + CE_DELTA) - old

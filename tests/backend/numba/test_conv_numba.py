@@ -18,10 +18,13 @@ if not fastnet.available_backends()["numba"].available:
 NUMPY, NUMBA = lookup("numpy"), lookup("numba")
 
 
-@pytest.fixture(autouse=True, params=["blas-threads", "one-blas-thread"])
-def kernel_threads(request):
-    """Every test twice: beside threaded BLAS (one-thread kernels), and with BLAS held to one
-    thread (threaded kernels for the big cases)."""
+@pytest.fixture(autouse=True, params=["blas-threads", "one-blas-thread", "idle-threads-sleep"])
+def kernel_threads(request, monkeypatch):
+    """Every test three times: beside threaded BLAS (one-thread kernels), with BLAS held to one
+    thread, and beside threaded BLAS whose idle threads sleep (threaded kernels for the big cases)."""
+    from fastnet.backend.numba import conv
+
+    monkeypatch.setattr(conv, "idle_threads_sleep", lambda: request.param == "idle-threads-sleep")
     if request.param == "one-blas-thread":
         with one_blas_thread():
             yield
@@ -37,13 +40,42 @@ def test_kernels_thread_only_when_blas_does_not(monkeypatch):
         wrapped = tuple((lambda *a, _f=f, _i=i: used.append(_i) or _f(*a)) for i, f in enumerate(pair))
         monkeypatch.setitem(conv_kernels.KERNELS, name, wrapped)
     big, small = np.random.default_rng(0).random((20, 6, 24, 24)), np.ones((1, 1, 4, 4))
+    monkeypatch.setattr(conv, "idle_threads_sleep", lambda: False)
     for threads in (2, 1):
         monkeypatch.setattr(conv, "blas_threads", lambda threads=threads: threads)
         NUMBA.im2col(big, 3, 3, 1, 1)
         NUMBA.im2col(small, 3, 3, 1, 1)  # too small to thread whatever BLAS does
     assert used == [0, 0, 1, 0]
+    monkeypatch.setattr(conv, "idle_threads_sleep", lambda: True)  # threaded beside two BLAS threads
+    NUMBA.im2col(big, 3, 3, 1, 1)
+    NUMBA.im2col(small, 3, 3, 1, 1)
+    assert used == [0, 0, 1, 0, 1, 0]
     with one_blas_thread():  # what the gate reads: threadpoolctl's view of the BLAS threads
         assert blas_threads() == 1
+
+
+@pytest.mark.parametrize("env, sleeps", [
+    ({}, False),
+    ({"OPENBLAS_THREAD_TIMEOUT": "4"}, False),  # Numba's OpenMP threads still spin
+    ({"OMP_WAIT_POLICY": "passive"}, False),  # OpenBLAS's threads still spin
+    ({"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}, True),
+    ({"GOTO_THREAD_TIMEOUT": "16", "NUMBA_THREADING_LAYER": "workqueue"}, True),
+    ({"OPENBLAS_THREAD_TIMEOUT": "17", "OMP_WAIT_POLICY": "passive"}, False),
+    ({"OPENBLAS_THREAD_TIMEOUT": "short", "OMP_WAIT_POLICY": "passive"}, False),
+])
+def test_idle_threads_sleep_reads_the_environment(monkeypatch, env, sleeps):
+    from fastnet.backend.loops import idle_threads_sleep
+
+    for name in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    idle_threads_sleep.cache_clear()
+    try:
+        assert idle_threads_sleep() is sleeps
+    finally:
+        monkeypatch.undo()
+        idle_threads_sleep.cache_clear()
 DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["fp64", "fp32"])
 CASES = [  # (x shape, filter/pool h, w, stride, pad): small ones run on one thread, big ones threaded
     ((2, 3, 7, 6), 3, 3, 1, 0),

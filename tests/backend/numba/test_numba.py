@@ -107,6 +107,24 @@ def test_log_within_one_ulp_of_libm_over_the_whole_range():
         assert _max_ulps(_log_both, x) <= 1
 
 
+@numba.njit(error_model="numpy")
+def _exp_small_both(x, mine, libm):
+    for i in range(x.size):
+        mine[i] = fastmath.exp_small(x[i])
+        libm[i] = math.exp(x[i])
+
+
+def test_exp_small_within_one_ulp_of_libm_over_its_range():
+    rng = np.random.default_rng(2)
+    edge = fastmath.SMALL
+    specials = np.array([0.0, -0.0, edge, -edge, np.nextafter(edge, 0), 1e-300, -1e-300, 5e-324])
+    for x in (rng.uniform(-edge, edge, 1_000_000), rng.standard_normal(200_000) * 1e-6, specials):
+        assert _max_ulps(_exp_small_both, x) <= 1
+    mine, libm = np.empty(2), np.empty(2)
+    _exp_small_both(np.array([0.0, -0.0]), mine, libm)
+    assert np.array_equal(mine, [1.0, 1.0])  # an unmoved score keeps its exact old exp
+
+
 def test_exp_and_log_loops_vectorise():
     """Without vector code the numerical gradient loses its speed; check it is there."""
 
@@ -475,6 +493,18 @@ def test_numerical_losses_are_true_losses_of_the_perturbed_net(activation, depth
     x, t = _mnist_like(rng, 7, sizes[0]), rng.integers(0, 4, 7)
     _check_losses(spec, x, t, _all_params(spec))
     _check_losses(spec, x, t, _all_params(spec), any_depth=True)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_numerical_losses_when_scores_move_far(activation):
+    """Scores that move by more than ``exp_small``'s range take the shifted exp64 path: samples
+    with inputs in the thousands beside ordinary ones, then a large h for every sample."""
+    rng = np.random.default_rng(11)
+    spec = MLPSpec(_net_params(rng, [9, 6, 4], np.float64, 0.8), 2, activation, 0.05)
+    x, t = _mnist_like(rng, 8, 9), rng.integers(0, 4, 8)
+    x[::2] *= 3000.0
+    _check_losses(spec, x, t, _all_params(spec))
+    _check_losses(spec, x, t, _all_params(spec), h=0.5)
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
