@@ -20,39 +20,14 @@ import numpy
 from .checks import real, writable_params
 from .backend import NumpyBackend
 from .conv_layers import Convolution, Pooling
-from .im2col import conv_output_size
+from .conv_config import SIMPLE_CONV, conv_param_of, deep_shapes, input_dim_of, simple_shapes
 from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss
 from .netbase import Net, Seed, positive_int, seed_rng
 
 __all__ = ["ConvNet", "DeepConvNet", "SimpleConvNet"]
 
 Array = Any
-CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
 PathLike = str | os.PathLike
-
-
-def _input_dim(value: Any) -> tuple[int, int, int]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3:
-        raise ValueError(f"input_dim must be (channels, height, width), e.g. (1, 28, 28), got {value!r}")
-    c, h, w = (positive_int(v, "each entry of input_dim") for v in value)
-    return c, h, w
-
-
-def _conv_param(value: Any, name: str, default: dict[str, int]) -> dict[str, int]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{name} must be a dict with keys {', '.join(CONV_KEYS)}, got {value!r}")
-    unknown = sorted(set(value) - set(CONV_KEYS))
-    if unknown:
-        raise ValueError(f"{name} has unknown keys {unknown}; it takes {', '.join(CONV_KEYS)}")
-    merged = {**default, **value}
-    out = {}
-    for key in CONV_KEYS:
-        v = merged[key]
-        low = 0 if key == "pad" else 1
-        if isinstance(v, bool) or not isinstance(v, (int, numpy.integer)) or v < low:
-            raise ValueError(f"{name}['{key}'] must be an integer >= {low}, got {v!r}")
-        out[key] = int(v)
-    return out
 
 
 class ConvNet(Net):
@@ -165,8 +140,18 @@ class ConvNet(Net):
         return steps
 
     def _predict_layers(self, x: Array, train_flg: bool) -> Array:
+        return self.predict_from(0, x, train_flg)
+
+    def predict_from(self, start: int, x: Array, train_flg: bool, keep: list[Array] | None = None) -> Array:
+        """The scores, `x` being the input of step `start` (steps as ``step_holding`` counts them).
+
+        `keep`, a list, receives a copy of the input of every step run: the
+        layers may reuse their output buffers on the next call.
+        """
         self._sync_layers()
-        for step in self._steps():
+        for step in self._steps()[start:]:
+            if keep is not None:
+                keep.append(x.copy())
             layer = step[0]
             if len(step) == 2:
                 act = step[1]
@@ -179,6 +164,17 @@ class ConvNet(Net):
             else:
                 x = layer.forward(x)
         return x
+
+    def step_holding(self) -> dict[str, int]:
+        """For each parameter name, the step (a layer, or a convolution with its activation)
+        that holds it: a change of that parameter changes nothing before that step."""
+        index = {id(step[0]): k for k, step in enumerate(self._steps())}
+        return {p + i: index[id(self.layers[name])] for name, i in self._owners.items() for p in ("W", "b")}
+
+    def loss_from(self, start: int, x: Array, t: Array) -> Array:
+        """The test-mode loss, `x` being the input of step `start`: from step 0 it is
+        ``layers_loss(x, t, False)``, the same arithmetic in the same order."""
+        return self.scores_loss(self.predict_from(start, x, False), t)
 
     def _gradient_layers(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
         loss = self.layers_loss(x, t, True)
@@ -211,59 +207,6 @@ class ConvNet(Net):
                 f"dtype={self.dtype.name}, backend={self.backend.name!r})")
 
 
-#: SimpleConvNet's filters when conv_param does not say (the book's: 30 of 5x5, stride 1, no padding).
-SIMPLE_CONV = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
-
-
-def _simple_shapes(input_dim: tuple[int, int, int], conv: dict[str, int], hidden: int,
-                   out: int) -> list[tuple[int, ...]]:
-    """The weight shapes of SimpleConvNet: filters, then the two dense layers."""
-    c, h, w = input_dim
-    fn, fs = conv["filter_num"], conv["filter_size"]
-    conv_h = conv_output_size(h, fs, conv["stride"], conv["pad"])
-    conv_w = conv_output_size(w, fs, conv["stride"], conv["pad"])
-    pooled = fn * conv_output_size(conv_h, 2, 2) * conv_output_size(conv_w, 2, 2)
-    return [(fn, c, fs, fs), (pooled, hidden), (hidden, out)]
-
-
-def _deep_shapes(input_dim: tuple[int, int, int], convs: list[dict[str, int]], hidden: int,
-                 out: int) -> list[tuple[int, ...]]:
-    """The weight shapes of DeepConvNet: six filter banks (a 2x2 pool after every second), two dense."""
-    c, h, w = input_dim
-    shapes: list[tuple[int, ...]] = []
-    for i, cp in enumerate(convs, start=1):
-        fn, fs = cp["filter_num"], cp["filter_size"]
-        shapes.append((fn, c, fs, fs))
-        h = conv_output_size(h, fs, cp["stride"], cp["pad"])
-        w = conv_output_size(w, fs, cp["stride"], cp["pad"])
-        c = fn
-        if i % 2 == 0:
-            h, w = conv_output_size(h, 2, 2), conv_output_size(w, 2, 2)
-    return shapes + [(c * h * w, hidden), (hidden, out)]
-
-
-def param_shapes(name: str, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The parameter shapes a conv net's saved config gives, computed without building it.
-
-    ``fastnet.io`` compares them with a file's arrays before allocating
-    anything; a bad config raises ``ValueError`` or ``TypeError``.
-    """
-    dim = _input_dim(config.get("input_dim"))
-    hidden = positive_int(config.get("hidden_size"), "hidden_size")
-    out = positive_int(config.get("output_size"), "output_size")
-    if name == "SimpleConvNet":
-        conv = _conv_param(config.get("conv_param"), "conv_param", SIMPLE_CONV)
-        weights = _simple_shapes(dim, conv, hidden, out)
-    else:
-        convs = [_conv_param(config.get(f"conv_param_{i}"), f"conv_param_{i}", {}) for i in range(1, 7)]
-        weights = _deep_shapes(dim, convs, hidden, out)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i, shape in enumerate(weights, start=1):
-        shapes[f"W{i}"] = shape
-        shapes[f"b{i}"] = (shape[0],) if len(shape) == 4 else (shape[1],)
-    return shapes
-
-
 class SimpleConvNet(ConvNet):
     """conv - relu - pool - affine - relu - affine - softmax (the book's ch.7 net).
 
@@ -285,8 +228,8 @@ class SimpleConvNet(ConvNet):
         backend: NumpyBackend | str | None = None,
     ) -> None:
         super().__init__(dtype=dtype, backend=backend)
-        self.input_dim = _input_dim(input_dim)
-        conv = _conv_param(SIMPLE_CONV if conv_param is None else conv_param, "conv_param", SIMPLE_CONV)
+        self.input_dim = input_dim_of(input_dim)
+        conv = conv_param_of(SIMPLE_CONV if conv_param is None else conv_param, "conv_param", SIMPLE_CONV)
         hidden = positive_int(hidden_size, "hidden_size")
         out = positive_int(output_size, "output_size")
         std = weight_init_std
@@ -297,7 +240,7 @@ class SimpleConvNet(ConvNet):
 
         rng = seed_rng(seed)
         to, dt, bk = self.backend.asarray, self.dtype, self.backend
-        shapes = _simple_shapes(self.input_dim, conv, hidden, out)
+        shapes = simple_shapes(self.input_dim, conv, hidden, out)
         self.params = {}
         for i, shape in enumerate(shapes, start=1):
             self.params[f"W{i}"] = to(std * rng.standard_normal(shape), dt)
@@ -341,13 +284,13 @@ class DeepConvNet(ConvNet):
         backend: NumpyBackend | str | None = None,
     ) -> None:
         super().__init__(dtype=dtype, backend=backend)
-        self.input_dim = _input_dim(input_dim)
+        self.input_dim = input_dim_of(input_dim)
         defaults = [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]  # (filter_num, pad)
         given = [conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6]
         convs = []
         for i, (value, (fn, pad)) in enumerate(zip(given, defaults), start=1):
             default = {"filter_num": fn, "filter_size": 3, "pad": pad, "stride": 1}
-            convs.append(_conv_param(default if value is None else value, f"conv_param_{i}", default))
+            convs.append(conv_param_of(default if value is None else value, f"conv_param_{i}", default))
         hidden = positive_int(hidden_size, "hidden_size")
         out = positive_int(output_size, "output_size")
         self._config = {"input_dim": list(self.input_dim),
@@ -358,7 +301,7 @@ class DeepConvNet(ConvNet):
         to, dt, bk = self.backend.asarray, self.dtype, self.backend
         self.params = {}
         self.layers, self._owners = OrderedDict(), {}
-        shapes = _deep_shapes(self.input_dim, convs, hidden, out)
+        shapes = deep_shapes(self.input_dim, convs, hidden, out)
         for i, cp in enumerate(convs, start=1):
             fn, c, fs, _ = shapes[i - 1]
             scale = numpy.sqrt(2.0 / (c * fs * fs))

@@ -29,7 +29,7 @@ from .backend import NumpyBackend, to_numpy
 from .errors import FastnetError
 from .backend import lookup as _backend
 from .layers import BatchNormalization
-from .convnets import param_shapes
+from .conv_config import param_shapes
 from .nets import NETS, Net
 
 __all__ = ["save_params", "load_params", "load_net", "read_header", "ModelFileError", "FORMAT"]

@@ -323,7 +323,11 @@ class Net:
 
     def layers_loss(self, x: Array, t: Array, train_flg: bool) -> Array:
         """The loss through the layers, as the book computes it (x and t already checked)."""
-        loss = self.last_layer.forward_checked(self._predict_layers(x, train_flg), t)  # t checked by the caller
+        return self.scores_loss(self._predict_layers(x, train_flg), t)
+
+    def scores_loss(self, y: Array, t: Array) -> Array:
+        """The last layer's loss of the scores `y`, plus weight decay, as the book computes it."""
+        loss = self.last_layer.forward_checked(y, t)  # t checked by the caller
         lam = self.weight_decay_lambda
         if lam:
             xp = self.backend.xp

@@ -101,6 +101,26 @@ class ConvOps:
         return {k: numerical_gradient_loop(f, p, h) for k, p in net.params.items()}
 
 
+def suffix_numerical_gradient(net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
+    """The book's loop, each loss recomputed only from the step that holds the moved parameter.
+
+    A parameter cannot change what the steps before its own compute, so
+    their outputs come from one forward pass; every loss is then the one the
+    loop computes, with the same arithmetic, and the result is the loop's
+    bit for bit. The layers must compute the same output from the same input
+    and parameters every time (the test-mode loss does: no dropout).
+    """
+    inputs: list[Array] = []
+    net.predict_from(0, x, False, keep=inputs)
+    grads = {}
+    for name, start in net.step_holding().items():
+        def f(_: Array, start: int = start) -> Any:
+            return net.loss_from(start, inputs[start], t)
+
+        grads[name] = numerical_gradient_loop(f, net.params[name], h)
+    return {k: grads[k] for k in net.params}
+
+
 def book_simple_convnet(net: Any, x: Array) -> bool:
     """Whether `net` has exactly the book's SimpleConvNet structure (conv - ReLU - 2x2 pool - affine
     - ReLU - affine, no weight decay) with float parameters and images `x`: what an incremental

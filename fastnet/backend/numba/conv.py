@@ -18,7 +18,7 @@ import numpy
 
 from ... import activations
 from ...im2col import output_shape
-from ..conv_ops import ConvOps, book_simple_convnet
+from ..conv_ops import ConvOps, book_simple_convnet, suffix_numerical_gradient
 from ..loops import blas_threads, idle_threads_sleep
 
 Array = Any
@@ -194,10 +194,12 @@ class NumbaConvOps(ConvOps):
 
         Equal to the book's loop within rounding, not bit for bit (the losses
         are computed in float64 here, in the net's dtype there). Any other
-        net, or a SimpleConvNet whose layers were changed, runs the loop.
+        net (DeepConvNet, or a SimpleConvNet whose layers were changed) runs
+        the loop from the layer that holds each parameter
+        (``suffix_numerical_gradient``): the loop's result, bit for bit.
         """
         if not _book_simple_convnet(net, x, t):
-            return super().convnet_numerical_gradient(net, x, t, h)
+            return suffix_numerical_gradient(net, x, t, h)
         import numba
 
         from ..loops import one_blas_thread

@@ -1,4 +1,5 @@
-"""The Numba backend's incremental numerical gradient of SimpleConvNet: true losses, the loop's gradient."""
+"""The Numba backend's numerical gradient of conv nets: SimpleConvNet's incremental kernel (true losses,
+the loop's gradient), any other conv net from the layer holding each entry (the loop's bits)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,41 @@ def test_a_changed_net_runs_the_loop():
     want, got = a.numerical_gradient(x, t), b.numerical_gradient(x, t)
     for k in want:
         assert np.array_equal(got[k], want[k]), k  # the same loop on the same bits
+
+
+def small_deep(backend, dtype=np.float64):
+    convs = {f"conv_param_{i}": {"filter_num": 2, "filter_size": 3, "pad": 2 if i == 4 else 1, "stride": 1}
+             for i in range(1, 7)}
+    return fastnet.DeepConvNet((1, 10, 10), **convs, hidden_size=5, output_size=3, seed=0, dtype=dtype,
+                               backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("one_hot", [False, True], ids=["labels", "one-hot"])
+def test_deep_convnet_gives_the_numpy_loops_bits(dtype, one_hot):
+    """Each loss from the layer holding the moved entry: the book's loop's result, bit for bit."""
+    a, b = small_deep("numpy", dtype), small_deep("numba", dtype)
+    rng = np.random.default_rng(3)
+    x, t = rng.standard_normal((3, 1, 10, 10)).astype(dtype), np.array([2, 0, 1])
+    if one_hot:
+        t = np.eye(3, dtype=dtype)[t]
+    want, got = a.numerical_gradient(x, t), b.numerical_gradient(x, t)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
+
+
+def test_deep_convnet_recomputes_only_from_the_layer_holding_each_entry(monkeypatch):
+    net = small_deep("numba")
+    backend, calls = net.backend, []
+    forward = backend.conv_activation_forward
+
+    def counted(x, W, *args, **kw):
+        calls.append(W is net.params["W1"])
+        return forward(x, W, *args, **kw)
+
+    monkeypatch.setattr(backend, "conv_activation_forward", counted)
+    x, t = data(net)
+    net.numerical_gradient(x, t)
+    first = net.params["W1"].size + net.params["b1"].size
+    assert sum(calls) == 1 + 2 * first  # one pass for the steps' inputs, then W1's and b1's own losses
+    assert len(calls) > sum(calls)  # the later convolutions ran for their own entries
