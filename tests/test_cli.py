@@ -304,6 +304,25 @@ def test_conv_nets_refuse_options_they_cannot_take(capsys, argv, message):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("net, sleeps, blas, shown", [
+    ("simple-conv", False, 2, True),
+    ("deep-conv", False, 2, True),
+    ("simple-conv", True, 2, False),  # started with the settings
+    ("simple-conv", False, 1, False),  # BLAS on one thread: the kernels thread already
+    ("two", False, 2, False),  # dense nets: short products pay for waking threads
+])
+def test_train_tells_how_conv_kernels_get_every_core(capsys, monkeypatch, net, sleeps, blas, shown):
+    from fastnet.backend import loops, lookup
+    from fastnet.cli_train import thread_tip
+
+    monkeypatch.setattr(loops, "idle_threads_sleep", lambda: sleeps)
+    monkeypatch.setattr(loops, "blas_threads", lambda: blas)
+    thread_tip(net, lookup("numba"))
+    thread_tip(net, lookup("numpy"))
+    out = capsys.readouterr().out
+    assert out.count("OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=passive") == int(shown)
+
+
 @pytest.mark.mnist
 def test_train_simple_conv_on_mnist(capsys, monkeypatch, tmp_path):
     if not REAL_MNIST:
