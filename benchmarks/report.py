@@ -243,10 +243,15 @@ def _footnote(rows: list[Case]) -> list[str]:
     loops = [r for r in scaled if "params_timed" in r.info]
     chunks = [r for r in scaled if "steps_per_call" in r.info]
     notes = []
+    conv = [r for r in loops if r.info.get("suite") == "conv-numgrad"]
+    loops = [r for r in loops if r not in conv]
     if loops:
         timed = loops[0].info["params_timed"]
         notes.append(f"* the book's loop timed on {timed} parameters and scaled to the whole net "
                      f"({len(loops)} cases): every parameter costs the same two forward passes in that loop.")
+    if conv:
+        notes.append(f"* conv nets' numerical gradients timed on a sample of every parameter array and scaled "
+                     f"({len(conv)} cases; see benchmarks/bench_conv.py).")
     if chunks:
         per = chunks[0].info["steps_per_call"]
         notes.append(f"* one timed call ran {per} steps with one device sync ({len(chunks)} cases): "

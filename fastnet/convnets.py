@@ -149,7 +149,10 @@ class ConvNet(Net):
         layers may reuse their output buffers on the next call.
         """
         self._sync_layers()
-        for step in self._steps()[start:]:
+        steps = self._steps()
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(steps):
+            raise ValueError(f"start must be a step number from 0 to {len(steps)}, got {start!r}")
+        for step in steps[start:]:
             if keep is not None:
                 keep.append(x.copy())
             layer = step[0]
@@ -168,7 +171,9 @@ class ConvNet(Net):
     def step_holding(self) -> dict[str, int]:
         """For each parameter name, the step (a layer, or a convolution with its activation)
         that holds it: a change of that parameter changes nothing before that step."""
-        index = {id(step[0]): k for k, step in enumerate(self._steps())}
+        index: dict[int, int] = {}
+        for k, step in enumerate(self._steps()):
+            index.setdefault(id(step[0]), k)  # a layer used twice: from its first use
         return {p + i: index[id(self.layers[name])] for name, i in self._owners.items() for p in ("W", "b")}
 
     def loss_from(self, start: int, x: Array, t: Array) -> Array:

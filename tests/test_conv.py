@@ -319,3 +319,18 @@ def test_tampered_conv_config_is_refused_before_building(tmp_path, edit, message
     np.savez(path, **arrays)
     with pytest.raises(ModelFileError, match=message):
         load_net(path)
+
+
+def test_loss_from_any_step_is_the_test_mode_loss(cpu_backend):
+    """predict_from / loss_from / step_holding: what the numerical gradients build on."""
+    net = small_deep(backend=cpu_backend)
+    x, t = np.random.default_rng(6).standard_normal((2, 1, 8, 8)), np.array([1, 2])
+    inputs = []
+    net.predict_from(0, x, False, keep=inputs)
+    want = net.loss(x, t, train_flg=False)
+    assert all(net.loss_from(k, inputs[k], t) == want for k in range(len(inputs)))
+    holding = net.step_holding()
+    assert sorted(holding) == sorted(net.params) and holding["W1"] == 0 and holding["W8"] == len(inputs) - 2
+    for bad in (-1, len(inputs) + 1, 1.0):
+        with pytest.raises(ValueError, match="start must be a step number"):
+            net.predict_from(bad, x, False)

@@ -55,18 +55,21 @@ def idle_threads_sleep() -> bool:
 
     By default OpenBLAS's threads spin for 2**28 cycles after each product
     and Numba's OpenMP threads spin after each parallel loop, so threaded
-    kernels between products wait for cores. True when
-    ``OPENBLAS_THREAD_TIMEOUT`` is at most 16 and Numba's threads wait
-    passively (``OMP_WAIT_POLICY=passive``, or the workqueue threading layer).
-    OpenBLAS reads its variable when it loads: set both before Python starts.
-    Read once; it only decides speed, never results.
+    kernels between products wait for cores. True when every BLAS loaded is
+    OpenBLAS, ``OPENBLAS_THREAD_TIMEOUT`` is 1 to 16 (0 keeps OpenBLAS's
+    default) and Numba's OpenMP threads wait passively
+    (``OMP_WAIT_POLICY=passive``). OpenBLAS reads its variable when it loads:
+    set both before Python starts. Read once; it only decides speed, never
+    results.
     """
-    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", os.environ.get("GOTO_THREAD_TIMEOUT", ""))
-    if not (timeout.strip().isdigit() and int(timeout) <= 16):
+    try:
+        timeout = int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip())
+    except ValueError:
         return False
-    if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
-        return True
-    return os.environ.get("NUMBA_THREADING_LAYER", "").strip().lower() == "workqueue"
+    if not 1 <= timeout <= 16 or os.environ.get("OMP_WAIT_POLICY", "").strip().lower() != "passive":
+        return False
+    pools = _threadpools().select(user_api="blas").info()
+    return bool(pools) and all(pool.get("internal_api") == "openblas" for pool in pools)
 
 
 @contextlib.contextmanager

@@ -112,7 +112,7 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
         super().__init__()
         self._local = threading.local()
         # Numba's "workqueue" threading layer must not run two parallel kernels at once.
-        self._parallel_lock = threading.Lock()
+        self._parallel_lock = threading.RLock()
 
     # -------------------------------------------------------------- plans
     def _plan(self, spec: MLPSpec, x: Array) -> Any:

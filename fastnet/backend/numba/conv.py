@@ -27,8 +27,8 @@ _K: Any = None
 _MAX_SCRATCH = 16  # work arrays kept per thread (DeepConvNet uses 13 distinct ones)
 
 
-def _kernel(name: str, size: int) -> Any:
-    """The compiled kernel `name`: threaded when its output has `size` >= PARALLEL_MIN elements
+def _kernel(name: str, size: int) -> tuple[Any, bool]:
+    """(The compiled kernel `name`, whether it is the threaded one): threaded when its output has `size` >= PARALLEL_MIN elements
     and the cores are free between NumPy's products.
 
     By default OpenBLAS's idle threads keep spinning on the cores a threaded
@@ -48,7 +48,7 @@ def _kernel(name: str, size: int) -> Any:
 
         _K = conv_kernels
     threaded = size >= _K.PARALLEL_MIN and (idle_threads_sleep() or blas_threads() == 1)
-    return _K.KERNELS[name][threaded]
+    return _K.KERNELS[name][threaded], threaded
 
 
 def _float(*arrays: Array) -> bool:
@@ -61,6 +61,7 @@ class NumbaConvOps(ConvOps):
     """Overrides of ``ConvOps`` for float32/float64 NumPy arrays."""
 
     _local: Any  # the backend's threading.local()
+    _parallel_lock: Any  # the backend's lock around parallel kernels
 
     def _scratch(self, tag: str, shape: tuple[int, ...], dtype: Any) -> Array:
         """A work array of this thread, reused across calls: only for values consumed within one call.
@@ -78,6 +79,15 @@ class NumbaConvOps(ConvOps):
             pool.popitem(last=False)
         return buf
 
+    def _run(self, name: str, size: int, *args: Any) -> Any:
+        """Kernel `name` on `args`; a threaded one under the backend's lock (Numba's workqueue
+        threading layer must not run two parallel kernels at once)."""
+        fn, threaded = _kernel(name, size)
+        if not threaded:
+            return fn(*args)
+        with self._parallel_lock:
+            return fn(*args)
+
     def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int,
                reuse: Array = None) -> Array:
         """`reuse`: an old col to overwrite when it has the right shape and dtype (else a new one)."""
@@ -91,7 +101,7 @@ class NumbaConvOps(ConvOps):
             col = reuse  # fresh arrays this large are page-faulted in again on every call
         else:
             col = numpy.empty(shape, dtype=x.dtype)
-        _kernel("im2col", col.size)(x, filter_h, filter_w, stride, pad, oh, ow, col)
+        self._run("im2col", col.size, x, filter_h, filter_w, stride, pad, oh, ow, col)
         return col
 
     def col2im(self, col: Array, input_shape: tuple[int, ...], filter_h: int, filter_w: int,
@@ -101,7 +111,7 @@ class NumbaConvOps(ConvOps):
         n, c, h, w = input_shape
         oh, ow = output_shape(input_shape, filter_h, filter_w, stride, pad)
         img = numpy.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=col.dtype)
-        _kernel("col2im", img.size)(col, c, filter_h, filter_w, stride, oh, ow, img)
+        self._run("col2im", img.size, col, c, filter_h, filter_w, stride, oh, ow, img)
         return img[:, :, pad:h + pad, pad:w + pad]
 
     def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int, col: Array = None
@@ -114,7 +124,7 @@ class NumbaConvOps(ConvOps):
         col_W = W.reshape(fn, -1).T
         rows = numpy.dot(col, col_W, out=self._scratch("rows", (col.shape[0], fn), x.dtype))
         out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)
-        _kernel("bias_nchw", out.size)(rows, b, out)  # the same sums as dot + b, stored C-ordered
+        self._run("bias_nchw", out.size, rows, b, out)  # the same sums as dot + b, stored C-ordered
         return out, col, col_W
 
     def conv_activation_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int,
@@ -129,7 +139,7 @@ class NumbaConvOps(ConvOps):
         rows = numpy.dot(col, col_W, out=self._scratch("rows", (col.shape[0], fn), x.dtype))
         out = numpy.empty((x.shape[0], fn, oh, ow), dtype=x.dtype)
         mask = numpy.empty(out.shape, dtype=numpy.bool_)
-        _kernel("bias_relu_nchw", out.size)(rows, b, out, mask)
+        self._run("bias_relu_nchw", out.size, rows, b, out, mask)
         return out, col, col_W, mask
 
     def conv_activation_backward(self, dout: Array, cache: Array, activation: Any, x_shape: tuple[int, ...],
@@ -141,7 +151,7 @@ class NumbaConvOps(ConvOps):
                                                     stride, pad, need_dx)
         n, fn, oh, ow = dout.shape
         rows = self._scratch("rows", (n * oh * ow, fn), dout.dtype)
-        _kernel("masked_nhwc_rows", rows.size)(dout, cache, rows)
+        self._run("masked_nhwc_rows", rows.size, dout, cache, rows)
         return self._conv_backward_rows(rows, x_shape, W_shape, col, col_W, stride, pad, need_dx)
 
     def conv_backward(self, dout: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
@@ -152,7 +162,7 @@ class NumbaConvOps(ConvOps):
         fn = W_shape[0]
         n, _, oh, ow = dout.shape
         rows = self._scratch("rows", (n * oh * ow, fn), dout.dtype)
-        _kernel("nhwc_rows", rows.size)(dout, rows)
+        self._run("nhwc_rows", rows.size, dout, rows)
         return self._conv_backward_rows(rows, x_shape, W_shape, col, col_W, stride, pad, need_dx)
 
     def _conv_backward_rows(self, rows: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
@@ -175,7 +185,7 @@ class NumbaConvOps(ConvOps):
         oh, ow = output_shape(x.shape, pool_h, pool_w, stride, pad)
         out = numpy.empty((n, c, oh, ow), dtype=x.dtype)
         arg_max = numpy.empty(n * oh * ow * c, dtype=numpy.intp)
-        if _kernel("pool_forward", x.size)(x, pool_h, pool_w, stride, pad, out, arg_max):
+        if self._run("pool_forward", x.size, x, pool_h, pool_w, stride, pad, out, arg_max):
             # a window whose max is both 0.0 and -0.0: only NumPy knows which sign its max gives
             return super().pool_forward(x, pool_h, pool_w, stride, pad)
         return out, arg_max
@@ -186,7 +196,7 @@ class NumbaConvOps(ConvOps):
             return super().pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad)
         n, c, h, w = x_shape
         img = numpy.zeros((n, c, h + 2 * pad + stride - 1, w + 2 * pad + stride - 1), dtype=dout.dtype)
-        _kernel("pool_backward", img.size)(dout, arg_max, pool_h, pool_w, stride, img)
+        self._run("pool_backward", img.size, dout, arg_max, pool_h, pool_w, stride, img)
         return img[:, :, pad:h + pad, pad:w + pad]
 
     def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:

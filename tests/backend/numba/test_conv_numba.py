@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -35,9 +37,22 @@ def kernel_threads(request, monkeypatch):
 def test_kernels_thread_only_when_blas_does_not(monkeypatch):
     from fastnet.backend.numba import conv, conv_kernels
 
-    used = []
+    used, locked = [], []
+
+    def lock_held_elsewhere() -> None:  # a threaded kernel runs under the backend's lock
+        got = NUMBA._parallel_lock.acquire(blocking=False)
+        if got:
+            NUMBA._parallel_lock.release()
+        locked.append(not got)
+
+    def record(i: int) -> None:
+        used.append(i)
+        probe = threading.Thread(target=lock_held_elsewhere)
+        probe.start()
+        probe.join()
+
     for name, pair in list(conv_kernels.KERNELS.items()):
-        wrapped = tuple((lambda *a, _f=f, _i=i: used.append(_i) or _f(*a)) for i, f in enumerate(pair))
+        wrapped = tuple((lambda *a, _f=f, _i=i: record(_i) or _f(*a)) for i, f in enumerate(pair))
         monkeypatch.setitem(conv_kernels.KERNELS, name, wrapped)
     big, small = np.random.default_rng(0).random((20, 6, 24, 24)), np.ones((1, 1, 4, 4))
     monkeypatch.setattr(conv, "idle_threads_sleep", lambda: False)
@@ -46,10 +61,12 @@ def test_kernels_thread_only_when_blas_does_not(monkeypatch):
         NUMBA.im2col(big, 3, 3, 1, 1)
         NUMBA.im2col(small, 3, 3, 1, 1)  # too small to thread whatever BLAS does
     assert used == [0, 0, 1, 0]
+    monkeypatch.setattr(conv, "blas_threads", lambda: 2)
     monkeypatch.setattr(conv, "idle_threads_sleep", lambda: True)  # threaded beside two BLAS threads
     NUMBA.im2col(big, 3, 3, 1, 1)
     NUMBA.im2col(small, 3, 3, 1, 1)
     assert used == [0, 0, 1, 0, 1, 0]
+    assert locked == [bool(i) for i in used]
     with one_blas_thread():  # what the gate reads: threadpoolctl's view of the BLAS threads
         assert blas_threads() == 1
 
@@ -59,14 +76,17 @@ def test_kernels_thread_only_when_blas_does_not(monkeypatch):
     ({"OPENBLAS_THREAD_TIMEOUT": "4"}, False),  # Numba's OpenMP threads still spin
     ({"OMP_WAIT_POLICY": "passive"}, False),  # OpenBLAS's threads still spin
     ({"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}, True),
-    ({"GOTO_THREAD_TIMEOUT": "16", "NUMBA_THREADING_LAYER": "workqueue"}, True),
+    ({"OPENBLAS_THREAD_TIMEOUT": " 16 ", "OMP_WAIT_POLICY": "passive"}, True),
     ({"OPENBLAS_THREAD_TIMEOUT": "17", "OMP_WAIT_POLICY": "passive"}, False),
+    ({"OPENBLAS_THREAD_TIMEOUT": "0", "OMP_WAIT_POLICY": "passive"}, False),  # 0: OpenBLAS's default
     ({"OPENBLAS_THREAD_TIMEOUT": "short", "OMP_WAIT_POLICY": "passive"}, False),
+    ({"OPENBLAS_THREAD_TIMEOUT": "\u00b2", "OMP_WAIT_POLICY": "passive"}, False),
+    ({"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "workqueue"}, False),
 ])
 def test_idle_threads_sleep_reads_the_environment(monkeypatch, env, sleeps):
     from fastnet.backend.loops import idle_threads_sleep
 
-    for name in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"):
+    for name in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
