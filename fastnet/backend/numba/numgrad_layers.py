@@ -88,30 +88,7 @@ def first_layer_changes(
             moved = 0.0
             for l in range(c):  # a reduction: it vectorises
                 moved = max(moved, max(abs(hp[l]), abs(hm[l])))
-            if moved * w_abs <= SMALL:
-                for l in range(c):
-                    sp[l] = 0.0
-                    sm[l] = 0.0
-                for k in range(k_out):
-                    e0 = E[n, k]
-                    w = W2[j, k]
-                    hit = k == label
-                    for l in range(c):  # the hot loop: two short exps per lane
-                        up = e0 * exp_small(hp[l] * w)
-                        um = e0 * exp_small(hm[l] * w)
-                        sp[l] += up
-                        sm[l] += um
-                        if hit:
-                            cp[l] = up
-                            cm[l] = um
-                for l in range(c):
-                    cp[l] = -log64(cp[l] / sp[l] + CE_DELTA) - old
-                    cm[l] = -log64(cm[l] / sm[l] + CE_DELTA) - old
-                for l in range(c):
-                    col = nz_idx[start + l]
-                    chg_plus[j, col] += cp[l]
-                    chg_minus[j, col] += cm[l]
-                continue
+            short = moved * w_abs <= SMALL  # every |hp w|, |hm w| in exp_small's range
             top = row_max[n]
             for l in range(c):
                 up = hp[l]
@@ -123,11 +100,16 @@ def first_layer_changes(
                 sm[l] = 0.0
             for k in range(k_out):
                 z = Z[n, k]
+                e0 = E[n, k]
                 w = W2[j, k]
                 hit = k == label
                 for l in range(c):  # the hot loop: two exps per lane
-                    up = exp64(z + hp[l] * w - shp[l])
-                    um = exp64(z + hm[l] * w - shm[l])
+                    if short:  # loop-invariant: LLVM splits the loop on it
+                        up = e0 * exp_small(hp[l] * w)
+                        um = e0 * exp_small(hm[l] * w)
+                    else:
+                        up = exp64(z + hp[l] * w - shp[l])
+                        um = exp64(z + hm[l] * w - shm[l])
                     sp[l] += up
                     sm[l] += um
                     if hit:  # the true class's term, kept for the loss
