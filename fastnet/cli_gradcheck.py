@@ -67,6 +67,9 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         say("note: float32 central differences (h=1e-4) are too coarse to agree closely; use float64")
     n_params = sum(int(p.size) for p in net.params.values())
     compile_note(backend)
+    if dropout_off(net):
+        say("note: dropout is off for the check (ratio 0): backprop draws random masks while the numerical "
+            "gradient differentiates the test-mode loss, so with dropout on they measure different functions")
     say(f"net: {net!r}, {n_params} parameters; {args.samples} {name} sample(s), seed {seed}")
     xs, ts = backend.asarray(x, dtype=net.dtype), backend.asarray(t.astype(numpy.int64))
     start = time.perf_counter()
@@ -100,8 +103,25 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
         say(f"kinks: some samples put ReLU inputs within h=1e-4 of 0 ({units}). There ReLU has no slope, "
              f"so the central difference averages two slopes and differs from backprop although both are "
              f"right; {', '.join(at_kinks)} agree within --tol once those units are left out")
+    if failed and any(p.ndim == 4 for p in net.params.values()):
+        say("note: in a conv net, ReLU inputs within h=1e-4 of 0 and pooling windows whose two largest "
+            "inputs are within h of each other are kinks: there the central difference averages two "
+            "slopes and differs from backprop for every parameter before them, although both are right; "
+            "this check locates kinks in dense nets only")
     if failed:
         say(f"FAILED: mean |diff| above {args.tol:g} for {', '.join(failed)}")
         return EXIT_FAIL
     say(f"passed: every mean |diff| <= {args.tol:g}" + (" (away from ReLU kinks)" if at_kinks else ""))
     return 0
+
+
+def dropout_off(net: Any) -> bool:
+    """Set every Dropout layer of `net` to ratio 0 (train and test mode then compute one loss);
+    whether there was one to set."""
+    from .layers import Dropout
+
+    layers = [layer for layer in getattr(net, "layers", {}).values()
+              if isinstance(layer, Dropout) and layer.dropout_ratio]
+    for layer in layers:
+        layer.dropout_ratio = 0.0
+    return bool(layers)

@@ -336,3 +336,21 @@ def test_train_simple_conv_on_mnist(capsys, monkeypatch, tmp_path):
     assert "SimpleConvNet" in out
     net = fastnet.load_net(path)
     assert type(net).__name__ == "SimpleConvNet" and net.params["W1"].shape == (30, 1, 5, 5)
+
+
+def test_gradcheck_conv_net_explains_kinks_when_it_fails(capsys):
+    code, out, err = run(capsys, "gradcheck", "--net", "simple-conv", "--dataset", "random", "--samples", "1",
+                         "--tol", "1e-30", "--seed", "0", "--backend", "numba")
+    assert code == 1 and "FAILED" in out and "in a conv net, ReLU inputs" in out
+    code, out, err = run(capsys, "gradcheck", "--hidden", "4", "--samples", "2", "--tol", "1e-30", "--seed", "0")
+    assert code == 1 and "in a conv net" not in out
+
+
+def test_gradcheck_turns_dropout_off():
+    """Backprop draws dropout masks, the numerical gradient takes the test-mode loss: with ratio 0
+    both differentiate one function."""
+    from fastnet.cli_gradcheck import dropout_off
+
+    net = fastnet.DeepConvNet(seed=0, backend="numpy")
+    assert dropout_off(net) and all(net.layers[k].dropout_ratio == 0.0 for k in ("Dropout1", "Dropout2"))
+    assert not dropout_off(net) and not dropout_off(fastnet.SimpleConvNet(seed=0, backend="numpy"))
