@@ -202,3 +202,30 @@ def test_kernels_that_fail_to_build_fall_back_with_one_warning(emu_backend):
     assert same(col, reference_im2col(np, x, 3, 3, 1, 0))
     out, _ = emu_backend.pool_forward(x, 2, 2, 2, 0)  # no second warning: the reference from now on
     assert same(out, REF.pool_forward(x, 2, 2, 2, 0)[0])
+
+
+def test_a_changed_convnet_runs_the_loop_from_each_entrys_layer(emu, emu_backend, monkeypatch):
+    """A net the incremental gradient does not know: each loss from the layer holding the entry, the
+    book's loop's bits."""
+    from fastnet.layers import Sigmoid
+
+    def tiny(backend):
+        net = fastnet.SimpleConvNet((1, 6, 6), {"filter_num": 2, "filter_size": 3, "pad": 1}, hidden_size=3,
+                                    output_size=2, weight_init_std=0.3, seed=0, dtype=np.float64, backend=backend)
+        net.layers["Relu2"] = Sigmoid(backend=net.backend)
+        return net
+
+    ours, ref = tiny(emu_backend), tiny(REF)
+    rng = np.random.default_rng(5)
+    x, t = rng.standard_normal((2, 1, 6, 6)), np.array([1, 0])
+    want = ref.numerical_gradient(x, t)
+
+    def loop(*args, **kwargs):
+        raise AssertionError("the emulated backend ran the whole loop")
+
+    monkeypatch.setattr(ConvOps, "convnet_numerical_gradient", loop)
+    before = emu.launches
+    got = ours.numerical_gradient(x, t)
+    assert emu.launches > before  # the conv kernels ran
+    for k in want:
+        assert same(got[k], want[k]), k
