@@ -28,8 +28,8 @@ _MAX_SCRATCH = 16  # work arrays kept per thread (DeepConvNet uses 13 distinct o
 
 
 def _kernel(name: str, size: int) -> tuple[Any, bool]:
-    """(The compiled kernel `name`, whether it is the threaded one): threaded when its output has `size` >= PARALLEL_MIN elements
-    and the cores are free between NumPy's products.
+    """(The compiled kernel `name`, whether it is the threaded one): threaded when its output
+    has `size` >= PARALLEL_MIN elements and the cores are free between NumPy's products.
 
     By default OpenBLAS's idle threads keep spinning on the cores a threaded
     kernel would need, and both then wait on each other: a B=100
@@ -39,7 +39,7 @@ def _kernel(name: str, size: int) -> tuple[Any, bool]:
     the numerical gradient) or when idle threads sleep at once
     (``loops.idle_threads_sleep``: ``OPENBLAS_THREAD_TIMEOUT=4
     OMP_WAIT_POLICY=passive``); then the threaded kernels take a DeepConvNet
-    float64 step from 257 to 209 ms (``benchmarks/bench_conv.py``,
+    float64 step from 257 to 203 ms (``benchmarks/bench_conv.py``,
     ``test_conv_step``, 2-core host).
     """
     global _K
