@@ -127,7 +127,7 @@ def thread_tip(net_name: str, backend: Any) -> None:
         return
     from .backend import loops
 
-    if loops.idle_threads_sleep() or loops.blas_threads() == 1:
+    if loops.cores_free_between_products():
         return
     say("tip: conv nets train about 1.25-1.4x faster on numba when started as "
         "OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=passive fastnet train ... (see docs/numba.md)")

@@ -72,6 +72,12 @@ def idle_threads_sleep() -> bool:
     return bool(pools) and all(pool.get("internal_api") == "openblas" for pool in pools)
 
 
+def cores_free_between_products() -> bool:
+    """Whether a threaded kernel run between NumPy's products finds the cores free: BLAS on one
+    thread, or idle threads that sleep at once (``idle_threads_sleep``)."""
+    return idle_threads_sleep() or blas_threads() == 1
+
+
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
     """Hold BLAS to one thread while any thread is inside this block.

@@ -19,7 +19,7 @@ import numpy
 from ... import activations
 from ...im2col import output_shape
 from ..conv_ops import ConvOps, book_simple_convnet, suffix_numerical_gradient
-from ..loops import blas_threads, idle_threads_sleep
+from ..loops import cores_free_between_products
 
 Array = Any
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
@@ -47,7 +47,7 @@ def _kernel(name: str, size: int) -> tuple[Any, bool]:
         from . import conv_kernels
 
         _K = conv_kernels
-    threaded = size >= _K.PARALLEL_MIN and (idle_threads_sleep() or blas_threads() == 1)
+    threaded = size >= _K.PARALLEL_MIN and cores_free_between_products()
     return _K.KERNELS[name][threaded], threaded
 
 

@@ -10,7 +10,7 @@ import pytest
 import fastnet
 from fastnet import DeepConvNet, SimpleConvNet
 from fastnet.backend import lookup
-from fastnet.backend.loops import blas_threads, one_blas_thread
+from fastnet.backend.loops import blas_threads, idle_threads_sleep, one_blas_thread
 from fastnet.layers import Convolution, Pooling
 from fastnet.optimizers import SGD, Adam
 
@@ -24,9 +24,9 @@ NUMPY, NUMBA = lookup("numpy"), lookup("numba")
 def kernel_threads(request, monkeypatch):
     """Every test three times: beside threaded BLAS (one-thread kernels), with BLAS held to one
     thread, and beside threaded BLAS whose idle threads sleep (threaded kernels for the big cases)."""
-    from fastnet.backend.numba import conv
+    from fastnet.backend import loops
 
-    monkeypatch.setattr(conv, "idle_threads_sleep", lambda: request.param == "idle-threads-sleep")
+    monkeypatch.setattr(loops, "idle_threads_sleep", lambda: request.param == "idle-threads-sleep")
     if request.param == "one-blas-thread":
         with one_blas_thread():
             yield
@@ -35,7 +35,8 @@ def kernel_threads(request, monkeypatch):
 
 
 def test_kernels_thread_only_when_blas_does_not(monkeypatch):
-    from fastnet.backend.numba import conv, conv_kernels
+    from fastnet.backend import loops
+    from fastnet.backend.numba import conv_kernels
 
     used, locked = [], []
 
@@ -55,14 +56,14 @@ def test_kernels_thread_only_when_blas_does_not(monkeypatch):
         wrapped = tuple((lambda *a, _f=f, _i=i: record(_i) or _f(*a)) for i, f in enumerate(pair))
         monkeypatch.setitem(conv_kernels.KERNELS, name, wrapped)
     big, small = np.random.default_rng(0).random((20, 6, 24, 24)), np.ones((1, 1, 4, 4))
-    monkeypatch.setattr(conv, "idle_threads_sleep", lambda: False)
+    monkeypatch.setattr(loops, "idle_threads_sleep", lambda: False)
     for threads in (2, 1):
-        monkeypatch.setattr(conv, "blas_threads", lambda threads=threads: threads)
+        monkeypatch.setattr(loops, "blas_threads", lambda threads=threads: threads)
         NUMBA.im2col(big, 3, 3, 1, 1)
         NUMBA.im2col(small, 3, 3, 1, 1)  # too small to thread whatever BLAS does
     assert used == [0, 0, 1, 0]
-    monkeypatch.setattr(conv, "blas_threads", lambda: 2)
-    monkeypatch.setattr(conv, "idle_threads_sleep", lambda: True)  # threaded beside two BLAS threads
+    monkeypatch.setattr(loops, "blas_threads", lambda: 2)
+    monkeypatch.setattr(loops, "idle_threads_sleep", lambda: True)  # threaded beside two BLAS threads
     NUMBA.im2col(big, 3, 3, 1, 1)
     NUMBA.im2col(small, 3, 3, 1, 1)
     assert used == [0, 0, 1, 0, 1, 0]
@@ -84,8 +85,6 @@ def test_kernels_thread_only_when_blas_does_not(monkeypatch):
     ({"OPENBLAS_THREAD_TIMEOUT": "4", "NUMBA_THREADING_LAYER": "workqueue"}, False),
 ])
 def test_idle_threads_sleep_reads_the_environment(monkeypatch, env, sleeps):
-    from fastnet.backend.loops import idle_threads_sleep
-
     for name in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
