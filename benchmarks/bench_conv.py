@@ -253,15 +253,15 @@ def test_conv_numgrad_incremental(benchmark: Any) -> None:
 DEEP_STRIDE = 4096 if QUICK else 1024  # every DEEP_STRIDE-th entry of each array is timed
 
 
-@pytest.mark.parametrize("impl", ["numpy-book-loop", "numba-book-loop", "numba-suffix"])
+@pytest.mark.parametrize("impl", ["numpy-book-loop", "numba-book-loop", "numba"])
 def test_conv_numgrad_deep(benchmark: Any, impl: str) -> None:
-    """DeepConvNet's numerical gradient at B=10, from every DEEP_STRIDE-th entry of each array, scaled.
+    """DeepConvNet's numerical gradient at B=10, float64.
 
-    ``*-book-loop``: the book's loop (a full forward pass per loss);
-    ``numba-suffix``: ``net.numerical_gradient`` on numba, each loss from the
-    layer holding the entry (``conv_ops.suffix_numerical_gradient``), whose
-    cost per entry depends on that layer: the strided sample takes every
-    array in proportion to its size (each array at least one entry).
+    ``*-book-loop``: the book's loop (a full forward pass per loss), timed on
+    every DEEP_STRIDE-th entry of each array and scaled; ``numba``:
+    ``net.numerical_gradient`` on numba, whole (the filters' losses one
+    output channel at a time, ``channel_numgrad``; the dense layers' from the
+    layer holding the entry), checked against the book's loop on a sample.
     """
     backend_name = impl.split("-")[0]
     status = fastnet.available_backends()[backend_name]
@@ -270,31 +270,25 @@ def test_conv_numgrad_deep(benchmark: Any, impl: str) -> None:
     x, t = images(10, np.float64, seed=1)
     net = DeepConvNet(seed=0, backend=backend_name)
     net.loss(x, t, train_flg=False)  # compile / warm up
+    total = int(sum(p.size for p in net.params.values()))
+    if impl == "numba":
+        details = {"suite": "conv-numgrad", "case": "DeepConvNet-B10-float64", "impl": impl, "batch": 10,
+                   "params_total": total, "scale": 1.0}
+        grads = measure(benchmark, lambda: net.numerical_gradient(x, t), group="conv-numgrad-deep-B10",
+                        name=impl, info=details, rounds=1, warm_up=False)
+        ref = DeepConvNet(seed=0, backend="numpy")
+        for k, p in ref.params.items():  # the first entries of each array against the book's loop
+            want = numerical_gradient_loop(lambda _: ref.loss(x, t, train_flg=False), p.reshape(-1)[:2], 1e-4)
+            np.testing.assert_allclose(grads[k].reshape(-1)[:2], want, rtol=0, atol=1e-9, err_msg=k)
+        return
     flats = {k: p.reshape(-1) for k, p in net.params.items()}
-    starts = net.step_holding()
-    inputs: list[Any] = []
-    net.predict_from(0, x, False, keep=inputs)
-
-    def loss_fn(k: str) -> Any:
-        if impl.endswith("suffix"):
-            return lambda _: net.loss_from(starts[k], inputs[starts[k]], t)
-        return lambda _: net.loss(x, t, train_flg=False)
-
-    got: dict[str, np.ndarray] = {}
 
     def sample() -> None:
-        for k, flat in flats.items():
-            got[k] = numerical_gradient_loop(loss_fn(k), flat[::DEEP_STRIDE], 1e-4)
+        for flat in flats.values():
+            numerical_gradient_loop(lambda _: net.loss(x, t, train_flg=False), flat[::DEEP_STRIDE], 1e-4)
 
     timed = sum(flat[::DEEP_STRIDE].size for flat in flats.values())
-    total = int(sum(p.size for p in net.params.values()))
     details = {"suite": "conv-numgrad", "case": "DeepConvNet-B10-float64", "impl": impl, "batch": 10,
                "params_total": total, "params_timed": timed, "scale": total / timed}
     measure(benchmark, sample, group="conv-numgrad-deep-B10", name=impl, info=details, rounds=1 if QUICK else 2)
     benchmark.extra_info.update(details)
-    if impl == "numba-suffix":  # the book's loop on the numpy backend gives the same bits
-        ref = DeepConvNet(seed=0, backend="numpy")
-        for k, p in ref.params.items():
-            want = numerical_gradient_loop(lambda _: ref.loss(x, t, train_flg=False),
-                                          p.reshape(-1)[::DEEP_STRIDE][:2], 1e-4)
-            assert np.array_equal(got[k][:2], want), k

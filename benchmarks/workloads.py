@@ -45,10 +45,12 @@ def measure(
     info: dict[str, Any],
     sync: Callable[[], None] | None = None,
     rounds: int | None = None,
+    warm_up: bool = True,
 ) -> Any:
     """Time ``fn`` as case `name` of `group`; returns fn's last result.
 
-    ``rounds`` set: a fixed number of rounds after one warm-up (slow cases);
+    ``rounds`` set: a fixed number of rounds after one warm-up (slow cases; ``warm_up=False``:
+    none, for a case whose caller warmed up what it compiles);
     otherwise pytest-benchmark calibrates. With ``--benchmark-disable`` fn runs once.
     """
     benchmark.group = group
@@ -68,7 +70,7 @@ def measure(
 
     if rounds is None:
         return benchmark(timed)
-    warmup = 0 if benchmark.disabled else 1
+    warmup = 1 if warm_up and not benchmark.disabled else 0
     return benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=warmup)
 
 

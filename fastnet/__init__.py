@@ -55,12 +55,13 @@ from .layers import (
     SoftmaxWithLoss,
     Tanh,
 )
+from .conv_layers import Convolution, Pooling
 from .io import ModelFileError, load_net, load_params, save_params
 from .nets import MultiLayerNet, Net, TwoLayerNet
 from .convnets import DeepConvNet, SimpleConvNet
 from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, Optimizer, RMSprop, make_optimizer
 from .train import History, Trainer, TrainingDivergedError, TrainingWarning
-from .util import shuffle_dataset, smooth_curve
+from .util import col2im, conv_output_size, im2col, shuffle_dataset, smooth_curve
 
 #: The book's ch.6 ``MultiLayerNetExtend`` (dropout, batch norm): ``MultiLayerNet`` takes the same arguments.
 MultiLayerNetExtend = MultiLayerNet
@@ -116,6 +117,11 @@ __all__ = [
     "activations",
     "SimpleConvNet",
     "DeepConvNet",
+    "Convolution",
+    "Pooling",
+    "im2col",
+    "col2im",
+    "conv_output_size",
     "datasets",
     "io",
     "optimizers",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cli_common import EXIT_FAIL, EXIT_USAGE, Parser, one_line_usage_error, say
+from .cli_common import EXIT_FAIL, EXIT_USAGE, Parser, UsageError, one_line_usage_error, say
 
 __all__ = ["main", "build_parser"]
 
@@ -200,4 +200,4 @@ def _guard(run: Callable[[], int], command: str, debug: bool) -> int:
         print(f"fastnet {command}: error: {_one_line(exc)}", file=sys.stderr)
         print(f"(see 'fastnet {command} --help' for usage" + ("" if debug else "; --debug shows the traceback") + ")",
               file=sys.stderr)
-        return EXIT_FAIL
+        return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAIL

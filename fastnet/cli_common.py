@@ -15,6 +15,10 @@ EXIT_FAIL = 1  # an error, a failed gradient check or a collapsed run
 EXIT_USAGE = 2  # bad arguments (argparse's convention)
 
 
+class UsageError(ValueError):
+    """Options that each parse but do not go together: exits with EXIT_USAGE, as argparse's errors do."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but an error is one line and a hint instead of the whole usage block."""
 
@@ -107,7 +111,8 @@ def add_net(p: argparse.ArgumentParser, hidden_help: str) -> None:
     p.add_argument("--hidden", type=sizes, metavar="SIZES", help=hidden_help)
     p.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu", help="(default: relu)")
     p.add_argument("--weight-init", type=weight_init, metavar="STD",
-                   help="relu/he, sigmoid/xavier or a number (default: the activation's; 0.01 for two on MNIST, as the book)")
+                   help="relu/he, sigmoid/xavier or a number (default: the activation's; 0.01 for two on MNIST, as the "
+                        "book); not for the conv nets, which keep the book's relu, weights and biases")
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0, metavar="LAMBDA",
                    help="L2 weight decay, multi only (default: 0)")
     p.add_argument("--batchnorm", action="store_true", help="batch normalisation, multi only")
@@ -204,10 +209,10 @@ def check_net_args(args: argparse.Namespace) -> None:
             ("--dataset spiral", getattr(args, "dataset", None) == "spiral"),
         ) if given]
         if fixed:
-            raise ValueError(f"--net {args.net} is the book's fixed architecture (relu, MNIST images): "
+            raise UsageError(f"--net {args.net} is the book's fixed architecture (relu, MNIST images): "
                              f"it takes no {', '.join(fixed)}")
         if args.hidden is not None and len(args.hidden) != 1:
-            raise ValueError(f"--net {args.net} has one dense hidden layer; give --hidden as one size")
+            raise UsageError(f"--net {args.net} has one dense hidden layer; give --hidden as one size")
         return
     if args.net != "two":
         return
@@ -216,9 +221,9 @@ def check_net_args(args: argparse.Namespace) -> None:
         ("--dropout", getattr(args, "dropout", None) is not None),
     ) if given]
     if multi_only:
-        raise ValueError(f"{', '.join(multi_only)} need(s) --net multi")
+        raise UsageError(f"{', '.join(multi_only)} need(s) --net multi")
     if args.hidden is not None and len(args.hidden) != 1:
-        raise ValueError(f"--net two has one hidden layer, got --hidden {','.join(map(str, args.hidden))}; use --net multi")
+        raise UsageError(f"--net two has one hidden layer, got --hidden {','.join(map(str, args.hidden))}; use --net multi")
 
 
 def make_net(args: argparse.Namespace, n_in: int, n_out: int, hidden: list[int], seed: int, backend: Any) -> Any:

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     add_common(grad)
     grad.add_argument("--dataset", choices=("auto", "mnist", "random"), default="auto",
                       help="auto: MNIST when present, else random inputs (default: auto)")
-    add_net(grad, "hidden layer sizes (default: 50, as the book)")
+    add_net(grad, "hidden layer sizes (default: 50, as the book; the conv nets' own: 100 simple-conv, 50 deep-conv)")
     grad.add_argument("--samples", type=positive_int, default=3, help="batch size (default: 3, as the book)")
     grad.add_argument("--tol", type=positive_float, default=1e-6,
                       help="largest mean |difference| that passes (default: 1e-6)")

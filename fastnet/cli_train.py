@@ -38,7 +38,8 @@ def add_parser(sub: Any) -> None:
     add_common(train)
     train.add_argument("--dataset", choices=("auto", "mnist", "spiral"), default="auto",
                        help="auto: MNIST when present or downloadable, else spiral (default: auto)")
-    add_net(train, "hidden layer sizes, e.g. 50 or 100,100 (default: 50 for MNIST, 64 for spiral)")
+    add_net(train, "hidden layer sizes, e.g. 50 or 100,100 (default: 50 for two/multi on MNIST, 64 on spiral; "
+                   "the conv nets' own: 100 simple-conv, 50 deep-conv)")
     train.add_argument("--dropout", type=fraction, metavar="RATIO", help="dropout ratio, multi only")
     train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="(default: sgd)")
     train.add_argument("--lr", type=positive_float, help="learning rate (default for sgd: 0.1 on MNIST, 1.0 on spiral; others: the optimizer's)")
@@ -77,6 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         (x, t), (xt, tt) = data
         hidden, epochs, n_out = args.hidden or [50], args.epochs or 5, 10
     else:
+        if args.net in CONV_NETS:
+            raise ValueError(f"--net {args.net} needs MNIST images, and none were loaded ({note})")
         if args.seed is None:  # the fallback demo gives the same numbers every run
             seed = 0
         x, t = spiral_data(args.samples, 3, seed=seed)
@@ -99,8 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     thread_tip(args.net, backend)
     trainer = Trainer(net, x, t, xt, tt, epochs=epochs, mini_batch_size=args.batch_size, optimizer=optimizer,
                       evaluate_sample_num_per_epoch=args.eval_samples, sampling=args.sampling, seed=seed,
-                      progress=progress, verbose="epochs",
-                      eval_batch_size=100 if args.net in CONV_NETS else 10000)  # im2col grows with the batch
+                      progress=progress, verbose="epochs")
     start = time.perf_counter()
     history = trainer.train()
     total = time.perf_counter() - start

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy
 
-from .im2col import conv_output_size
+from .patches import conv_output_size
 from .netbase import positive_int
 
 CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")

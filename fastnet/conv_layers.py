@@ -11,7 +11,7 @@ from typing import Any
 
 from .checks import floating, need_forward, numeric
 from .backend import NumpyBackend, lookup
-from .im2col import output_shape
+from .patches import output_shape
 
 __all__ = ["Convolution", "Pooling"]
 

@@ -35,6 +35,7 @@ class ConvNet(Net):
 
     input_dim: tuple[int, int, int]
     _owners: dict[str, str]  # layer name -> the number of its W/b in params
+    EVAL_BATCH = 100  # im2col needs memory in proportion to the batch
 
     def spec(self) -> None:
         return None  # convolution layers: the backend runs the net layer by layer
@@ -123,7 +124,7 @@ class ConvNet(Net):
             layer = self.layers[name]
             layer.W, layer.b = self.params["W" + i], self.params["b" + i]
 
-    def _steps(self) -> list[tuple[Any, ...]]:
+    def steps(self) -> list[tuple[Any, ...]]:
         """The layers in order, a convolution and the activation after it as one step.
 
         The backend runs such a pair as one call (``conv_activation_forward``),
@@ -149,7 +150,7 @@ class ConvNet(Net):
         layers may reuse their output buffers on the next call.
         """
         self._sync_layers()
-        steps = self._steps()
+        steps = self.steps()
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= len(steps):
             raise ValueError(f"start must be a step number from 0 to {len(steps)}, got {start!r}")
         for step in steps[start:]:
@@ -172,7 +173,7 @@ class ConvNet(Net):
         """For each parameter name, the step (a layer, or a convolution with its activation)
         that holds it: a change of that parameter changes nothing before that step."""
         index: dict[int, int] = {}
-        for k, step in enumerate(self._steps()):
+        for k, step in enumerate(self.steps()):
             index.setdefault(id(step[0]), k)  # a layer used twice: from its first use
         return {p + i: index[id(self.layers[name])] for name, i in self._owners.items() for p in ("W", "b")}
 
@@ -184,7 +185,7 @@ class ConvNet(Net):
     def _gradient_layers(self, x: Array, t: Array) -> tuple[dict[str, Array], Array]:
         loss = self.layers_loss(x, t, True)
         dout = self.last_layer.backward(1)
-        steps = self._steps()
+        steps = self.steps()
         for k in reversed(range(len(steps))):
             layer = steps[k][0]
             if len(steps[k]) == 2:  # k == 0: nobody reads the gradient of the images

@@ -55,6 +55,40 @@ def _arrays(net: Net) -> dict[str, numpy.ndarray]:
     return out
 
 
+def _layer_list(net: Net) -> list[str]:
+    """Each layer as "name: kind" ("Conv1: Convolution stride=1 pad=0", "Relu1: activation relu").
+
+    A file records it: a net whose layers were swapped after it was built
+    must not load as the net its constructor builds.
+    """
+    from .activations import builtin
+    from .layers import Activation
+
+    out = []
+    for name, layer in [*net.layers.items(), ("last", net.last_layer)]:
+        if isinstance(layer, Activation):
+            kind = "activation " + (builtin(layer.activation) or type(layer.activation).__name__)
+        else:
+            kind = type(layer).__name__
+        for attr in ("stride", "pad", "pool_h", "pool_w", "dropout_ratio"):
+            if hasattr(layer, attr):
+                kind += f" {attr}={getattr(layer, attr)}"
+        out.append(f"{name}: {kind}")
+    return out
+
+
+def _check_layers(path: PathLike, header: dict[str, Any], net: Net, advice: str) -> None:
+    """The saved layer list (files written before it existed have none) against `net`'s."""
+    saved, mine = header.get("layers"), _layer_list(net)
+    if saved is None or saved == mine:
+        return
+    if not isinstance(saved, list):
+        raise ModelFileError(f"{path}: the header's layer list is not a list")
+    diff = next((f"{a!r} saved, {b!r} here" for a, b in zip(saved, mine) if a != b),
+                f"{len(saved)} layers saved, {len(mine)} here")
+    raise ModelFileError(f"{path} holds a net whose layers differ from {advice} ({diff})")
+
+
 def _digest(a: numpy.ndarray) -> str:
     return hashlib.sha256(numpy.ascontiguousarray(a).tobytes()).hexdigest()
 
@@ -75,6 +109,7 @@ def save_params(path: PathLike, net: Net) -> Path:
         "class": type(net).__name__,
         "config": net.config(),
         "dtype": net.dtype.name,
+        "layers": _layer_list(net),
         "saved_on": net.backend.name,
         "arrays": {
             k: {"shape": list(a.shape), "dtype": a.dtype.str, "sha256": _digest(a)} for k, a in arrays.items()
@@ -300,6 +335,8 @@ def load_net(path: PathLike, backend: NumpyBackend | str | None = None, dtype: A
         net = cls(**header["config"], dtype=header["dtype"] if dtype is None else dtype, backend=bk)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: cannot rebuild {cls.__name__} from {header.get('config')!r}: {exc}") from None
+    _check_layers(path, header, net, f"what {cls.__name__}(...) builds; build that net, change its layers "
+                                     f"as they were, and read the weights with load_params(path, net)")
     _assign(net, arrays, path)
     return net
 
@@ -319,6 +356,7 @@ def load_params(path: PathLike, net: Net) -> Net:
         raise ModelFileError(
             f"{path} holds a different architecture: saved {_describe(saved)}, this net is {_describe(mine)}"
         )
+    _check_layers(path, header, net, "this net's")
     _assign(net, arrays, path)
     return net
 

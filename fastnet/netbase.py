@@ -262,6 +262,9 @@ class Net:
             losses.append(loss)
         return losses
 
+    #: samples per forward pass that ``Trainer`` evaluates by default
+    EVAL_BATCH = 10000
+
     def evaluate(self, x: Array, t: Array, batch_size: int = 10000) -> tuple[float, float]:
         """(loss, accuracy) on a data set in test mode, `batch_size` samples at a time.
 

@@ -127,7 +127,9 @@ class Trainer:
             print every k-th epoch and the last). False prints nothing.
         check_finite: refuse NaN/Inf in the data, and stop with
             ``TrainingDivergedError`` when a loss becomes NaN/Inf.
-        eval_batch_size: samples per forward pass while evaluating.
+        eval_batch_size: samples per forward pass while evaluating; default
+            the net's own (``net.EVAL_BATCH``: 10,000 for the dense nets, 100
+            for the conv nets, whose im2col grows with the batch).
     """
 
     def __init__(
@@ -148,7 +150,7 @@ class Trainer:
         seed: int | numpy.random.Generator | None = None,
         progress: bool = True,
         check_finite: bool = True,
-        eval_batch_size: int = 10000,
+        eval_batch_size: int | None = None,
     ) -> None:
         if not isinstance(net, Net):
             raise TypeError(f"net must be a fastnet net (e.g. TwoLayerNet), got {type(net).__name__}")
@@ -163,7 +165,8 @@ class Trainer:
                 evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch"
             )
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
-        self.eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
+        self.eval_batch_size = (net.EVAL_BATCH if eval_batch_size is None
+                                else _positive_int(eval_batch_size, "eval_batch_size"))
         if optimizer_param is None and not isinstance(optimizer, Optimizer):
             optimizer_param = {"lr": 0.01}
         self.optimizer = make_optimizer(optimizer, optimizer_param)

@@ -3,7 +3,7 @@
 ``smooth_curve`` smooths a loss curve for plotting; ``shuffle_dataset``
 shuffles samples and labels together with NumPy's global generator, so
 ``np.random.seed(n)`` repeats it, as in the book. ``im2col``, ``col2im`` and
-``conv_output_size`` (ch.7) live in ``fastnet.im2col``.
+``conv_output_size`` (ch.7) live in ``fastnet.patches``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy
 
-from .im2col import col2im, conv_output_size, im2col
+from .patches import col2im, conv_output_size, im2col
 
 __all__ = ["smooth_curve", "shuffle_dataset", "im2col", "col2im", "conv_output_size"]
 

@@ -165,3 +165,20 @@ def test_verbose_is_checked(spiral):
     x, t, _, _ = spiral
     with pytest.raises(ValueError, match="verbose must be True, False or 'epochs'"):
         Trainer(TwoLayerNet(2, 8, 3), x, t, verbose="loud")
+
+
+def test_the_book_modules_names_are_importable_from_fastnet():
+    """Every public name of the modules the book's imports map to is also ``fastnet.<name>``, the same
+    object (fastnet's own helpers of those modules aside)."""
+    own = {"numerical_gradient_loop", "builtin", "OPTIMIZERS"}
+    import fastnet.functions
+    import fastnet.gradient
+    import fastnet.layers
+    import fastnet.optimizers
+    import fastnet.util
+
+    for module in (fastnet.functions, fastnet.gradient, fastnet.layers, fastnet.optimizers, fastnet.util):
+        for name in set(module.__all__) - own:
+            assert getattr(fastnet, name, None) is getattr(module, name), f"fastnet.{name} ({module.__name__})"
+    x = np.arange(32.0).reshape(2, 1, 4, 4)
+    assert fastnet.im2col(x, 2, 2).shape == (18, 4) and fastnet.conv_output_size(4, 2) == 3

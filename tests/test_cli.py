@@ -83,8 +83,6 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, message):
     "argv, message",
     [
         (["train", "--dataset", "mnist"], "train-images-idx3-ubyte.gz"),
-        (["train", "--hidden", "5,5", "--epochs", "1"], "--net multi"),
-        (["train", "--batchnorm", "--epochs", "1"], "--batchnorm need(s) --net multi"),
         (["train", "--save", "/no/such/folder/m.npz"], "does not exist"),
         (["train", "--lr", "1e300", "--optimizer", "sgd", "--epochs", "3", "--seed", "0"], "training stopped"),
     ],
@@ -93,6 +91,23 @@ def test_runtime_errors_exit_1_with_one_line(capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 1
     assert message in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--hidden", "5,5", "--epochs", "1"], "--net multi"),
+    (["train", "--batchnorm", "--epochs", "1"], "--batchnorm need(s) --net multi"),
+])
+def test_option_mixes_exit_2_as_bad_arguments(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_conv_net_without_mnist_says_it_needs_mnist(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTNET_OFFLINE", "1")
+    monkeypatch.setenv("FASTNET_DATA", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    code, out, err = run(capsys, "train", "--net", "simple-conv", "--epochs", "1")
+    assert code == 1 and "--net simple-conv needs MNIST images" in err and "--weight-init" not in err
     assert_one_line_error(err)
 
 
@@ -202,7 +217,7 @@ def test_python_dash_m_and_no_traceback(tmp_path):
 
 def test_option_mixes_are_refused_before_loading_data(capsys):
     code, out, err = run(capsys, "train", "--hidden", "5,5")
-    assert code == 1 and out == "" and "use --net multi" in err
+    assert code == 2 and out == "" and "use --net multi" in err
 
 
 def test_spiral_fallback_repeats_without_a_seed(capsys):
@@ -300,7 +315,7 @@ def test_gradcheck_relu_kink_is_explained_not_failed(capsys, monkeypatch):
 ])
 def test_conv_nets_refuse_options_they_cannot_take(capsys, argv, message):
     code, out, err = run(capsys, "train", *argv)
-    assert code == 2 or code == 1, out + err
+    assert code == 2, out + err
     assert message in err and "Traceback" not in err
 
 

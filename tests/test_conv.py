@@ -9,7 +9,7 @@ import pytest
 
 import fastnet
 from fastnet import DeepConvNet, SimpleConvNet
-from fastnet.im2col import col2im, conv_output_size, im2col
+from fastnet.patches import col2im, conv_output_size, im2col
 from fastnet.layers import Convolution, Pooling
 from fastnet.optimizers import Adam
 

@@ -214,3 +214,25 @@ def test_raw_pickle_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"W1": 1}))
     with pytest.raises(ModelFileError, match="pickle"):
         load_net(path)
+
+
+def test_a_net_with_swapped_layers_does_not_load_as_another_net(tmp_path):
+    from fastnet import SimpleConvNet
+    from fastnet.layers import Tanh
+
+    def net(seed):
+        n = SimpleConvNet((1, 10, 10), {"filter_num": 3, "filter_size": 3}, hidden_size=5, output_size=3,
+                          seed=seed, backend="numpy")
+        return n
+
+    changed = net(0)
+    changed.layers["Relu1"] = Tanh(backend="numpy")
+    path = save_params(tmp_path / "swap.npz", changed)
+    with pytest.raises(ModelFileError, match="'Relu1: activation tanh' saved, 'Relu1: activation relu' here"):
+        load_net(path)
+    with pytest.raises(ModelFileError, match="layers differ from this net's"):
+        load_params(path, net(1))
+    same = net(1)
+    same.layers["Relu1"] = Tanh(backend="numpy")
+    x = np.random.default_rng(0).random((2, 1, 10, 10))
+    np.testing.assert_array_equal(load_params(path, same).predict(x), changed.predict(x))

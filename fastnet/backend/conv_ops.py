@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..im2col import output_shape, reference_col2im, reference_im2col
+from ..patches import output_shape, reference_col2im, reference_im2col
 from .loops import numerical_gradient_loop
 
 Array = Any
@@ -101,8 +101,10 @@ class ConvOps:
         return {k: numerical_gradient_loop(f, p, h) for k, p in net.params.items()}
 
 
-def suffix_numerical_gradient(net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
-    """The book's loop, each loss recomputed only from the step that holds the moved parameter.
+def suffix_numerical_gradient(net: Any, x: Array, t: Array, h: float = 1e-4,
+                              names: Any = None) -> dict[str, Array]:
+    """The book's loop, each loss recomputed only from the step that holds the moved parameter
+    (for the parameters `names`, by default all).
 
     A parameter cannot change what the steps before its own compute, so
     their outputs come from one forward pass; every loss is then the one the
@@ -114,11 +116,14 @@ def suffix_numerical_gradient(net: Any, x: Array, t: Array, h: float = 1e-4) -> 
     net.predict_from(0, x, False, keep=inputs)
     grads = {}
     for name, start in net.step_holding().items():
+        if names is not None and name not in names:
+            continue
+
         def f(_: Array, start: int = start) -> Any:
             return net.loss_from(start, inputs[start], t)
 
         grads[name] = numerical_gradient_loop(f, net.params[name], h)
-    return {k: grads[k] for k in net.params}
+    return {k: grads[k] for k in net.params if k in grads}
 
 
 def book_simple_convnet(net: Any, x: Array) -> bool:

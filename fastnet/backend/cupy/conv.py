@@ -18,8 +18,9 @@ from typing import Any
 import numpy
 
 from ... import activations
-from ...im2col import output_shape
-from ..conv_ops import ConvOps, book_simple_convnet, suffix_numerical_gradient
+from ...patches import output_shape
+from ..channel_numgrad import channel_numerical_gradient
+from ..conv_ops import ConvOps, book_simple_convnet
 from . import cuda
 
 Array = Any
@@ -225,11 +226,11 @@ class CupyConvOps(ConvOps):
 
     def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
         """SimpleConvNet as the book builds it: exact incremental losses as batched array code
-        (``conv_numgrad``), in float64; any other net runs the book's loop from the layer holding
-        each entry (``suffix_numerical_gradient``), the loop's result bit for bit."""
+        (``conv_numgrad``), in float64; any other net the filters' losses one output channel at a
+        time and the rest from the layer holding each entry (``channel_numerical_gradient``)."""
         arrays = [x, t, *net.params.values()]
         if not (self.fused and book_simple_convnet(net, x) and all(isinstance(a, self.xp.ndarray) for a in arrays)):
-            return suffix_numerical_gradient(net, x, t, h)
+            return channel_numerical_gradient(net, x, t, h)
         from .conv_numgrad import simple_convnet_losses
 
         conv = net.layers["Conv1"]

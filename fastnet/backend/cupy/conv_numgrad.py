@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...im2col import reference_im2col
+from ...patches import reference_im2col
 from .numgrad import log_prob
 
 Array = Any

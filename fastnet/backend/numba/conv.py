@@ -17,8 +17,9 @@ from typing import Any
 import numpy
 
 from ... import activations
-from ...im2col import output_shape
-from ..conv_ops import ConvOps, book_simple_convnet, suffix_numerical_gradient
+from ...patches import output_shape
+from ..channel_numgrad import channel_numerical_gradient
+from ..conv_ops import ConvOps, book_simple_convnet
 from ..loops import cores_free_between_products
 
 Array = Any
@@ -204,12 +205,12 @@ class NumbaConvOps(ConvOps):
 
         Equal to the book's loop within rounding, not bit for bit (the losses
         are computed in float64 here, in the net's dtype there). Any other
-        net (DeepConvNet, or a SimpleConvNet whose layers were changed) runs
-        the loop from the layer that holds each parameter
-        (``suffix_numerical_gradient``): the loop's result, bit for bit.
+        net (DeepConvNet, or a SimpleConvNet whose layers were changed) takes
+        ``channel_numerical_gradient``: float64 filters one output channel at
+        a time, everything else the loop from the layer holding the entry.
         """
         if not _book_simple_convnet(net, x, t):
-            return suffix_numerical_gradient(net, x, t, h)
+            return channel_numerical_gradient(net, x, t, h)
         import numba
 
         from ..loops import one_blas_thread

@@ -15,7 +15,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from ...im2col import reference_im2col
+from ...patches import reference_im2col
 
 CE_DELTA = 1e-7
 

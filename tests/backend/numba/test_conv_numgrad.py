@@ -84,49 +84,129 @@ def test_one_hot_targets_and_float32():
         np.testing.assert_allclose(g1[k], backprop[k], rtol=1e-2, atol=1e-4, err_msg=k)
 
 
-def test_a_changed_net_runs_the_loop():
+def close_or_same_bits(want, got, filters):
+    """The filter entries within rounding of the loop (their own losses), every other entry its bits."""
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        if k in filters:
+            np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-9, err_msg=k)
+        else:
+            assert np.array_equal(got[k], want[k]), k
+
+
+def test_a_changed_net_takes_the_channel_losses():
     a, b = small("numpy"), small("numba")
     for net in (a, b):
         net.layers["Relu2"] = Sigmoid(backend=net.backend)
     x, t = data(a)
-    want, got = a.numerical_gradient(x, t), b.numerical_gradient(x, t)
-    for k in want:
-        assert np.array_equal(got[k], want[k]), k  # the same loop on the same bits
+    close_or_same_bits(a.numerical_gradient(x, t), b.numerical_gradient(x, t), {"W1", "b1"})
+    check_channel_losses(b, x, t, ["W1", "b1"])
 
 
-def small_deep(backend, dtype=np.float64):
+def small_deep(backend, dtype=np.float64, **kw):
     convs = {f"conv_param_{i}": {"filter_num": 2, "filter_size": 3, "pad": 2 if i == 4 else 1, "stride": 1}
              for i in range(1, 7)}
+    convs.update(kw)
     return fastnet.DeepConvNet((1, 10, 10), **convs, hidden_size=5, output_size=3, seed=0, dtype=dtype,
                                backend=backend)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["fp64", "fp32"])
+DEEP_FILTERS = {f"{p}{i}" for p in "Wb" for i in range(1, 7)}
+
+
 @pytest.mark.parametrize("one_hot", [False, True], ids=["labels", "one-hot"])
-def test_deep_convnet_gives_the_numpy_loops_bits(dtype, one_hot):
-    """Each loss from the layer holding the moved entry: the book's loop's result, bit for bit."""
-    a, b = small_deep("numpy", dtype), small_deep("numba", dtype)
+def test_deep_convnet_float64_within_rounding_of_the_loop(one_hot):
+    a, b = small_deep("numpy"), small_deep("numba")
     rng = np.random.default_rng(3)
-    x, t = rng.standard_normal((3, 1, 10, 10)).astype(dtype), np.array([2, 0, 1])
+    x, t = rng.standard_normal((3, 1, 10, 10)), np.array([2, 0, 1])
     if one_hot:
-        t = np.eye(3, dtype=dtype)[t]
-    want, got = a.numerical_gradient(x, t), b.numerical_gradient(x, t)
-    for k in want:
-        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), k
+        t = np.eye(3)[t]
+    close_or_same_bits(a.numerical_gradient(x, t), b.numerical_gradient(x, t), DEEP_FILTERS)
 
 
-def test_deep_convnet_recomputes_only_from_the_layer_holding_each_entry(monkeypatch):
-    net = small_deep("numba")
-    backend, calls = net.backend, []
-    forward = backend.conv_activation_forward
+def test_deep_convnet_float32_gives_the_loops_bits():
+    """float32 losses round far more than h shows: the loop from the holding layer, the loop's bits."""
+    a, b = small_deep("numpy", np.float32), small_deep("numba", np.float32)
+    rng = np.random.default_rng(3)
+    x, t = rng.standard_normal((3, 1, 10, 10)).astype(np.float32), np.array([2, 0, 1])
+    close_or_same_bits(a.numerical_gradient(x, t), b.numerical_gradient(x, t), set())
 
-    def counted(x, W, *args, **kw):
-        calls.append(W is net.params["W1"])
-        return forward(x, W, *args, **kw)
 
-    monkeypatch.setattr(backend, "conv_activation_forward", counted)
-    x, t = data(net)
-    net.numerical_gradient(x, t)
-    first = net.params["W1"].size + net.params["b1"].size
-    assert sum(calls) == 1 + 2 * first  # one pass for the steps' inputs, then W1's and b1's own losses
-    assert len(calls) > sum(calls)  # the later convolutions ran for their own entries
+def check_channel_losses(net, x, t, names, per_array=5, seed=4):
+    """Sampled f(p + h), f(p - h) of the channel path, each against a plain forward pass of the
+    whole perturbed net (test mode) on the numpy backend."""
+    from fastnet.backend.channel_numgrad import filter_losses
+
+    xc, tc = net.checked_batch(x, t)
+    ref = type(net)(**net.config(), backend="numpy")
+    ref.layers = type(ref.layers)((name, layer) for name, layer in ref.layers.items())
+    for name, layer in net.layers.items():  # a changed net: the same layer kinds in the reference
+        if type(layer) is not type(ref.layers[name]):
+            ref.layers[name] = type(layer)(backend="numpy")
+    rng = np.random.default_rng(seed)
+    for key in names:
+        plus, minus = filter_losses(net, xc, tc, H, key)
+        p = net.params[key]
+        for idx in rng.choice(p.size, size=min(per_array, p.size), replace=False):
+            for sign, table in ((1, plus), (-1, minus)):
+                for k, q in net.params.items():
+                    ref.params[k][...] = q
+                ref.params[key].reshape(-1)[idx] += sign * H
+                want = float(ref.loss(x, t, train_flg=False)) if isinstance(ref, fastnet.DeepConvNet) \
+                    else float(ref.loss(x, t))
+                got = float(table.reshape(-1)[idx])
+                assert abs(got - want) <= 1e-12 * abs(want), (key, idx, sign, got, want)
+
+
+def test_deep_convnet_losses_are_the_perturbed_nets_losses():
+    net = small_deep("numba", conv_param_5={"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 2})
+    rng = np.random.default_rng(5)
+    x, t = rng.standard_normal((4, 1, 10, 10)), np.array([2, 0, 1, 1])
+    check_channel_losses(net, x, t, sorted(DEEP_FILTERS))
+
+
+@pytest.mark.parametrize("change", ["decay", "activation", "shared"])
+def test_what_the_channel_losses_do_not_know_runs_the_loop(change):
+    from fastnet.backend.channel_numgrad import filter_losses
+
+    nets = small_deep("numpy"), small_deep("numba")
+    for net in nets:
+        if change == "decay":
+            net.weight_decay_lambda = 0.1
+        elif change == "activation":  # a user's activation may mix channels
+            from fastnet.layers import Activation
+
+            class Softsign:
+                def forward(self, xp, x):
+                    return x / (1 + xp.abs(x)), x
+
+                def backward(self, xp, dout, x):
+                    return dout / (1 + xp.abs(x)) ** 2
+
+            net.layers["Relu3"] = Activation(Softsign(), backend=net.backend)
+        else:  # one layer object twice: a perturbation moves two places
+            net.layers["Conv4"] = net.layers["Conv3"] = net.layers["Conv3"]
+    x, t = data(nets[1])
+    if change != "shared":
+        assert filter_losses(nets[1], *nets[1].checked_batch(x, t), H, "W1") is None
+    close_or_same_bits(nets[0].numerical_gradient(x, t), nets[1].numerical_gradient(x, t), set())
+
+
+def test_the_holding_convolution_runs_only_for_the_base_pass(monkeypatch):
+    """float64: W1's perturbations recompute one channel, never the whole convolution; float32
+    (the loop from the holding step): twice per entry."""
+    for dtype, want in ((np.float64, lambda n: n <= 2), (np.float32, lambda n: n == 1 + 2 * 20)):
+        net = small_deep("numba", dtype)
+        backend, calls = net.backend, []
+        forward = backend.conv_activation_forward
+
+        def counted(x, W, *args, _net=net, **kw):
+            calls.append(W is _net.params["W1"])
+            return forward(x, W, *args, **kw)
+
+        monkeypatch.setattr(backend, "conv_activation_forward", counted)
+        x, t = data(net)
+        net.numerical_gradient(x.astype(dtype), t)
+        assert net.params["W1"].size + net.params["b1"].size == 20
+        assert want(sum(calls)), (dtype, sum(calls))
+        monkeypatch.undo()
