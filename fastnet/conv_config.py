@@ -44,30 +44,37 @@ def conv_param_of(value: Any, name: str, default: dict[str, int]) -> dict[str, i
 SIMPLE_CONV = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
 
 
+def _fit(size: int, window: int, stride: int, pad: int, input_dim: tuple[int, int, int], where: str) -> int:
+    """conv_output_size, with an error that names input_dim and the layer that does not fit."""
+    span = size + 2 * pad - window
+    if span < 0:
+        raise ValueError(f"input_dim {tuple(input_dim)} is too small for this net: {where} gets "
+                         f"a side of {size} pixel(s) (+ 2*{pad} padding), smaller than its {window}x{window} window")
+    return conv_output_size(size, window, stride, pad)
+
+
 def simple_shapes(input_dim: tuple[int, int, int], conv: dict[str, int], hidden: int,
-                   out: int) -> list[tuple[int, ...]]:
+                  out: int) -> list[tuple[int, ...]]:
     """The weight shapes of SimpleConvNet: filters, then the two dense layers."""
     c, h, w = input_dim
     fn, fs = conv["filter_num"], conv["filter_size"]
-    conv_h = conv_output_size(h, fs, conv["stride"], conv["pad"])
-    conv_w = conv_output_size(w, fs, conv["stride"], conv["pad"])
-    pooled = fn * conv_output_size(conv_h, 2, 2) * conv_output_size(conv_w, 2, 2)
-    return [(fn, c, fs, fs), (pooled, hidden), (hidden, out)]
+    sizes = [_fit(n, fs, conv["stride"], conv["pad"], input_dim, "the convolution (conv_param)") for n in (h, w)]
+    pooled = [_fit(n, 2, 2, 0, input_dim, "the 2x2 pooling after the convolution") for n in sizes]
+    return [(fn, c, fs, fs), (fn * pooled[0] * pooled[1], hidden), (hidden, out)]
 
 
 def deep_shapes(input_dim: tuple[int, int, int], convs: list[dict[str, int]], hidden: int,
-                 out: int) -> list[tuple[int, ...]]:
+                out: int) -> list[tuple[int, ...]]:
     """The weight shapes of DeepConvNet: six filter banks (a 2x2 pool after every second), two dense."""
     c, h, w = input_dim
     shapes: list[tuple[int, ...]] = []
     for i, cp in enumerate(convs, start=1):
         fn, fs = cp["filter_num"], cp["filter_size"]
         shapes.append((fn, c, fs, fs))
-        h = conv_output_size(h, fs, cp["stride"], cp["pad"])
-        w = conv_output_size(w, fs, cp["stride"], cp["pad"])
+        h, w = (_fit(n, fs, cp["stride"], cp["pad"], input_dim, f"convolution {i} (conv_param_{i})") for n in (h, w))
         c = fn
         if i % 2 == 0:
-            h, w = conv_output_size(h, 2, 2), conv_output_size(w, 2, 2)
+            h, w = (_fit(n, 2, 2, 0, input_dim, f"pooling {i // 2} (2x2)") for n in (h, w))
     return shapes + [(c * h * w, hidden), (hidden, out)]
 
 

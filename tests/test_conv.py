@@ -266,6 +266,12 @@ def test_net_input_errors():
         SimpleConvNet(input_dim=(28, 28))
     with pytest.raises(ValueError, match="weight_init_std"):
         SimpleConvNet(weight_init_std=-1)
+    with pytest.raises(ValueError, match=r"input_dim \(1, 5, 5\) is too small .*the 2x2 pooling after the conv"):
+        SimpleConvNet(input_dim=(1, 5, 5))
+    with pytest.raises(ValueError, match=r"input_dim \(1, 3, 3\) .*the convolution \(conv_param\).*5x5 window"):
+        SimpleConvNet(input_dim=(1, 3, 3))
+    with pytest.raises(ValueError, match=r"input_dim \(1, 2, 2\) is too small .*pooling 3"):
+        fastnet.DeepConvNet(input_dim=(1, 2, 2))
 
 
 @pytest.mark.parametrize("make", [small_simple, small_deep])
