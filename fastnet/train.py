@@ -127,9 +127,8 @@ class Trainer:
             print every k-th epoch and the last). False prints nothing.
         check_finite: refuse NaN/Inf in the data, and stop with
             ``TrainingDivergedError`` when a loss becomes NaN/Inf.
-        eval_batch_size: samples per forward pass while evaluating; default
-            the net's own (``net.EVAL_BATCH``: 10,000 for the dense nets, 100
-            for the conv nets, whose im2col grows with the batch).
+        eval_batch_size: samples per forward pass while evaluating (default
+            ``net.EVAL_BATCH``: 10,000 dense, 100 conv, whose im2col grows).
     """
 
     def __init__(
@@ -161,9 +160,7 @@ class Trainer:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         self.sampling = sampling
         if evaluate_sample_num_per_epoch is not None:
-            evaluate_sample_num_per_epoch = _positive_int(
-                evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch"
-            )
+            evaluate_sample_num_per_epoch = _positive_int(evaluate_sample_num_per_epoch, "evaluate_sample_num_per_epoch")
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.eval_batch_size = (net.EVAL_BATCH if eval_batch_size is None
                                 else _positive_int(eval_batch_size, "eval_batch_size"))

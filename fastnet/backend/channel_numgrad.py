@@ -49,12 +49,12 @@ def filter_losses(net: Any, x: Array, t: Array, h: float, name: str, filters: An
     """(f(p + h), f(p - h)) for every entry of parameter `name` (checked x and t) in the output
     channels `filters` (default all), as ``channel_numerical_gradient`` computes them; None where
     it would run the loop instead."""
+    inputs: list[Array] = []
+    net.predict_from(0, x, False, keep=inputs)  # also points the layers at the current params
     steps = net.steps()
     k = net.step_holding()[name]
     if not _channel_param(net, steps, k, name, x):
         return None
-    inputs: list[Array] = []
-    net.predict_from(0, x, False, keep=inputs)
     return _filter_losses(net, steps, inputs, k, name[0] == "W", t, h, filters)
 
 
