@@ -111,7 +111,7 @@ def add_net(p: argparse.ArgumentParser, hidden_help: str) -> None:
     p.add_argument("--hidden", type=sizes, metavar="SIZES", help=hidden_help)
     p.add_argument("--activation", choices=tuple(ACTIVATIONS), default="relu", help="(default: relu)")
     p.add_argument("--weight-init", type=weight_init, metavar="STD",
-                   help="relu/he, sigmoid/xavier or a number (default: the activation's; 0.01 for two on MNIST, as the "
+                   help="relu/he, sigmoid/xavier or a number (default: he for relu, xavier for sigmoid and tanh; 0.01 for two on MNIST, as the "
                         "book); not for the conv nets, which keep the book's relu, weights and biases")
     p.add_argument("--weight-decay", type=non_negative_float, default=0.0, metavar="LAMBDA",
                    help="L2 weight decay, multi only (default: 0)")
@@ -226,6 +226,11 @@ def check_net_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--net two has one hidden layer, got --hidden {','.join(map(str, args.hidden))}; use --net multi")
 
 
+def init_for(activation: str) -> str:
+    """The weight initialisation named for an activation: He for ReLU, Xavier for sigmoid and tanh."""
+    return "relu" if activation == "relu" else "xavier"
+
+
 def make_net(args: argparse.Namespace, n_in: int, n_out: int, hidden: list[int], seed: int, backend: Any) -> Any:
     from .nets import MultiLayerNet, TwoLayerNet
 
@@ -247,7 +252,7 @@ def make_net(args: argparse.Namespace, n_in: int, n_out: int, hidden: list[int],
     dropout = getattr(args, "dropout", None)
     return MultiLayerNet(
         n_in, hidden, n_out, activation=args.activation,
-        weight_init_std=args.activation if args.weight_init is None else args.weight_init,
+        weight_init_std=init_for(args.activation) if args.weight_init is None else args.weight_init,
         weight_decay_lambda=args.weight_decay, use_dropout=dropout is not None,
         dropout_ration=dropout or 0.5, use_batchnorm=args.batchnorm,
         seed=seed, dtype=args.dtype, backend=backend,

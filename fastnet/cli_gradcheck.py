@@ -8,6 +8,7 @@ from typing import Any
 
 from .cli_common import (
     EXIT_FAIL,
+    UsageError,
     add_common,
     add_net,
     check_net_args,
@@ -45,6 +46,9 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     import numpy
 
     check_net_args(args)
+    if args.batchnorm and args.samples == 1:
+        raise UsageError("--batchnorm with --samples 1: batch norm maps one sample to beta, which starts at 0, "
+                         "exactly on ReLU's kink; give --samples 2 or more")
     backend = resolve_backend(args)
     if args.dtype is None:
         args.dtype = "float64"  # central differences in float32 have no correct digits
@@ -80,7 +84,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
     mid = time.perf_counter()
     backprop = net.gradient(xs, ts)
     end = time.perf_counter()
-    exact = book_loss_backprop(net, xs, ts)
+    exact = book_loss_backprop(net, xs, ts, backprop)
     if exact is not None:
         backprop = exact
         say("note: backprop leaves out the 1e-7 the book's loss adds inside its log; each sample's gradient "
@@ -155,9 +159,15 @@ def closer_look(net: Any, fine: Any, x: Any, t: Any) -> Any:
     return net.numerical_gradient(x, t, h=SMALL_H)
 
 
-def book_loss_backprop(net: Any, x: Any, t: Any) -> Any:
-    """Backprop of the book's loss -log(y_t + 1e-7) itself: sample by sample, each gradient scaled
-    by y_t / (y_t + 1e-7). None for batch-norm nets (a sample's gradient depends on the others)."""
+def book_loss_backprop(net: Any, x: Any, t: Any, batch: dict[str, Any]) -> Any:
+    """Backprop of the book's loss -log(y_t + 1e-7) itself, from `batch` (the net's own backprop of
+    the whole batch), or None for batch-norm nets (a sample's gradient depends on the others).
+
+    Backprop drops the 1e-7, so sample n's share of the gradient should be
+    scaled by c_n = y_t / (y_t + 1e-7): the batch gradient minus the mean of
+    (1 - c_n) times each sample's own gradient. The whole-batch backprop is
+    what gets checked; the per-sample gradients only enter that small term.
+    """
     import numpy
 
     from .functions import softmax
@@ -169,12 +179,12 @@ def book_loss_backprop(net: Any, x: Any, t: Any) -> Any:
     y = numpy.asarray(to_numpy(softmax(net.predict(xc))), dtype=numpy.float64)
     labels = to_numpy(tc) if tc.ndim == 1 else numpy.argmax(to_numpy(tc), axis=1)
     y_t = y[numpy.arange(len(y)), labels]
-    scale = y_t / (y_t + 1e-7)
-    total: dict[str, Any] = {}
+    share = 1e-7 / (y_t + 1e-7)  # 1 - c_n
+    exact = dict(batch)
     for i in range(len(y)):
         for key, g in net.gradient(xc[i:i + 1], tc[i:i + 1]).items():
-            total[key] = total.get(key, 0) + float(scale[i]) * g
-    return {key: g / len(y) for key, g in total.items()}
+            exact[key] = exact[key] - (float(share[i]) / len(y)) * g
+    return exact
 
 
 def dropout_off(net: Any) -> bool:

@@ -18,6 +18,7 @@ from .cli_common import (
     fraction,
     fresh_seed,
     CONV_NETS,
+    init_for,
     make_net,
     pick_dataset,
     positive_float,
@@ -86,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         xt, tt = spiral_data(args.samples, 3, seed=seed + 1)
         hidden, epochs, n_out = args.hidden or [64], args.epochs or 1000, 3
         if args.weight_init is None:  # 0.01 is too small to get going on 2 inputs
-            args.weight_init = args.activation
+            args.weight_init = init_for(args.activation)
     if args.train_size is not None:
         x, t = x[: args.train_size], t[: args.train_size]
     net = make_net(args, x.shape[1], n_out, hidden, seed, backend)

@@ -21,7 +21,7 @@ from .checks import real, writable_params
 from .backend import NumpyBackend
 from .conv_layers import Convolution, Pooling
 from .conv_config import SIMPLE_CONV, conv_param_of, deep_shapes, input_dim_of, simple_shapes
-from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss
+from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss, plain_layer
 from .netbase import Net, Seed, positive_int, seed_rng
 
 __all__ = ["ConvNet", "DeepConvNet", "SimpleConvNet"]
@@ -132,7 +132,8 @@ class ConvNet(Net):
         """
         layers, steps, i = list(self.layers.values()), [], 0
         while i < len(layers):
-            if isinstance(layers[i], Convolution) and i + 1 < len(layers) and isinstance(layers[i + 1], Activation):
+            if (isinstance(layers[i], Convolution) and i + 1 < len(layers) and isinstance(layers[i + 1], Activation)
+                    and plain_layer(layers[i]) and plain_layer(layers[i + 1])):  # else each its own forward
                 steps.append((layers[i], layers[i + 1]))
                 i += 2
             else:

@@ -62,7 +62,7 @@ def _layer_list(net: Net) -> list[str]:
     must not load as the net its constructor builds.
     """
     from .activations import builtin
-    from .layers import Activation
+    from .layers import Activation, plain_layer
 
     out = []
     for name, layer in [*net.layers.items(), ("last", net.last_layer)]:
@@ -70,6 +70,8 @@ def _layer_list(net: Net) -> list[str]:
             kind = "activation " + (builtin(layer.activation) or type(layer.activation).__name__)
         else:
             kind = type(layer).__name__
+        if not plain_layer(layer):  # a subclass, or methods replaced: not what the constructor builds
+            kind = f"{type(layer).__qualname__} (own methods) {kind}"
         for attr in ("stride", "pad", "pool_h", "pool_w", "dropout_ratio"):
             if hasattr(layer, attr):
                 kind += f" {attr}={getattr(layer, attr)}"

@@ -300,3 +300,11 @@ class BatchNormalization:
 from .conv_layers import Convolution, Pooling  # noqa: E402
 
 __all__ += ["Convolution", "Pooling"]
+
+_PLAIN = (Activation, Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss, Dropout, BatchNormalization, Convolution, Pooling)
+
+
+def plain_layer(layer: Any) -> bool:
+    """Whether `layer` is exactly one of these classes, with no method replaced on the instance:
+    what a backend or a net may run its own way. A subclass may compute something else."""
+    return type(layer) in _PLAIN and not any(name in vars(layer) for name in ("forward", "backward"))

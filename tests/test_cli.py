@@ -380,3 +380,33 @@ def test_gradcheck_turns_dropout_off():
     net = fastnet.DeepConvNet(seed=0, backend="numpy")
     assert dropout_off(net) and all(net.layers[k].dropout_ratio == 0.0 for k in ("Dropout1", "Dropout2"))
     assert not dropout_off(net) and not dropout_off(fastnet.SimpleConvNet(seed=0, backend="numpy"))
+
+
+def test_gradcheck_checks_the_whole_batch_backprop(capsys, monkeypatch):
+    """A backprop that forgets to divide by the batch size is wrong only along the batch: the
+    check compares the net's own batch gradient, so it fails."""
+    from fastnet.backend import NumpyBackend
+
+    argv = ("gradcheck", "--backend", "numpy", "--hidden", "4", "--samples", "3", "--dataset", "random",
+            "--seed", "1")
+    code, out, err = run(capsys, *argv)
+    assert code == 0, out + err
+    right = NumpyBackend.softmax_cross_entropy_backward
+    monkeypatch.setattr(NumpyBackend, "softmax_cross_entropy_backward",
+                        lambda self, y, t, dout=1: right(self, y, t, dout) * t.shape[0])
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and "FAILED" in out, out + err
+
+
+def test_tanh_nets_get_xavier_weights_by_default(capsys):
+    code, out, err = run(capsys, "train", "--net", "multi", "--hidden", "8,8", "--activation", "tanh",
+                         "--dataset", "spiral", "--epochs", "2", "--no-progress")
+    assert code == 0, out + err
+    code, out, err = run(capsys, "gradcheck", "--net", "multi", "--hidden", "6,5", "--activation", "tanh",
+                         "--dataset", "random", "--samples", "2", "--seed", "3", "--backend", "numpy")
+    assert code == 0 and "passed" in out, out + err
+
+
+def test_gradcheck_refuses_batchnorm_on_one_sample(capsys):
+    code, out, err = run(capsys, "gradcheck", "--net", "multi", "--hidden", "4,3", "--batchnorm", "--samples", "1")
+    assert code == 2 and "--samples 2 or more" in err

@@ -340,3 +340,23 @@ def test_loss_from_any_step_is_the_test_mode_loss(cpu_backend):
     for bad in (-1, len(inputs) + 1, 1.0):
         with pytest.raises(ValueError, match="start must be a step number"):
             net.predict_from(bad, x, False)
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+def test_a_changed_activation_layer_after_a_convolution_runs_its_own_forward(backend_name):
+    """A Relu subclass (or a replaced forward) right after a convolution is not fused with it."""
+    if not fastnet.available_backends()[backend_name].available:
+        pytest.skip(f"{backend_name} unavailable")
+
+    class Leaky(fastnet.layers.Relu):
+        def forward(self, x):
+            return np.where(x > 0, x, 0.1 * x)
+
+    net = SimpleConvNet((1, 8, 8), {"filter_num": 2, "filter_size": 3, "pad": 1, "stride": 1}, hidden_size=4,
+                        output_size=3, weight_init_std=0.3, seed=0, backend=backend_name)
+    net.layers["Relu1"] = Leaky(backend=backend_name)
+    x = np.random.default_rng(2).standard_normal((2, 1, 8, 8))
+    y = x
+    for layer in net.layers.values():
+        y = layer.forward(y)
+    np.testing.assert_array_equal(net.predict(x), y)

@@ -236,3 +236,22 @@ def test_a_net_with_swapped_layers_does_not_load_as_another_net(tmp_path):
     same.layers["Relu1"] = Tanh(backend="numpy")
     x = np.random.default_rng(0).random((2, 1, 10, 10))
     np.testing.assert_array_equal(load_params(path, same).predict(x), changed.predict(x))
+
+
+def test_a_layer_subclass_is_recorded_as_such(tmp_path):
+    from fastnet import SimpleConvNet
+    from fastnet.layers import Relu
+
+    class Leaky(Relu):
+        def forward(self, x):
+            return np.where(x > 0, x, 0.1 * x)
+
+    def net():
+        return SimpleConvNet((1, 10, 10), {"filter_num": 3, "filter_size": 3}, hidden_size=5, output_size=3,
+                             seed=0, backend="numpy")
+
+    changed = net()
+    changed.layers["Relu2"] = Leaky(backend="numpy")
+    path = save_params(tmp_path / "leaky.npz", changed)
+    with pytest.raises(ModelFileError, match=r"Leaky \(own methods\) activation relu"):
+        load_params(path, net())

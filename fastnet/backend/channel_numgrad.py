@@ -62,7 +62,7 @@ def _known_layers(net: Any) -> bool:
     from ..activations import builtin
     from ..conv_layers import Convolution, Pooling
     from ..convnets import DeepConvNet, SimpleConvNet
-    from ..layers import Activation, Affine, Dropout, SoftmaxWithLoss
+    from ..layers import Activation, Affine, Dropout, Relu, Sigmoid, SoftmaxWithLoss, Tanh, plain_layer
 
     if type(net) not in (SimpleConvNet, DeepConvNet) or type(net.last_layer) is not SoftmaxWithLoss:
         return False
@@ -74,11 +74,11 @@ def _known_layers(net: Any) -> bool:
     if len({id(layer) for layer in layers}) != len(layers) or len(set(arrays)) != len(arrays):
         return False  # a layer, or a weight array, used twice moves more than one place
     for layer in layers:
-        if isinstance(layer, Activation):
-            if builtin(layer.activation) is None:  # a user's activation may mix channels
-                return False
-        elif type(layer) not in (Convolution, Pooling, Affine, Dropout):
-            return False
+        if not plain_layer(layer) or type(layer) not in (Activation, Relu, Sigmoid, Tanh, Convolution, Pooling,
+                                                         Affine, Dropout):
+            return False  # a layer of the user's own may mix channels
+        if isinstance(layer, Activation) and builtin(layer.activation) is None:
+            return False  # so may an activation of the user's own
     return True
 
 

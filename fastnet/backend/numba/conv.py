@@ -91,8 +91,12 @@ class NumbaConvOps(ConvOps):
 
     def im2col(self, x: Array, filter_h: int, filter_w: int, stride: int, pad: int,
                reuse: Array = None) -> Array:
-        """`reuse`: an old col to overwrite when it has the right shape and dtype (else a new one)."""
-        if not _float(x):
+        """`reuse`: an old col to overwrite when it has the right shape and dtype (else a new one).
+
+        One image: the reference's col is then a transposed view, not a copy,
+        and the products it feeds round differently; that layout is kept.
+        """
+        if not _float(x) or x.shape[0] == 1:
             return super().im2col(x, filter_h, filter_w, stride, pad)
         n, c = x.shape[0], x.shape[1]
         oh, ow = output_shape(x.shape, filter_h, filter_w, stride, pad)
@@ -146,7 +150,7 @@ class NumbaConvOps(ConvOps):
     def conv_activation_backward(self, dout: Array, cache: Array, activation: Any, x_shape: tuple[int, ...],
                                  W_shape: tuple[int, ...], col: Array, col_W: Array, stride: int, pad: int,
                                  need_dx: bool = True) -> tuple[Array | None, Array, Array]:
-        if (activations.builtin(activation) != "relu" or not _float(dout, col, col_W)
+        if (activations.builtin(activation) != "relu" or not _float(dout, col, col_W) or dout.shape[0] == 1
                 or type(cache) is not numpy.ndarray or cache.dtype != numpy.bool_ or cache.shape != dout.shape):
             return super().conv_activation_backward(dout, cache, activation, x_shape, W_shape, col, col_W,
                                                     stride, pad, need_dx)
@@ -158,7 +162,7 @@ class NumbaConvOps(ConvOps):
     def conv_backward(self, dout: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
                       col: Array, col_W: Array, stride: int, pad: int, need_dx: bool = True
                       ) -> tuple[Array | None, Array, Array]:
-        if not _float(dout, col, col_W):
+        if not _float(dout, col, col_W) or dout.shape[0] == 1:  # one image: the reference's rows are a view
             return super().conv_backward(dout, x_shape, W_shape, col, col_W, stride, pad, need_dx)
         fn = W_shape[0]
         n, _, oh, ow = dout.shape

@@ -210,3 +210,39 @@ def test_the_holding_convolution_runs_only_for_the_base_pass(monkeypatch):
         assert net.params["W1"].size + net.params["b1"].size == 20
         assert want(sum(calls)), (dtype, sum(calls))
         monkeypatch.undo()
+
+
+class ChannelMeanRelu(fastnet.layers.Relu):
+    """A user's layer: a Relu subclass whose forward mixes channels."""
+
+    def forward(self, x):
+        return super().forward(x - x.mean(axis=1, keepdims=True))
+
+    def backward(self, dout):
+        d = super().backward(dout)
+        return d - d.mean(axis=1, keepdims=True)
+
+
+class LeakyRelu(fastnet.layers.Relu):
+    def forward(self, x):
+        self.x = x
+        return np.where(x > 0, x, 0.1 * x)
+
+    def backward(self, dout):
+        return np.where(self.x > 0, dout, 0.1 * dout)
+
+
+@pytest.mark.parametrize("where", ["deep-after-pool", "simple-after-pool", "simple-relu2"])
+def test_a_layer_subclass_runs_the_loop(where):
+    """A subclass of a built-in layer is not the built-in: neither the channel losses nor the
+    SimpleConvNet kernel may assume what it computes."""
+    nets = [small_deep(bk) if where.startswith("deep") else small(bk) for bk in ("numpy", "numba")]
+    for net in nets:
+        if where == "simple-relu2":
+            net.layers["Relu2"] = LeakyRelu(backend=net.backend)
+        else:
+            items = list(net.layers.items())
+            at = [k for k, _ in items].index("Pool1") + 1
+            net.layers = type(net.layers)(items[:at] + [("Mix", ChannelMeanRelu(backend=net.backend))] + items[at:])
+    x, t = data(nets[1])
+    close_or_same_bits(nets[0].numerical_gradient(x, t), nets[1].numerical_gradient(x, t), set())
