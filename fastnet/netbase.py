@@ -91,9 +91,33 @@ class Net:
         """The net as an MLPSpec, or None when it has layers a spec cannot hold.
 
         Built anew on each call (a few attribute reads): what the backend sees
-        is always the net's current params, activation and weight decay.
+        is always the net's current params, activation and weight decay. None
+        too once a layer was swapped or given methods of its own: the net then
+        runs its layers one by one, as the book's does.
         """
+        if not self._layers_as_built():
+            return None
         return MLPSpec(self.params, self.depth, self.activation, self.weight_decay_lambda)
+
+    def _remember_layers(self) -> None:
+        """Record the layers the constructor made (the subclass calls this last)."""
+        self._built = (tuple(self.layers.items()), self.last_layer)
+
+    def _layers_as_built(self) -> bool:
+        built = self.__dict__.get("_built")
+        if built is None:
+            return False
+        pairs, last = built
+        layers, act = self.layers, self.activation
+        if self.last_layer is not last or type(layers) is not OrderedDict or len(layers) != len(pairs):
+            return False
+        for name, layer in pairs:
+            own = layer.__dict__  # methods replaced on the instance, or another activation set
+            if (layers.get(name) is not layer or "forward" in own or "backward" in own
+                    or own.get("activation", act) is not act):
+                return False
+        own = last.__dict__
+        return "forward" not in own and "backward" not in own
 
     @property
     def depth(self) -> int:

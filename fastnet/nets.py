@@ -79,6 +79,7 @@ class TwoLayerNet(Net):
         self.layers[_layer_name(self.activation) + "1"] = _activation_layer(self.activation, bk)
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"], backend=bk)
         self.last_layer = SoftmaxWithLoss(backend=bk)
+        self._remember_layers()
 
 
 def _init_scale(weight_init_std: Any, n_in: int) -> float:
@@ -189,6 +190,7 @@ class MultiLayerNet(Net):
         last = self.hidden_layer_num + 1
         self.layers[f"Affine{last}"] = Affine(self.params[f"W{last}"], self.params[f"b{last}"], backend=bk)
         self.last_layer = SoftmaxWithLoss(backend=bk)
+        self._remember_layers()
 
     def spec(self) -> MLPSpec | None:
         if self.use_dropout or self.use_batchnorm:

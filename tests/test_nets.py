@@ -149,3 +149,42 @@ def test_labels_as_a_column_are_labels():
     trainer = fastnet.Trainer(net, x, np.array([[2], [0]], dtype=np.int32), epochs=1, mini_batch_size=2,
                               verbose=False)
     assert trainer.t_train.shape == (2,) and trainer.t_train.dtype == np.int64
+
+
+class DoubledTanh(fastnet.layers.Tanh):
+    """A user's layer: a Tanh subclass computing something else (smooth, so gradients can be checked)."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+    def backward(self, dout):
+        return super().backward(2 * dout)
+
+
+@pytest.mark.parametrize("cpu", ["numpy", "numba"])
+@pytest.mark.parametrize("make", [lambda bk: TwoLayerNet(6, 5, 3, seed=0, backend=bk),
+                                  lambda bk: fastnet.MultiLayerNet(6, [5, 4], 3, seed=0, backend=bk)],
+                         ids=["two", "multi"])
+def test_a_swapped_layer_is_what_the_net_runs(cpu, make):
+    """The book's nets run their layers: a layer swapped in after construction is used by
+    predict, gradient, numerical_gradient and train_step (the whole-net kernels step aside)."""
+    if not fastnet.available_backends()[cpu].available:
+        pytest.skip(f"{cpu} unavailable")
+    net = make(cpu)
+    name = next(k for k, layer in net.layers.items() if isinstance(layer, fastnet.layers.Activation))
+    net.layers[name] = DoubledTanh(backend=cpu)
+    x, _, t = batch(4, 6, 3, seed=2)
+    y = x
+    for layer in net.layers.values():
+        y = layer.forward(y)
+    np.testing.assert_array_equal(net.predict(x), y)
+    grads, numerical = net.gradient(x, t), net.numerical_gradient(x, t)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], numerical[k], rtol=1e-5, atol=1e-7, err_msg=k)  # the loss's +1e-7
+    ref = make("numpy")  # the numpy backend's layer path gives the same bits
+    ref.layers[name] = DoubledTanh(backend="numpy")
+    for k, g in ref.gradient(x, t).items():
+        np.testing.assert_array_equal(grads[k], g, err_msg=k)
+    before = {k: p.copy() for k, p in net.params.items()}
+    net.train_step(x, t, fastnet.SGD(lr=0.5))
+    assert any(not np.array_equal(net.params[k], before[k]) for k in before)
