@@ -35,9 +35,10 @@ def local_client():
     cluster.close()
 
 
-def _problem(seed=0, n_in=40, hidden=12, n_out=10, batch=20):
+def _problem(seed=0, n_in=40, hidden=12, n_out=10, batch=20, activation="relu"):
     rng = np.random.default_rng(seed)
-    net = fastnet.TwoLayerNet(n_in, hidden, n_out, weight_init_std=0.5, seed=seed, dtype=np.float64)
+    net = fastnet.TwoLayerNet(n_in, hidden, n_out, weight_init_std=0.5, seed=seed, dtype=np.float64,
+                              activation=activation)
     x = net.backend.asarray(rng.random((batch, n_in)))
     t = net.backend.asarray(rng.integers(0, n_out, batch))
     return net, x, t
@@ -64,8 +65,7 @@ def test_sharded_gradient_is_bitwise_local(cpu_backend, local_client, chunks):
 
 
 def test_sharded_gradient_with_weight_decay_and_sigmoid(local_client):
-    net, x, t = _problem(seed=4)
-    net.activation = "sigmoid"
+    net, x, t = _problem(seed=4, activation="sigmoid")
     net.weight_decay_lambda = 0.1
     local = net.numerical_gradient(x, t)
     remote = fd.numerical_gradient(net, x, t, client=local_client, chunks=5)

@@ -65,8 +65,7 @@ def _check(net, x, t, seed: int, count: int = 6) -> None:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_two_layer_parts_are_the_whole_bitwise(activation, sparse, dtype):
     rng = np.random.default_rng(1)
-    net = fastnet.TwoLayerNet(37, 13, 10, weight_init_std=0.5, seed=3, dtype=dtype)
-    net.activation = activation
+    net = fastnet.TwoLayerNet(37, 13, 10, weight_init_std=0.5, seed=3, dtype=dtype, activation=activation)
     x = _inputs(rng, 24, 37, sparse).astype(dtype)
     t = rng.integers(0, 10, 24)
     with fastnet.use_backend("numba"):
