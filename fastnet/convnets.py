@@ -35,7 +35,7 @@ class ConvNet(Net):
 
     input_dim: tuple[int, int, int]
     _owners: dict[str, str]  # layer name -> the number of its W/b in params
-    EVAL_BATCH = 100  # im2col needs memory in proportion to the batch
+    EVAL_BATCH = 100  # evaluate's default: im2col needs memory in proportion to the batch
 
     def spec(self) -> None:
         return None  # convolution layers: the backend runs the net layer by layer
@@ -79,14 +79,6 @@ class ConvNet(Net):
             y = self._predict_layers(x[start:start + batch_size], False)
             correct = correct + xp.sum(xp.argmax(y, axis=1) == t[start:start + batch_size])
         return int(correct) / x.shape[0]
-
-    def evaluate(self, x: Array, t: Array, batch_size: int = 100) -> tuple[float, float]:
-        """(loss, accuracy) in test mode, `batch_size` images at a time.
-
-        The default is small on purpose: im2col needs memory in proportion to
-        the batch (a batch of 10,000 MNIST images is ~9 GB in DeepConvNet).
-        """
-        return super().evaluate(x, t, batch_size)
 
     def numerical_gradient(self, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
         """Central differences of the test-mode loss, one parameter at a time (the book's loop).

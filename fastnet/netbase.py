@@ -20,7 +20,7 @@ from .checks import layer_params, real, targets
 from .backend import MLPSpec, NumpyBackend, lookup
 from .backend.loops import numerical_gradient_loop
 from .errors import BackendMismatchError
-from .layers import Affine, BatchNormalization, SoftmaxWithLoss
+from .layers import Affine, BatchNormalization, SoftmaxWithLoss, plain_layer
 
 __all__ = ["Net"]
 
@@ -111,13 +111,10 @@ class Net:
         layers, act = self.layers, self.activation
         if self.last_layer is not last or type(layers) is not OrderedDict or len(layers) != len(pairs):
             return False
-        for name, layer in pairs:
-            own = layer.__dict__  # methods replaced on the instance, or another activation set
-            if (layers.get(name) is not layer or "forward" in own or "backward" in own
-                    or own.get("activation", act) is not act):
+        for name, layer in pairs:  # the same objects, no method replaced, the net's activation
+            if layers.get(name) is not layer or not plain_layer(layer) or getattr(layer, "activation", act) is not act:
                 return False
-        own = last.__dict__
-        return "forward" not in own and "backward" not in own
+        return plain_layer(last)
 
     @property
     def depth(self) -> int:
@@ -286,17 +283,18 @@ class Net:
             losses.append(loss)
         return losses
 
-    #: samples per forward pass that ``Trainer`` evaluates by default
+    #: samples per forward pass of ``evaluate`` (and so of ``Trainer``) by default
     EVAL_BATCH = 10000
 
-    def evaluate(self, x: Array, t: Array, batch_size: int = 10000) -> tuple[float, float]:
-        """(loss, accuracy) on a data set in test mode, `batch_size` samples at a time.
+    def evaluate(self, x: Array, t: Array, batch_size: int | None = None) -> tuple[float, float]:
+        """(loss, accuracy) on a data set in test mode, `batch_size` samples at a time
+        (default ``EVAL_BATCH``).
 
         Test mode: dropout off and batch norm on its running averages. The
         loss includes the weight-decay term, like ``loss``. One device sync.
         """
         x, t = self.checked_batch(x, t)
-        batch_size = positive_int(batch_size, "batch_size")
+        batch_size = positive_int(self.EVAL_BATCH if batch_size is None else batch_size, "batch_size")
         xp = self.backend.xp
         n = x.shape[0]
         loss_sum: Any = 0.0

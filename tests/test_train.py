@@ -237,3 +237,14 @@ def test_loss_stuck_at_the_ceiling_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", TrainingWarning)
         calm.train()
+
+
+def test_conv_nets_evaluate_100_images_at_a_time_by_default():
+    """im2col grows with the batch: the conv nets' default evaluation batch is theirs, not 10,000."""
+    conv = fastnet.SimpleConvNet((1, 8, 8), {"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1},
+                                 hidden_size=4, output_size=3, seed=0, backend="numpy")
+    x, t = np.zeros((3, 1, 8, 8)), np.array([0, 1, 2])
+    assert fastnet.Trainer(conv, x, t, epochs=1, verbose=False).eval_batch_size == 100
+    dense = fastnet.TwoLayerNet(64, 4, 3, seed=0, backend="numpy")
+    assert fastnet.Trainer(dense, x.reshape(3, -1), t, epochs=1, verbose=False).eval_batch_size == 10000
+    assert conv.evaluate(x, t) == pytest.approx(conv.evaluate(x, t, batch_size=1), rel=1e-12)

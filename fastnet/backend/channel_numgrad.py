@@ -112,7 +112,9 @@ def _channel_wise(step: tuple[Any, ...]) -> bool:
 def _lanes_per_batch(steps: list[tuple[Any, ...]], inputs: list[Array], start: int) -> int:
     """Perturbations per batch: about LANE_ELEMENTS values in the widest array the later steps
     make (an input, or a convolution's im2col rows). Small enough to stay in cache; the nets
-    whose later layers are light get wide batches, which saves Python calls."""
+    whose later layers are light get wide batches, which saves Python calls. DeepConvNet's
+    filters at B=10 on one core: 96 s at 2^20 against 136 s at 2^24 (estimated from two
+    filters per array; ``benchmarks/bench_conv.py -k numgrad_deep`` times the whole call)."""
     from ..conv_layers import Convolution
 
     widest = 1
