@@ -60,7 +60,7 @@ def group(net_name: str, dtype: Any) -> str:
 class TorchConvStep:
     """The same net and Adam step in PyTorch (on `device`), from the same starting parameters."""
 
-    def __init__(self, net: Any, x: np.ndarray, t: np.ndarray, device: str = "cpu") -> None:
+    def __init__(self, net: Any, x: np.ndarray, t: np.ndarray, device: str = "cpu", capturable: bool = False) -> None:
         import torch
 
         self.torch = torch
@@ -69,7 +69,8 @@ class TorchConvStep:
                   for k, v in net.params.items()}
         self.convs = [(lay.stride, lay.pad) for name, lay in net.layers.items() if name.startswith("Conv")]
         self.x, self.t = torch.tensor(x, device=device), torch.tensor(t, device=device)
-        self.optimizer = torch.optim.Adam(list(self.p.values()), lr=0.001)
+        # capturable: Adam keeps its step count on the device, as torch.cuda.graph needs
+        self.optimizer = torch.optim.Adam(list(self.p.values()), lr=0.001, capturable=capturable)
 
     def loss(self) -> Any:
         F, p = self.torch.nn.functional, self.p

@@ -25,6 +25,8 @@ Groups and names:
   forced (``cupy-tiled``, graph), cuBLAS forced (``cupy-blas``, eager), the
   size rule (``cupy-auto``) and ``cupy-book``.
 
+The conv nets' GPU cases are in ``bench_gpu_conv.py``.
+
 Skipped with a reason when CuPy has no usable GPU (and PyTorch cases when
 PyTorch has no CUDA).
 """
@@ -76,7 +78,7 @@ def gpu() -> Any:
         yield bk
 
 
-def _book_backend() -> Any:
+def book_backend() -> Any:
     """A CuPy backend running the inherited (book's) algorithm, not the fused kernels."""
     from fastnet.backend.cupy import CupyBackend
 
@@ -85,7 +87,7 @@ def _book_backend() -> Any:
     return bk
 
 
-def _info(suite: str, case: str, impl: str, **extra: Any) -> dict[str, Any]:
+def gpu_info(suite: str, case: str, impl: str, **extra: Any) -> dict[str, Any]:
     import cupy
 
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
@@ -113,7 +115,7 @@ def _check_one_step(params: dict[str, Any], rows: int, dtype: Any, impl: str) ->
 @pytest.mark.parametrize("impl", ["cupy", "cupy-eager", "cupy-bookstyle", "cupy-book"])
 @steps
 def test_gpu_step(benchmark: Any, gpu: Any, rows: int, dtype: Any, impl: str) -> None:
-    bk = _book_backend() if impl == "cupy-book" else gpu
+    bk = book_backend() if impl == "cupy-book" else gpu
     net = fastnet.TwoLayerNet(784, 50, 10, seed=0, dtype=dtype, backend=bk)
     x_host, t_host = dense_batch(rows, dtype)
     x, t = bk.asarray(x_host), bk.asarray(t_host)
@@ -140,7 +142,7 @@ def test_gpu_step(benchmark: Any, gpu: Any, rows: int, dtype: Any, impl: str) ->
     step()
     bk.synchronize()
     diff = _check_one_step(net.params, rows, dtype, impl)
-    info = _info("gpu-step", f"B{rows}-{np.dtype(dtype).name}", impl, batch=rows,
+    info = gpu_info("gpu-step", f"B{rows}-{np.dtype(dtype).name}", impl, batch=rows,
                  dtype=np.dtype(dtype).name, steps_per_call=CHUNK, scale=1 / CHUNK,
                  max_abs_diff_vs_book=diff)
     measure(benchmark, _chunk(step), group=f"gpu-step-B{rows}-{np.dtype(dtype).name}", name=impl,
@@ -194,7 +196,7 @@ def test_gpu_step_torch(benchmark: Any, rows: int, dtype: Any, impl: str) -> Non
     step.sync()
     diff = max_abs_diff(step.params(), after_one_book_step(rows, dtype))
     assert diff <= 1e-6, f"{impl} step differs from the book's by {diff:.3g}"  # no +1e-7 in autograd's loss
-    info = _info("gpu-step", f"B{rows}-{np.dtype(dtype).name}", impl, batch=rows,
+    info = gpu_info("gpu-step", f"B{rows}-{np.dtype(dtype).name}", impl, batch=rows,
                  dtype=np.dtype(dtype).name, steps_per_call=CHUNK, scale=1 / CHUNK,
                  peer="torch", peer_version=torch.__version__, max_abs_diff_vs_book=diff)
     measure(benchmark, _chunk(step), group=f"gpu-step-B{rows}-{np.dtype(dtype).name}", name=impl,
@@ -223,7 +225,7 @@ def test_gpu_epoch(benchmark: Any, gpu: Any) -> None:
     losses = epoch()
     gpu.synchronize()
     assert losses.shape == (batch_host.shape[0],) and np.isfinite(float(losses[-1]))
-    info = _info("gpu-epoch", "600x100-float32", "cupy", steps=batch_host.shape[0],
+    info = gpu_info("gpu-epoch", "600x100-float32", "cupy", steps=batch_host.shape[0],
                  data="random, on the device; batches indexed on the device")
     measure(benchmark, epoch, group="gpu-epoch-600x100-float32", name="cupy", info=info,
             sync=gpu.synchronize)
@@ -254,7 +256,7 @@ def test_gpu_epoch_torch(benchmark: Any) -> None:
 
     epoch()
     step.sync()
-    info = _info("gpu-epoch", "600x100-float32", "torch-cuda-graph", steps=batch_host.shape[0],
+    info = gpu_info("gpu-epoch", "600x100-float32", "torch-cuda-graph", steps=batch_host.shape[0],
                  peer="torch", peer_version=torch.__version__)
     measure(benchmark, epoch, group="gpu-epoch-600x100-float32", name="torch-cuda-graph", info=info,
             sync=step.sync)
@@ -263,12 +265,12 @@ def test_gpu_epoch_torch(benchmark: Any) -> None:
 # ------------------------------------------------------------------ numerical gradient
 @pytest.mark.parametrize("impl", ["cupy", "cupy-book-loop"])
 def test_gpu_numgrad(benchmark: Any, gpu: Any, impl: str) -> None:
-    bk = _book_backend() if impl == "cupy-book-loop" else gpu
+    bk = book_backend() if impl == "cupy-book-loop" else gpu
     net = fastnet.TwoLayerNet(784, 50, 10, seed=0, dtype=np.float64, backend=bk)
     x_host, t_host = dense_batch(100, np.float64)
     x, t = bk.asarray(x_host), bk.asarray(t_host)
     total = sum(int(p.size) for p in net.params.values())
-    info = _info("gpu-numgrad", "B100-float64", impl, params=total, precision="float64")
+    info = gpu_info("gpu-numgrad", "B100-float64", impl, params=total, precision="float64")
     if impl == "cupy":
         grads = measure(benchmark, lambda: net.numerical_gradient(x, t), group="gpu-numgrad-B100-float64",
                         name=impl, info=info, sync=bk.synchronize, rounds=20)
@@ -290,7 +292,7 @@ def test_gpu_crossover(benchmark: Any, gpu: Any, sizes: tuple[int, ...], impl: s
     from fastnet.backend.cupy.engine import FusedEngine
 
     rows = 1000
-    bk = _book_backend() if impl == "cupy-book" else gpu
+    bk = book_backend() if impl == "cupy-book" else gpu
     net = fastnet.MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1], seed=0, dtype=np.float32, backend=bk)
     rng = np.random.default_rng(0)
     x = bk.asarray(rng.random((rows, sizes[0]), dtype=np.float32))
@@ -313,7 +315,7 @@ def test_gpu_crossover(benchmark: Any, gpu: Any, sizes: tuple[int, ...], impl: s
 
     assert np.isfinite(float(step()))
     name = "-".join(map(str, sizes))
-    info = _info("gpu-crossover", f"{name}-B{rows}-float32", impl, batch=rows, dtype="float32",
+    info = gpu_info("gpu-crossover", f"{name}-B{rows}-float32", impl, batch=rows, dtype="float32",
                  steps_per_call=CHUNK, scale=1 / CHUNK,
                  blas_min_flops=gpu.engine.blas_min_flops)
     measure(benchmark, _chunk(step), group=f"gpu-crossover-{name}-B{rows}-float32", name=impl, info=info,
@@ -350,55 +352,7 @@ def test_gpu_split_k(benchmark: Any, gpu: Any, impl: str) -> None:
 
     assert np.isfinite(float(step()))
     name = "-".join(map(str, SPLIT_NET))
-    info = _info("gpu-split-k", f"{name}-B{rows}-float32", impl, batch=rows, dtype="float32",
+    info = gpu_info("gpu-split-k", f"{name}-B{rows}-float32", impl, batch=rows, dtype="float32",
                  steps_per_call=CHUNK, scale=1 / CHUNK)
     measure(benchmark, _chunk(step), group=f"gpu-split-k-{name}-B{rows}-float32", name=impl, info=info,
             sync=gpu.synchronize)
-
-
-# ------------------------------------------------------------------ conv nets
-@pytest.mark.parametrize("impl", ["cupy", "cupy-book", "torch-cuda"])
-@pytest.mark.parametrize("net_name", ["simple", "deep"])
-def test_gpu_conv_step(benchmark: Any, gpu: Any, net_name: str, impl: str) -> None:
-    """A conv net's Adam step at B=100 fp32: conv.cu's kernels with cuBLAS, the book's algorithm on
-    CuPy, and PyTorch with cuDNN (eager), on the same GPU."""
-    from .bench_conv import BATCH, NETS, TorchConvStep, images
-
-    dtype = np.float32
-    x, t = images(BATCH, dtype)
-    bk = _book_backend() if impl == "cupy-book" else gpu
-    net = NETS[net_name](seed=0, dtype=dtype, backend=bk)
-    if impl == "torch-cuda":
-        reason = torch_reason("cuda")
-        if reason:
-            pytest.skip(reason)
-        step = TorchConvStep(net, x, t, device="cuda")
-        import torch
-
-        sync = torch.cuda.synchronize
-    else:
-        optimizer = Adam()
-        xb, tb = bk.asarray(x), bk.asarray(t)
-
-        def step() -> Any:
-            return net.train_step(xb, tb, optimizer)
-
-        sync = bk.synchronize
-    assert np.isfinite(float(step()))
-    info = _info("gpu-conv-step", f"{net_name}-B{BATCH}-float32", impl, batch=BATCH, dtype="float32")
-    measure(benchmark, step, group=f"gpu-conv-{net_name}-B{BATCH}-float32", name=impl, info=info, sync=sync)
-
-
-def test_gpu_conv_numgrad(benchmark: Any, gpu: Any) -> None:
-    """SimpleConvNet's exact numerical gradient (all 433,890 parameters) at B=10, float64 losses."""
-    from .bench_conv import images
-
-    x, t = images(10, np.float32)
-    net = fastnet.SimpleConvNet(seed=0, backend=gpu)
-    xb, tb = gpu.asarray(x), gpu.asarray(t)
-    grads = net.numerical_gradient(xb, tb)
-    exact = net.gradient(xb, tb)
-    diff = max(float(abs(grads[k] - exact[k]).max()) for k in exact)
-    info = _info("gpu-conv-numgrad", "simple-B10", "cupy", batch=10, max_abs_diff_vs_backprop=diff)
-    measure(benchmark, lambda: net.numerical_gradient(xb, tb), group="gpu-conv-numgrad-simple-B10", name="cupy",
-            info=info, sync=gpu.synchronize, rounds=3)

@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/gpu_run.sh          # NVRTC compile of the kernel variants, tests/backend/cupy (GPU and
 #                                       # selection tests; the emulated ones run in CI),
-#                                       # benchmarks/bench_gpu.py with a report (about 5-8 minutes)
+#                                       # benchmarks/bench_gpu.py and bench_gpu_conv.py with a report
+#                                       # (about 6-9 minutes)
 #   bash benchmarks/gpu_run.sh suite    # the whole test suite, every backend (a second call)
 #
 # The machine has Python 3.12, numpy, numba, cupy-cuda13x, torch, pytest and pytest-benchmark and
@@ -77,7 +78,8 @@ FASTNET_CUPY_STRICT=1 timeout 200 python -m pytest -q -rs --tb=short $PYTEST_TIM
 echo "tests rc=$?" >>"$OUT/tests.txt"
 
 # 3. the GPU benchmarks, then the report
-FASTNET_CUPY_STRICT=1 timeout 270 python -m pytest -q -rs --tb=short $PYTEST_TIMEOUT benchmarks/bench_gpu.py \
+FASTNET_CUPY_STRICT=1 timeout 330 python -m pytest -q -rs --tb=short $PYTEST_TIMEOUT benchmarks/bench_gpu.py \
+  benchmarks/bench_gpu_conv.py \
   --benchmark-json="$OUT/bench_gpu.json" --benchmark-max-time=0.5 \
   --benchmark-group-by=group --benchmark-columns=median,min,rounds >"$OUT/bench.txt" 2>&1
 echo "bench rc=$?" >>"$OUT/bench.txt"

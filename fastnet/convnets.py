@@ -40,6 +40,9 @@ class ConvNet(Net):
     def spec(self) -> None:
         return None  # convolution layers: the backend runs the net layer by layer
 
+    def whole_steps(self, x: Array, t: Array, batches: Any, optimizer: Any) -> Any:
+        return self.backend.convnet_train_steps(self, x, t, batches, optimizer)
+
     @property
     def input_size(self) -> int:
         c, h, w = self.input_dim

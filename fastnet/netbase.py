@@ -3,8 +3,9 @@
 A net keeps the book's structure (a ``params`` dict of live arrays, a
 ``layers`` dict, a ``last_layer``) and hands whole-net work (predict, loss,
 backprop, numerical gradient, a training step) to its backend as one
-``MLPSpec``, so a backend can fuse it. Nets whose layers cannot be described
-that way (dropout, batch norm, convolutions) run layer by layer, as in the book.
+``MLPSpec``, so a backend can fuse it. Other nets (dropout, batch norm,
+convolutions) run layer by layer, as in the book, unless ``whole_steps``
+hands their training steps to the backend.
 """
 
 from __future__ import annotations
@@ -247,6 +248,13 @@ class Net:
                 lock = self.__dict__.setdefault("_lock", threading.RLock())
         return lock
 
+    def whole_steps(self, x: Array, t: Array, batches: Any, optimizer: Any) -> Any:
+        """The backend's run of whole steps (one on x, t when `batches` is None), or None: the layers run."""
+        spec = self.spec()
+        if spec is not None and batches is None:
+            return self.backend.mlp_train_step(spec, x, t, optimizer)
+        return None if spec is None else self.backend.mlp_train_batches(spec, x, t, batches, optimizer)
+
     def train_step(self, x: Array, t: Array, optimizer: Any) -> Array:
         """Backprop and ``optimizer.update`` in one call; returns the loss.
 
@@ -254,9 +262,9 @@ class Net:
         """
         x, t = self.checked_batch(x, t, train=True)
         self._optimizer(optimizer)
-        spec = self.spec()
-        if spec is not None:
-            return self.backend.mlp_train_step(spec, x, t, optimizer)
+        loss = self.whole_steps(x, t, None, optimizer)
+        if loss is not None:
+            return loss
         grads, loss = self._gradient_layers(x, t)
         optimizer.update(self.params, grads)
         return loss
@@ -273,9 +281,9 @@ class Net:
         x, t = self.checked_batch(x, t, train=True)
         self._optimizer(optimizer)
         batches = _checked_batches(batches, x.shape[0])
-        spec = self.spec()
-        if spec is not None:
-            return self.backend.mlp_train_batches(spec, x, t, batches, optimizer)
+        losses = self.whole_steps(x, t, batches, optimizer)
+        if losses is not None:
+            return losses
         losses = []
         for idx in batches:
             grads, loss = self._gradient_layers(x[idx], t[idx])

@@ -93,6 +93,11 @@ class ConvOps:
         dcol = dmax.reshape(dout.shape[0] * dout.shape[1] * dout.shape[2], -1)
         return self.col2im(dcol, x_shape, pool_h, pool_w, stride, pad)
 
+    def convnet_train_steps(self, net: Any, x: Array, t: Array, batches: Any, optimizer: Any) -> Any:
+        """Whole training steps of `net` as one backend call: on (x, t) when `batches` is None,
+        else on x[idx], t[idx] for each index array. None here: the net runs its layers."""
+        return None
+
     def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
         """The book's loop: central differences of the net's test-mode loss, one parameter at a time."""
         def f(_: Array) -> Any:

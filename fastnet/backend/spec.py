@@ -47,3 +47,20 @@ class MLPSpec:
             names = tuple(f"{p}{i}" for i in range(1, self.depth + 1) for p in ("W", "b"))
             object.__setattr__(self, "_names", names)  # frozen: set once, on first use
         return list(names)
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """The book's SimpleConvNet: Convolution -> ReLU -> 2x2 max pooling (stride 2) -> Affine ->
+    ReLU -> Affine -> softmax-with-loss, without weight decay.
+
+    ``params`` is the net's live dict (W1, b1 the convolution's (FN, C, FH, FW) filters and
+    biases; W2, b2, W3, b3 the affine layers'); ``stride`` and ``pad`` are the convolution's.
+    """
+
+    params: dict[str, Any]
+    stride: int
+    pad: int
+
+    def names(self) -> list[str]:
+        return ["W1", "b1", "W2", "b2", "W3", "b3"]

@@ -21,6 +21,7 @@ from ... import activations
 from ...patches import output_shape
 from ..channel_numgrad import channel_numerical_gradient
 from ..conv_ops import ConvOps, book_simple_convnet
+from ..spec import ConvSpec
 from . import cuda
 
 Array = Any
@@ -223,6 +224,18 @@ class CupyConvOps(ConvOps):
             return super().pool_backward(dout, arg_max, x_shape, pool_h, pool_w, stride, pad)
         out = self.xp.empty(tuple(x_shape), dtype=dout.dtype)
         return self.conv_kernels.pool_backward(dout, arg_max, tuple(x_shape), pool_h, pool_w, stride, pad, out)
+
+    def convnet_train_steps(self, net: Any, x: Array, t: Array, batches: Any, optimizer: Any) -> Any:
+        """The book's SimpleConvNet on this backend's arrays: each step one captured graph of our own
+        kernels (``plan_conv``), an epoch one graph; any other net runs its layers."""
+        if not (self.fused and book_simple_convnet(net, x)
+                and all(isinstance(a, self.xp.ndarray) for a in (x, t, *net.params.values()))):
+            return None
+        conv = net.layers["Conv1"]
+        spec = ConvSpec(net.params, conv.stride, conv.pad)
+        if batches is None:
+            return self.engine.train_step(spec, x, t, optimizer)
+        return self.engine.train_batches(spec, x, t, batches, optimizer)
 
     def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
         """SimpleConvNet as the book builds it: exact incremental losses as batched array code

@@ -22,9 +22,12 @@ from typing import Any
 import numpy
 
 from ... import activations, optimizers
+from ...patches import output_shape
+from ..spec import ConvSpec
 from . import numgrad
-from .launch import Hardware, rows_shape
+from .launch import TILE, Hardware, rows_shape
 from .plan import Layout, Plan
+from .plan_conv import ConvPlan
 from .plan_rows import RowsPlan
 from .plan_tiled import TiledPlan
 
@@ -44,7 +47,7 @@ def _locked(method: Any) -> Any:
 
 
 class FusedEngine:
-    """Fused kernels and CUDA graphs for MLPSpec nets on one device.
+    """Fused kernels and CUDA graphs for MLPSpec nets (and ConvSpec training) on one device.
 
     Settings (attributes, read at every call): ``use_graphs``,
     ``blas_min_flops`` (cuBLAS from this many flops per layer),
@@ -85,6 +88,8 @@ class FusedEngine:
 
     def _layout(self, spec: Any, x: Array, t: Array | None, stage: str, rule: str | None = None,
                 steps: int = 0) -> Layout | None:
+        if isinstance(spec, ConvSpec):
+            return self._conv_layout(spec, x, t, stage, rule, steps)
         act = activations.builtin(spec.activation)
         dtype = numpy.dtype(x.dtype).name
         if dtype not in FLOAT_DTYPES or act is None or spec.depth < 1:
@@ -108,13 +113,32 @@ class FusedEngine:
                               shape.per_block, steps)
         return Layout(tuple(sizes), rows, dtype, act, onehot, decay, stage, rule, steps > 0, blas, 0, steps)
 
+    def _conv_layout(self, spec: ConvSpec, x: Array, t: Array | None, stage: str, rule: str | None,
+                     steps: int) -> Layout | None:
+        """The layout of the book's SimpleConvNet on images x (N, C, H, W); always tiled products."""
+        dtype = numpy.dtype(x.dtype).name
+        params = [spec.params[k] for k in spec.names()]
+        if dtype not in FLOAT_DTYPES or x.ndim != 4 or any(
+                p.dtype != x.dtype or not p.flags.c_contiguous for p in params):
+            return None
+        W1, _, W2, _, W3, _ = params
+        (fn, c, fh, fw), (_, _, h, w) = W1.shape, x.shape
+        conv = (c, h, w, fn, fh, fw, int(spec.stride), int(spec.pad))
+        oh, ow = output_shape(x.shape, fh, fw, conv[6], conv[7])
+        if -(-int(x.shape[0]) * oh * ow // TILE) > self.hw.grid_y:
+            return None  # the convolution's product would need more row blocks than a grid has
+        sizes = (int(W2.shape[0]), int(W2.shape[1]), int(W3.shape[1]))
+        onehot = t is not None and t.ndim == 2
+        return Layout(sizes, int(x.shape[0]), dtype, "relu", onehot, 0.0, stage, rule, steps > 0, (), 0, steps,
+                      conv)
+
     def _plan(self, layout: Layout) -> Plan:
         plan = self.plans.get(layout)
         if plan is not None:
             self.plans.move_to_end(layout)
             plan.use_graph = self.use_graphs
             return plan
-        kind = RowsPlan if layout.rows_per_block else TiledPlan
+        kind = ConvPlan if layout.conv else RowsPlan if layout.rows_per_block else TiledPlan
         plan = self.plans[layout] = kind(self.device, layout, self.hw, self.use_graphs)
         while len(self.plans) > self.max_plans:
             self.plans.popitem(last=False)

@@ -29,11 +29,13 @@ class Hardware:
 
     sms: int  # MultiProcessorCount
     threads_per_sm: int  # MaxThreadsPerMultiProcessor
+    grid_y: int = 65535  # MaxGridDimY: the tiled matmul's row blocks at most
 
     @classmethod
     def of(cls, cupy: object) -> "Hardware":
         attrs = cupy.cuda.Device().attributes  # type: ignore[attr-defined]
-        return cls(int(attrs["MultiProcessorCount"]), int(attrs["MaxThreadsPerMultiProcessor"]))
+        return cls(int(attrs["MultiProcessorCount"]), int(attrs["MaxThreadsPerMultiProcessor"]),
+                   int(attrs["MaxGridDimY"]))
 
     @property
     def wave_threads(self) -> int:

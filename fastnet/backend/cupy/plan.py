@@ -55,6 +55,9 @@ class Layout:
     blas: tuple[bool, ...] = ()  # per layer: cuBLAS (eager only) instead of tiled kernels
     rows_per_block: int = 0  # > 0: the two-kernel step of plan_rows (small nets)
     steps: int = 0  # gather: steps of the epochs this plan runs (its index and scalars tables)
+    # (C, H, W, FN, FH, FW, stride, pad): the book's SimpleConvNet, whose convolution, ReLU and 2x2
+    # pooling come before the dense layers `sizes` (plan_conv)
+    conv: tuple[int, ...] = ()
 
     @property
     def depth(self) -> int:
@@ -128,7 +131,7 @@ class Plan:
     def _alloc(self) -> None:
         L, xp = self.layout, self.device.xp
         dt, B, n = numpy.dtype(L.dtype), L.rows, L.sizes
-        self.x = xp.empty((B, n[0]), dt)
+        self.x = xp.empty(self.input_shape(), dt)
         self.labels = xp.zeros(B if not L.onehot else 1, numpy.int64)
         self.tmat = xp.zeros((B, n[-1]) if L.onehot else (1,), dt)
         self.hs = [Slot("x")] + [xp.empty((B, n[i]), dt) for i in range(1, L.depth)]
@@ -136,16 +139,13 @@ class Plan:
         # douts[i]: gradient w.r.t. the output of layer i (before its activation)
         self.douts = [xp.empty((B, n[i + 1]), dt) for i in range(L.depth)]
         offsets, total = [], 0
-        for i in range(L.depth):
-            for size in (n[i] * n[i + 1], n[i + 1]):
-                offsets.append(total)
-                total += -(-size // _ALIGN) * _ALIGN
+        shapes = self.param_shapes()
+        for shape in shapes:
+            offsets.append(total)
+            total += -(-int(numpy.prod(shape)) // _ALIGN) * _ALIGN
         self.gflat = xp.zeros(max(total, 1), dt)
-        self.grads = []
-        for i in range(L.depth):
-            w_off, b_off = offsets[2 * i], offsets[2 * i + 1]
-            self.grads.append(self.gflat[w_off : w_off + n[i] * n[i + 1]].reshape(n[i], n[i + 1]))
-            self.grads.append(self.gflat[b_off : b_off + n[i + 1]])
+        self.grads = [self.gflat[off : off + int(numpy.prod(shape))].reshape(shape)
+                      for off, shape in zip(offsets, shapes)]
         self.grad_offsets = offsets
         self.gptrs = self.table([self.device.ptr(g) for g in self.grads])
         self.clock = xp.zeros(src.CLOCK_SIZE, numpy.int64)
@@ -158,6 +158,14 @@ class Plan:
         self.ringptr = self.table([self.device.ptr(self.ring)])
         if L.gather:
             self.idx = xp.zeros((max(self.steps, 1), B), numpy.int64)
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.layout.rows, self.layout.sizes[0])
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the parameters (W1, b1, W2, ...) in order: the gradient buffer's views."""
+        n = self.layout.sizes
+        return [s for i in range(self.layout.depth) for s in ((n[i], n[i + 1]), (n[i + 1],))]
 
     def table(self, values: list[int], dtype: Any = numpy.uint64) -> Any:
         arr = self.device.xp.zeros(max(len(values), 1), dtype)
@@ -217,11 +225,12 @@ class Plan:
                 data: tuple[Any, Any] | None) -> dict[str, Any]:
         L, ptr = self.layout, self.device.ptr
         values: dict[str, Any] = {"x": x, "x.T": x.T, "t": t if t is not None else self.dummy_i}
-        for i in range(L.depth):
+        layers = len(params) // 2
+        for i in range(layers):
             values[f"W{i}"], values[f"b{i}"] = params[2 * i], params[2 * i + 1]
             values[f"W{i}.T"] = params[2 * i].T
-        values["wptrs"] = self.table([ptr(params[2 * i]) for i in range(L.depth)])
-        values["bptrs"] = self.table([ptr(params[2 * i + 1]) for i in range(L.depth)])
+        values["wptrs"] = self.table([ptr(params[2 * i]) for i in range(layers)])
+        values["bptrs"] = self.table([ptr(params[2 * i + 1]) for i in range(layers)])
         values["P"] = self.table([ptr(p) for p in params])
         per_param = list(zip(*state)) if state else [()] * len(params)
         for j in (0, 1):  # the rule's state pointers per parameter (0: a rule without that state)

@@ -15,7 +15,7 @@ from . import source as src
 from .launch import EW_THREADS, TILE, ew_grid
 from .plan import Plan, Slot
 
-EPILOGUES = {"fwd_act": 0, "fwd": 1, "bwd_data": 2, "bwd_w": 3}  # tiled.cu's Epilogue
+EPILOGUES = {"fwd_act": 0, "fwd": 1, "bwd_data": 2, "bwd_w": 3, "store": 4}  # tiled.cu's Epilogue
 
 
 def _b(flag: bool) -> str:
@@ -64,23 +64,46 @@ class TiledPlan(Plan):
             self.instance(f"gemm_reduce<{T}, {act}, {g.M}, {g.N}, {epi}, {g.split}>", g.reduce_grid(),
                           (EW_THREADS, 1, 1), (ws, aux, out, out2, numpy.float64(lam)))
 
+    # the dense layers' first parameter among the plan's (ConvPlan puts its convolution first)
+    first_layer = 0
+
     def _build(self) -> None:
-        L, dev = self.layout, self.device
-        B, n, lam = L.rows, L.sizes, float(L.weight_decay)
-        T, act = self._types()
-        blas = L.blas or (False,) * L.depth
+        stage = self.layout.stage
+        labels, tmat = self._batch()
+        self._dense_forward()
+        if stage == "predict":
+            return
+        self._loss(labels, tmat)
+        if stage == "loss":
+            return
+        self._dense_backward(None)
+        if stage == "train":
+            self._update()
+
+    def _batch(self) -> tuple[Any, Any]:
+        """The gather of an epoch's mini-batch (layouts with `gather`); the (labels, one-hot) to read."""
+        L = self.layout
+        B, classes = L.rows, L.sizes[-1]
+        T, _ = self._types()
         if L.gather:
-            size = src.gather_elements(B, n[0], n[-1], L.onehot)
+            features = int(numpy.prod(self.input_shape()[1:]))
+            size = src.gather_elements(B, features, classes, L.onehot)
             self.instance(
-                f"gather<{T}, {B}, {n[0]}, {n[-1]}, {_b(L.onehot)}>", (-(-size // EW_THREADS), 1, 1), (EW_THREADS, 1, 1),
+                f"gather<{T}, {B}, {features}, {classes}, {_b(L.onehot)}>", (-(-size // EW_THREADS), 1, 1),
+                (EW_THREADS, 1, 1),
                 (Slot("X"), Slot("TL"), Slot("TM"), self.idx, self.clock, self.x, self.labels, self.tmat, Slot("nrows")),
             )
+            return self.labels, (self.tmat if L.onehot else self.dummy)
         t = Slot("t")
-        labels, tmat = (self.dummy_i, t) if L.onehot else (t, self.dummy)
-        if L.gather:
-            labels, tmat = self.labels, (self.tmat if L.onehot else self.dummy)
-        for i in range(L.depth):  # forward
-            W, b = Slot(f"W{i}"), Slot(f"b{i}")
+        return (self.dummy_i, t) if L.onehot else (t, self.dummy)
+
+    def _dense_forward(self) -> None:
+        L, dev = self.layout, self.device
+        B, n = L.rows, L.sizes
+        T, act = self._types()
+        blas = L.blas or (False,) * L.depth
+        for i in range(L.depth):
+            W, b = Slot(f"W{i + self.first_layer}"), Slot(f"b{i + self.first_layer}")
             last = i == L.depth - 1
             out = self.scores if last else self.hs[i + 1]
             if blas[i]:
@@ -91,22 +114,31 @@ class TiledPlan(Plan):
                 g = Gemm(B, n[i + 1], n[i], n[i], n[i + 1], False, False, False,
                          "fwd" if last else "fwd_act", self.split_k(B, n[i + 1], n[i]))
                 self._gemm(g, self.hs[i], W, b, out, out, 0.0)
-        if L.stage == "predict":
-            return
+
+    def _loss(self, labels: Any, tmat: Any) -> None:
+        L = self.layout
+        B, n, lam = L.rows, L.sizes, float(L.weight_decay)
+        T, _ = self._types()
         sizes = ", ".join(f"{n[i] * n[i + 1]}LL" for i in range(L.depth))
         self.instance(
             f"loss<{T}, {B}, {n[-1]}, {_b(L.onehot)}, {_b(lam != 0.0)}, {src.LOSS_THREADS}, {sizes}>",
             (1, 1, 1), (src.LOSS_THREADS, 1, 1),
             (self.scores, labels, tmat, self.douts[-1], Slot("wptrs"), self.ringptr, self.clock, numpy.float64(lam)),
         )
-        if L.stage == "loss":
-            return
-        for i in reversed(range(L.depth)):  # backward, last layer first
-            W = Slot(f"W{i}")
-            gW, gb = self.grads[2 * i], self.grads[2 * i + 1]
+
+    def _dense_backward(self, dx: Any) -> None:
+        """Backprop through the dense layers, last first; `dx`: where the first layer's input
+        gradient goes (None: nobody reads it, so it is not computed)."""
+        L, dev = self.layout, self.device
+        B, n, lam = L.rows, L.sizes, float(L.weight_decay)
+        T, act = self._types()
+        blas = L.blas or (False,) * L.depth
+        for i in reversed(range(L.depth)):
+            W = Slot(f"W{i + self.first_layer}")
+            gW, gb = self.grads[2 * (i + self.first_layer)], self.grads[2 * (i + self.first_layer) + 1]
             dout, h_in = self.douts[i], self.hs[i]
             if blas[i]:
-                self.host(f"matmul_dw{i}", dev.matmul, Slot("x.T") if i == 0 else h_in.T, dout, gW)
+                self.host(f"matmul_dw{i}", dev.matmul, Slot("x.T") if isinstance(h_in, Slot) else h_in.T, dout, gW)
                 self.instance(f"colsum_decay<{T}, {B}, {n[i + 1]}, {n[i]}>", ew_grid(max(n[i] * n[i + 1], n[i + 1])),
                               (EW_THREADS, 1, 1), (dout, gb, gW, W, numpy.float64(lam)), f"colsum{i}")
             else:
@@ -114,7 +146,10 @@ class TiledPlan(Plan):
                          "bwd_w", self.split_k(n[i] + 1, n[i + 1], B))
                 self._gemm(g, h_in, dout, W, gW, gb, lam)
             if i == 0:
-                continue  # the input needs no gradient
+                if dx is not None:  # no activation before the dense layers: the product alone
+                    g = Gemm(B, n[0], n[1], n[1], n[1], False, True, False, "store", self.split_k(B, n[0], n[1]))
+                    self._gemm(g, dout, W, self.dummy, dx, dx, 0.0)
+                continue
             if blas[i]:
                 self.host(f"matmul_dx{i}", dev.matmul, dout, Slot(f"W{i}.T"), self.douts[i - 1])
                 self.instance(f"act_back<{T}, {act}, {B * n[i]}LL>", ew_grid(B * n[i]), (EW_THREADS, 1, 1),
@@ -123,8 +158,6 @@ class TiledPlan(Plan):
                 g = Gemm(B, n[i], n[i + 1], n[i + 1], n[i + 1], False, True, False,
                          "bwd_data", self.split_k(B, n[i], n[i + 1]))
                 self._gemm(g, dout, W, self.hs[i], self.douts[i - 1], self.douts[i - 1], 0.0)
-        if L.stage == "train":
-            self._update()
 
     def _update(self) -> None:
         T, _ = self._types()

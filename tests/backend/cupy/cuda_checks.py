@@ -23,6 +23,7 @@ import numpy
 from fastnet.backend.cupy import conv, cuda
 from fastnet.backend.cupy.launch import rows_shape
 from fastnet.backend.cupy.plan import Layout
+from fastnet.backend.cupy.plan_conv import ConvPlan
 from fastnet.backend.cupy.plan_rows import RowsPlan
 from fastnet.backend.cupy.plan_tiled import TiledPlan
 from cuda_emulator import H100, template_declaration
@@ -67,7 +68,7 @@ class DryDevice:
 def plan_source(layout: Layout) -> str:
     """The CUDA module text a plan with this layout compiles."""
     dev = DryDevice()
-    (RowsPlan if layout.rows_per_block else TiledPlan)(dev, layout, H100)
+    (ConvPlan if layout.conv else RowsPlan if layout.rows_per_block else TiledPlan)(dev, layout, H100)
     return dev.sources[-1]
 
 
@@ -133,6 +134,15 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
                        ((9, 7, 5, 3), "sigmoid"), ((9, 7, 5, 3), "tanh")):
         names = list(kernel_names(100, sizes, act).values())
         yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", explicit(cuda.source("numgrad.cu"), names)
+    for rows, dt, oh, stage, kind, gather, geometry in (  # the book's SimpleConvNet (plan_conv)
+            (100, "float32", False, "train", "adam", False, (1, 28, 28, 30, 5, 5, 1, 0)),
+            (100, "float64", True, "train", "sgd", True, (1, 28, 28, 30, 5, 5, 1, 0)),
+            (7, "float32", False, "train", "adamw", True, (3, 9, 10, 4, 3, 3, 2, 1))):
+        C, H, W, FN, FH, FW, S, P = geometry
+        oh_, ow_ = (H + 2 * P - FH) // S + 1, (W + 2 * P - FW) // S + 1
+        sizes = (FN * (oh_ // 2) * (ow_ // 2), 100, 10)
+        layout = Layout(sizes, rows, dt, "relu", oh, 0.0, stage, kind, gather, steps=3 if gather else 0, conv=geometry)
+        yield f"conv-{stage}-B{rows}-{dt}-{kind}" + ("-gather" if gather else ""), plan_source(layout)
     yield "updates", update_source()
     yield "conv", explicit(cuda.source("conv.cu"), conv.KERNELS)
 

@@ -167,9 +167,9 @@ def test_gpu_one_mnist_epoch_matches_numpy_accuracy(cupy_bk, mnist_dir, monkeypa
 @pytest.mark.gpu
 @pytest.mark.parametrize("net_name", ["SimpleConvNet", "DeepConvNet"])
 def test_gpu_conv_kernels_give_the_reference_paths_bits(cupy_bk, net_name):
-    """conv.cu's kernels beside the same cuBLAS calls: two Adam steps equal to the book's algorithm
-    on CuPy arrays bit for bit, and (SimpleConvNet: no dropout, whose masks come from CuPy's
-    generator) within 1e-10 of NumPy in float64."""
+    """conv.cu's kernels beside the same cuBLAS calls (the layer path: net.gradient, then the
+    update): two Adam steps equal to the book's algorithm on CuPy arrays bit for bit, and
+    (SimpleConvNet: no dropout, whose masks come from CuPy's generator) within 1e-10 of NumPy."""
     from fastnet.backend.cupy import CupyBackend
 
     book = CupyBackend()
@@ -182,7 +182,7 @@ def test_gpu_conv_kernels_give_the_reference_paths_bits(cupy_bk, net_name):
     o1, o2, o3 = opt.Adam(), opt.Adam(), opt.Adam()
     for _ in range(2):
         x, t = rng.random((4, 1, 28, 28)), rng.integers(0, 10, 4)
-        ours.train_step(cupy_bk.asarray(x), cupy_bk.asarray(t), o1)
+        o1.update(ours.params, ours.gradient(cupy_bk.asarray(x), cupy_bk.asarray(t)))
         ref.train_step(book.asarray(x), book.asarray(t), o2)
         host.train_step(x, t, o3)
     for k in host.params:
@@ -203,3 +203,46 @@ def test_gpu_simple_convnet_numerical_gradient_equals_the_loop(cupy_bk):
     x, t = rng.standard_normal((3, 2, 9, 10)), rng.integers(0, 4, 3)
     got = ours.numerical_gradient(cupy_bk.asarray(x), cupy_bk.asarray(t))
     assert worst({k: fastnet.to_numpy(v) for k, v in got.items()}, ref.numerical_gradient(x, t)) < 1e-9
+
+
+def _conv_bindings(bk: Any, gather: bool) -> list[Any]:
+    return [b for p in bk.engine.plans.values() if type(p).__name__ == "ConvPlan" and p.layout.gather == gather
+            for b in p.bindings.values()]
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_simple_convnet_step_is_one_graph_within_1e10_of_numpy(cupy_bk):
+    """The book's SimpleConvNet trains through plan_conv, captured as a CUDA graph: float64 Adam
+    steps within 1e-10 of NumPy's."""
+    ours = fastnet.SimpleConvNet(seed=0, dtype=np.float64, backend=cupy_bk)
+    host = fastnet.SimpleConvNet(seed=0, dtype=np.float64, backend="numpy")
+    rng = np.random.default_rng(2)
+    data = [(rng.random((8, 1, 28, 28)), rng.integers(0, 10, 8)) for _ in range(2)]
+    device = [(cupy_bk.asarray(x), cupy_bk.asarray(t)) for x, t in data]
+    o1, o2 = opt.Adam(), opt.Adam()
+    for i in (0, 1, 0, 1, 0):  # the second run on the same buffers is captured, then replayed
+        loss = ours.train_step(*device[i], o1)
+        want = host.train_step(*data[i], o2)
+        assert abs(float(loss) - float(want)) <= 1e-10 * abs(float(want))
+    assert any(b.graph is not None for b in _conv_bindings(cupy_bk, False)), "no step was captured"
+    assert worst(_host_params(ours), host.params) < 1e-10
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_simple_convnet_epoch_graph_equals_step_by_step(cupy_bk):
+    """Two epochs of train_batches (each one captured graph) against the same batches one step at a time."""
+    rng = np.random.default_rng(3)
+    x, t = cupy_bk.asarray(rng.random((60, 1, 28, 28), dtype=np.float32)), cupy_bk.asarray(rng.integers(0, 10, 60))
+    epoch_net = fastnet.SimpleConvNet(seed=0, backend=cupy_bk)
+    step_net = fastnet.SimpleConvNet(seed=0, backend=cupy_bk)
+    o_epoch, o_step = opt.Adam(), opt.Adam()
+    tables = [np.random.default_rng(e).permutation(60).reshape(6, 10) for e in range(3)]
+    losses = [epoch_net.train_batches(x, t, cupy_bk.asarray(tab), o_epoch) for tab in tables]
+    assert any(b.graph is not None for b in _conv_bindings(cupy_bk, True)), "no epoch was captured"
+    step_losses = [[step_net.train_step(x[cupy_bk.asarray(row)], t[cupy_bk.asarray(row)], o_step) for row in tab]
+                   for tab in tables]
+    for k in epoch_net.params:  # the same kernels on the same batches: bitwise equal
+        np.testing.assert_array_equal(fastnet.to_numpy(epoch_net.params[k]), fastnet.to_numpy(step_net.params[k]))
+    np.testing.assert_array_equal(fastnet.to_numpy(losses[-1]), np.array([float(v) for v in step_losses[-1]]))

@@ -8,11 +8,12 @@
 #include "activations.cuh"
 #include "optimizers.cuh"
 
-enum Epilogue { FWD_ACT = 0, FWD = 1, BWD_DATA = 2, BWD_W = 3 };
+enum Epilogue { FWD_ACT = 0, FWD = 1, BWD_DATA = 2, BWD_W = 3, STORE = 4 };
 
 // What a product's value v at (m, n) becomes:
 // FWD_ACT out = act(v + aux[n]); FWD out = v + aux[n]; BWD_DATA out = act_b(v, aux[m, n]);
-// BWD_W rows < M-1: out = v + lam * aux[m, n] (weight decay), row M-1: out2[n] = v (the bias).
+// BWD_W rows < M-1: out = v + lam * aux[m, n] (weight decay), row M-1: out2[n] = v (the bias);
+// STORE out = v.
 template <typename T, class Act, int EPI, int M, int N>
 static __device__ __forceinline__ void epilogue(T v, int m, int n, const T* aux, T* out, T* out2, double lam) {
   if (EPI == FWD_ACT) {
@@ -21,6 +22,8 @@ static __device__ __forceinline__ void epilogue(T v, int m, int n, const T* aux,
     out[(long long)m * N + n] = v + aux[n];
   } else if (EPI == BWD_DATA) {
     out[(long long)m * N + n] = Act::b(v, aux[(long long)m * N + n]);
+  } else if (EPI == STORE) {
+    out[(long long)m * N + n] = v;
   } else if (m < M - 1) {
     long long e = (long long)m * N + n;
     out[e] = lam != 0.0 ? v + (T)lam * aux[e] : v;

@@ -1,0 +1,110 @@
+"""The book's SimpleConvNet trained through plan_conv (one launch list, captured as one graph on
+a GPU), run on the CPU emulator: the same steps as the layer path within rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cupy_helpers import REF, needs_cxx, plan_kinds, worst
+
+import fastnet
+from fastnet.layers import Relu, Sigmoid
+from fastnet.optimizers import SGD, Adam, Momentum
+
+pytestmark = needs_cxx
+
+GEOMETRIES = {  # input_dim, conv_param: 9x9 -> 9x9 -> 4x4 pooled (odd: the last row is left out); 9x10 stride 2
+    "pad1": ((2, 9, 9), {"filter_num": 3, "filter_size": 3, "pad": 1, "stride": 1}),
+    "stride2": ((1, 9, 10), {"filter_num": 4, "filter_size": 3, "pad": 0, "stride": 2}),
+}
+
+
+def convnet(backend, geometry, dtype=np.float64, **kw):
+    input_dim, conv = GEOMETRIES[geometry]
+    return fastnet.SimpleConvNet(input_dim, conv, hidden_size=6, output_size=4, weight_init_std=0.3, seed=0,
+                                 dtype=dtype, backend=backend, **kw)
+
+
+def batch(geometry, rows, dtype=np.float64, seed=1, onehot=False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, *GEOMETRIES[geometry][0])).astype(dtype)
+    labels = rng.integers(0, 4, rows)
+    return x, (np.eye(4, dtype=dtype)[labels] if onehot else labels)
+
+
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("optimizer", [Adam, Momentum], ids=["adam", "momentum"])
+def test_train_step_follows_the_layers(emu_backend, emu, geometry, dtype, tol, optimizer):
+    ours, ref = convnet(emu_backend, geometry, dtype), convnet(REF, geometry, dtype)
+    o1, o2 = optimizer(lr=0.01), optimizer(lr=0.01)
+    for step in range(3):
+        x, t = batch(geometry, 5, dtype, seed=step, onehot=step == 1)
+        got, want = ours.train_step(x, t, o1), ref.train_step(x, t, o2)
+        assert abs(float(got) - float(want)) <= tol * abs(float(want))
+        assert worst(ours.params, ref.params) <= tol, step
+    assert plan_kinds(emu_backend.engine) == {"ConvPlan"}
+    assert all(ours.params[k].dtype == dtype for k in ours.params)
+
+
+def test_an_epoch_is_one_call_on_the_data_set(emu_backend):
+    """train_batches gathers each mini-batch on the device: the steps of a loop over x[idx]."""
+    ours, ref = convnet(emu_backend, "pad1"), convnet(REF, "pad1")
+    x, t = batch("pad1", 12, seed=7)
+    batches = [np.array([3, 1, 4, 0]), np.array([11, 5, 9, 2]), np.array([-1, 6, 7, 8])]
+    o1, o2 = SGD(0.1), SGD(0.1)
+    losses = ours.train_batches(x, t, batches, o1)
+    want = [float(ref.train_step(x[idx], t[idx], o2)) for idx in batches]
+    np.testing.assert_allclose(np.asarray(losses, dtype=float), want, rtol=1e-12)
+    assert worst(ours.params, ref.params) <= 1e-12
+    assert plan_kinds(emu_backend.engine) == {"ConvPlan"}
+
+
+def test_the_plan_learns_what_the_layers_learn(emu_backend):
+    """The gradient the plan applies is the layers' one: with SGD(1) one step's change is -grad."""
+    ours = convnet(emu_backend, "stride2")
+    x, t = batch("stride2", 6, seed=3)
+    grads = ours.gradient(x, t)  # the layer path
+    before = {k: p.copy() for k, p in ours.params.items()}
+    ours.train_step(x, t, SGD(1.0))
+    for k, g in grads.items():
+        np.testing.assert_allclose(before[k] - ours.params[k], g, rtol=0, atol=1e-13, err_msg=k)
+
+
+class LeakyRelu(Relu):
+    def forward(self, x, train_flg=True):
+        self.x = x
+        return np.where(x > 0, x, 0.1 * x)
+
+    def backward(self, dout):
+        return np.where(self.x > 0, dout, 0.1 * dout)
+
+
+@pytest.mark.parametrize("change", ["leaky", "sigmoid", "pool"])
+def test_other_nets_run_their_layers(emu_backend, change):
+    """No plan for what is not exactly the book's net: the layers' own results, bit for bit."""
+    ours, ref = convnet(emu_backend, "pad1"), convnet(REF, "pad1")
+    for net in (ours, ref):
+        if change == "leaky":
+            net.layers["Relu1"] = LeakyRelu()
+        if change == "sigmoid":
+            net.layers["Relu2"] = Sigmoid(backend=net.backend)
+        if change == "pool":
+            net.layers["Pool1"].pool_h = net.layers["Pool1"].pool_w = 3  # 3x3 windows, still 4x4 out
+    x, t = batch("pad1", 4)
+    assert ours.train_step(x, t, SGD(0.1)).tobytes() == ref.train_step(x, t, SGD(0.1)).tobytes()
+    for k in ref.params:
+        assert ours.params[k].tobytes() == ref.params[k].tobytes(), k
+    assert "ConvPlan" not in plan_kinds(emu_backend.engine)
+
+
+def test_a_batch_past_the_grid_runs_its_layers(emu_backend):
+    """A convolution product with more row blocks than the device's grid allows takes the layers."""
+    from fastnet.backend.cupy.launch import Hardware
+
+    engine = emu_backend.engine
+    engine.hw = Hardware(engine.hw.sms, engine.hw.threads_per_sm, grid_y=2)  # 2 x 16 rows at most
+    ours, ref = convnet(emu_backend, "pad1"), convnet(REF, "pad1")
+    x, t = batch("pad1", 1)  # 81 rows: 6 blocks
+    assert ours.train_step(x, t, SGD(0.1)).tobytes() == ref.train_step(x, t, SGD(0.1)).tobytes()
+    assert "ConvPlan" not in plan_kinds(engine)
