@@ -96,9 +96,11 @@ def gpu_info(suite: str, case: str, impl: str, **extra: Any) -> dict[str, Any]:
             "cupy": cupy.__version__, **extra}
 
 
-def _chunk(step: Any) -> Any:
+def chunk(step: Any, steps: int = CHUNK) -> Any:
+    """`step` run `steps` times per call."""
+
     def run() -> Any:
-        for _ in range(CHUNK):
+        for _ in range(steps):
             out = step()
         return out
 
@@ -145,7 +147,7 @@ def test_gpu_step(benchmark: Any, gpu: Any, rows: int, dtype: Any, impl: str) ->
     info = gpu_info("gpu-step", f"B{rows}-{np.dtype(dtype).name}", impl, batch=rows,
                  dtype=np.dtype(dtype).name, steps_per_call=CHUNK, scale=1 / CHUNK,
                  max_abs_diff_vs_book=diff)
-    measure(benchmark, _chunk(step), group=f"gpu-step-B{rows}-{np.dtype(dtype).name}", name=impl,
+    measure(benchmark, chunk(step), group=f"gpu-step-B{rows}-{np.dtype(dtype).name}", name=impl,
             info=info, sync=bk.synchronize)
 
 
@@ -199,7 +201,7 @@ def test_gpu_step_torch(benchmark: Any, rows: int, dtype: Any, impl: str) -> Non
     info = gpu_info("gpu-step", f"B{rows}-{np.dtype(dtype).name}", impl, batch=rows,
                  dtype=np.dtype(dtype).name, steps_per_call=CHUNK, scale=1 / CHUNK,
                  peer="torch", peer_version=torch.__version__, max_abs_diff_vs_book=diff)
-    measure(benchmark, _chunk(step), group=f"gpu-step-B{rows}-{np.dtype(dtype).name}", name=impl,
+    measure(benchmark, chunk(step), group=f"gpu-step-B{rows}-{np.dtype(dtype).name}", name=impl,
             info=info, sync=step.sync)
 
 
@@ -318,7 +320,7 @@ def test_gpu_crossover(benchmark: Any, gpu: Any, sizes: tuple[int, ...], impl: s
     info = gpu_info("gpu-crossover", f"{name}-B{rows}-float32", impl, batch=rows, dtype="float32",
                  steps_per_call=CHUNK, scale=1 / CHUNK,
                  blas_min_flops=gpu.engine.blas_min_flops)
-    measure(benchmark, _chunk(step), group=f"gpu-crossover-{name}-B{rows}-float32", name=impl, info=info,
+    measure(benchmark, chunk(step), group=f"gpu-crossover-{name}-B{rows}-float32", name=impl, info=info,
             sync=bk.synchronize)
 
 
@@ -354,5 +356,5 @@ def test_gpu_split_k(benchmark: Any, gpu: Any, impl: str) -> None:
     name = "-".join(map(str, SPLIT_NET))
     info = gpu_info("gpu-split-k", f"{name}-B{rows}-float32", impl, batch=rows, dtype="float32",
                  steps_per_call=CHUNK, scale=1 / CHUNK)
-    measure(benchmark, _chunk(step), group=f"gpu-split-k-{name}-B{rows}-float32", name=impl, info=info,
+    measure(benchmark, chunk(step), group=f"gpu-split-k-{name}-B{rows}-float32", name=impl, info=info,
             sync=gpu.synchronize)

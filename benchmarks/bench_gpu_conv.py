@@ -26,7 +26,7 @@ import fastnet
 from fastnet.optimizers import Adam
 
 from .bench_conv import BATCH, NETS, TorchConvStep, images
-from .bench_gpu import book_backend, gpu, gpu_info, pytestmark  # noqa: F401  (gpu: the fixture)
+from .bench_gpu import book_backend, chunk, gpu, gpu_info, pytestmark  # noqa: F401  (gpu: the fixture)
 from .peers import torch_reason
 from .workloads import measure
 
@@ -57,15 +57,6 @@ class TorchConvGraphStep:
     def __call__(self) -> Any:
         self.graph.replay()
         return self.loss
-
-
-def _steps(step: Any) -> Any:
-    def run() -> Any:
-        for _ in range(STEPS):
-            out = step()
-        return out
-
-    return run
 
 
 @pytest.mark.parametrize("impl", ["cupy", "cupy-layers", "cupy-book", "torch-cuda", "torch-cuda-graph"])
@@ -102,7 +93,7 @@ def test_gpu_conv_step(benchmark: Any, gpu: Any, net_name: str, impl: str) -> No
     sync()
     info = gpu_info("gpu-conv-step", f"{net_name}-B{BATCH}-float32", impl, batch=BATCH, dtype="float32",
                     steps_per_call=STEPS, scale=1 / STEPS)
-    measure(benchmark, _steps(step), group=f"gpu-conv-{net_name}-B{BATCH}-float32", name=impl, info=info,
+    measure(benchmark, chunk(step, STEPS), group=f"gpu-conv-{net_name}-B{BATCH}-float32", name=impl, info=info,
             sync=sync)
 
 

@@ -25,7 +25,7 @@ from ... import activations, optimizers
 from ...patches import output_shape
 from ..spec import ConvSpec
 from . import numgrad
-from .launch import TILE, Hardware, rows_shape
+from .launch import Hardware, fits_grid, rows_shape
 from .plan import Layout, Plan
 from .plan_conv import ConvPlan
 from .plan_rows import RowsPlan
@@ -102,6 +102,8 @@ class FusedEngine:
             if W.dtype != x.dtype or b.dtype != x.dtype or not (W.flags.c_contiguous and b.flags.c_contiguous):
                 return None
         rows = int(x.shape[0])
+        if not fits_grid(max(rows, max(sizes[:-1]) + 1), self.hw):
+            return None  # a tiled product with more row blocks than the grid holds
         onehot = t is not None and t.ndim == 2
         decay = float(spec.weight_decay or 0.0)
         blas = tuple(2.0 * rows * a * b >= self.blas_min_flops for a, b in zip(sizes, sizes[1:]))
@@ -118,16 +120,19 @@ class FusedEngine:
         """The layout of the book's SimpleConvNet on images x (N, C, H, W); always tiled products."""
         dtype = numpy.dtype(x.dtype).name
         params = [spec.params[k] for k in spec.names()]
-        if dtype not in FLOAT_DTYPES or x.ndim != 4 or any(
+        if dtype not in FLOAT_DTYPES or x.ndim != 4 or params[0].ndim != 4 or any(
                 p.dtype != x.dtype or not p.flags.c_contiguous for p in params):
             return None
-        W1, _, W2, _, W3, _ = params
+        W1, b1, W2, b2, W3, b3 = params
         (fn, c, fh, fw), (_, _, h, w) = W1.shape, x.shape
         conv = (c, h, w, fn, fh, fw, int(spec.stride), int(spec.pad))
         oh, ow = output_shape(x.shape, fh, fw, conv[6], conv[7])
-        if -(-int(x.shape[0]) * oh * ow // TILE) > self.hw.grid_y:
-            return None  # the convolution's product would need more row blocks than a grid has
-        sizes = (int(W2.shape[0]), int(W2.shape[1]), int(W3.shape[1]))
+        sizes = (fn * (oh // 2) * (ow // 2), int(W2.shape[1]), int(W3.shape[1]))
+        if (c != x.shape[1] or b1.shape != (fn,) or W2.shape != sizes[:2] or b2.shape != (sizes[1],)
+                or W3.shape != sizes[1:] or b3.shape != (sizes[2],)):
+            return None  # parameters that do not fit together: the layers say what is wrong
+        if not fits_grid(max(int(x.shape[0]) * oh * ow, sizes[0] + 1, sizes[1] + 1, fn), self.hw):
+            return None  # a product with more row blocks than the grid holds
         onehot = t is not None and t.ndim == 2
         return Layout(sizes, int(x.shape[0]), dtype, "relu", onehot, 0.0, stage, rule, steps > 0, (), 0, steps,
                       conv)

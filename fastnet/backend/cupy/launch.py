@@ -56,6 +56,11 @@ def choose_split(M: int, N: int, K: int, hw: Hardware) -> int:
     return split
 
 
+def fits_grid(rows: int, hw: Hardware) -> bool:
+    """Whether a tiled product with `rows` output rows fits the device's grid (one block a TILE rows)."""
+    return -(-rows // TILE) <= hw.grid_y
+
+
 def ew_grid(size: int) -> tuple[int, int, int]:
     """Blocks for a grid-stride elementwise kernel (capped: each thread loops)."""
     return (max(1, min(-(-size // EW_THREADS), 4096)), 1, 1)

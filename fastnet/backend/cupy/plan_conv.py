@@ -53,7 +53,7 @@ class ConvPlan(TiledPlan):
         self.mask = xp.empty((B, FN, OH, OW), numpy.bool_)  # where the ReLU gave 0
         self.arg = xp.empty(B * FN * PH * PW, numpy.int64)
         self.hs[0] = xp.empty((B, FN * PH * PW), dt)  # the pooled images: the dense layers' input
-        self.dpool = xp.empty((B, FN * PH * PW), dt)
+        self.input_grad = xp.empty((B, FN * PH * PW), dt)  # the pooled images' gradient
 
     def _data(self, name: str, size: int, args: tuple[Any, ...]) -> None:
         """A launch of one of conv.cu's grid-stride kernels over `size` elements."""
@@ -64,22 +64,7 @@ class ConvPlan(TiledPlan):
         """conv.cu's shape arguments: the batch as long long, the rest as int."""
         return (numpy.int64(values[0]), *(numpy.int32(v) for v in values[1:]))
 
-    def _build(self) -> None:
-        stage = self.layout.stage
-        labels, tmat = self._batch()
-        self._conv_forward()
-        self._dense_forward()
-        if stage == "predict":
-            return
-        self._loss(labels, tmat)
-        if stage == "loss":
-            return
-        self._dense_backward(self.dpool)
-        self._conv_backward()
-        if stage == "train":
-            self._update()
-
-    def _conv_forward(self) -> None:
+    def _front_forward(self) -> None:
         C, H, W, FN, FH, FW, S, P, OH, OW, PH, PW = self._geometry()
         B, (T, _) = self.layout.rows, self._types()
         rows, K = B * OH * OW, C * FH * FW
@@ -91,12 +76,12 @@ class ConvPlan(TiledPlan):
         self._data(f"pool_forward<{T}>", self.hs[0].size,
                    (self.image, self.hs[0], self.arg, *self._dims(B, FN, OH, OW, POOL, POOL, POOL, 0, PH, PW)))
 
-    def _conv_backward(self) -> None:
+    def _front_backward(self) -> None:
         C, _, _, FN, FH, FW, _, _, OH, OW, PH, PW = self._geometry()
         B, (T, _) = self.layout.rows, self._types()
         rows, K = B * OH * OW, C * FH * FW
         self._data(f"pool_backward<{T}>", self.image.size,
-                   (self.dpool, self.arg, self.image, *self._dims(B, FN, OH, OW, POOL, POOL, POOL, 0, PH, PW)))
+                   (self.input_grad, self.arg, self.image, *self._dims(B, FN, OH, OW, POOL, POOL, POOL, 0, PH, PW)))
         self._data(f"nchw_rows<{T}, true>", self.conv_rows.size,
                    (self.image, self.mask, self.conv_rows, *self._dims(B, FN, OH * OW)))
         gW, gb = self.grads[0], self.grads[1]

@@ -66,19 +66,28 @@ class TiledPlan(Plan):
 
     # the dense layers' first parameter among the plan's (ConvPlan puts its convolution first)
     first_layer = 0
+    input_grad: Any = None  # where the dense layers' input gradient goes (None: not computed)
 
     def _build(self) -> None:
         stage = self.layout.stage
         labels, tmat = self._batch()
+        self._front_forward()
         self._dense_forward()
         if stage == "predict":
             return
         self._loss(labels, tmat)
         if stage == "loss":
             return
-        self._dense_backward(None)
+        self._dense_backward(self.input_grad)
+        self._front_backward()
         if stage == "train":
             self._update()
+
+    def _front_forward(self) -> None:
+        """Layers before the dense ones (none here; ConvPlan's convolution and pooling)."""
+
+    def _front_backward(self) -> None:
+        """Their backward pass, from ``input_grad``."""
 
     def _batch(self) -> tuple[Any, Any]:
         """The gather of an epoch's mini-batch (layouts with `gather`); the (labels, one-hot) to read."""

@@ -98,13 +98,73 @@ def test_other_nets_run_their_layers(emu_backend, change):
     assert "ConvPlan" not in plan_kinds(emu_backend.engine)
 
 
-def test_a_batch_past_the_grid_runs_its_layers(emu_backend):
-    """A convolution product with more row blocks than the device's grid allows takes the layers."""
+@pytest.mark.parametrize("geometry,grid_y", [("pad1", 2), ("stride2", 1)], ids=["conv-rows", "dense-fan-in"])
+def test_a_product_past_the_grid_runs_the_layers(emu_backend, geometry, grid_y):
+    """More row blocks than the device's grid allows: pad1's convolution (81 rows: 6 blocks of 16)
+    against 2; stride2's first dense weight gradient (16 + 1 rows: 2 blocks; the convolution's
+    16 rows: 1) against 1."""
     from fastnet.backend.cupy.launch import Hardware
 
     engine = emu_backend.engine
-    engine.hw = Hardware(engine.hw.sms, engine.hw.threads_per_sm, grid_y=2)  # 2 x 16 rows at most
-    ours, ref = convnet(emu_backend, "pad1"), convnet(REF, "pad1")
-    x, t = batch("pad1", 1)  # 81 rows: 6 blocks
+    engine.hw = Hardware(engine.hw.sms, engine.hw.threads_per_sm, grid_y=grid_y)
+    ours, ref = convnet(emu_backend, geometry), convnet(REF, geometry)
+    x, t = batch(geometry, 1)
     assert ours.train_step(x, t, SGD(0.1)).tobytes() == ref.train_step(x, t, SGD(0.1)).tobytes()
     assert "ConvPlan" not in plan_kinds(engine)
+
+
+def test_parameters_that_do_not_fit_raise_the_layers_error(emu_backend):
+    """A W2 swapped for one of another size: no plan reads past its end; the layers raise."""
+    ours = convnet(emu_backend, "pad1")
+    ours.params["W2"] = np.zeros((ours.params["W2"].shape[0] - 1, 6))
+    x, t = batch("pad1", 2)
+    with pytest.raises(ValueError, match="W expects"):
+        ours.train_step(x, t, SGD(0.1))
+    assert "ConvPlan" not in plan_kinds(emu_backend.engine)
+
+
+def test_plan_and_layer_steps_mixed(emu_backend):
+    """train_step (the plan) and gradient + update (the layers) in turn share Adam's state."""
+    ours, ref = convnet(emu_backend, "pad1"), convnet(REF, "pad1")
+    o1, o2 = Adam(lr=0.01), Adam(lr=0.01)
+    for step in range(4):
+        x, t = batch("pad1", 3, seed=10 + step)
+        if step % 2:
+            o1.update(ours.params, ours.gradient(x, t))
+        else:
+            ours.train_step(x, t, o1)
+        ref.train_step(x, t, o2)
+    assert o1.iter == o2.iter == 4
+    assert worst(ours.params, ref.params) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_an_adam_epoch_on_one_hot_targets(emu_backend, dtype, tol):
+    ours, ref = convnet(emu_backend, "stride2", dtype), convnet(REF, "stride2", dtype)
+    x, t = batch("stride2", 8, dtype, seed=4, onehot=True)
+    batches = np.random.default_rng(5).permutation(8).reshape(2, 4)
+    o1, o2 = Adam(lr=0.01), Adam(lr=0.01)
+    losses = ours.train_batches(x, t, batches, o1)
+    want = [float(ref.train_step(x[idx], t[idx], o2)) for idx in batches]
+    np.testing.assert_allclose(np.asarray(losses, dtype=float), want, rtol=tol)
+    assert worst(ours.params, ref.params) <= tol and o1.iter == o2.iter == 2
+    assert plan_kinds(emu_backend.engine) == {"ConvPlan"}
+
+
+def test_a_failing_plan_warns_and_the_layers_take_the_step(emu_backend, monkeypatch):
+    """Not strict: a plan that fails to run warns once; the step is the layers' own, counted once."""
+    from fastnet.backend.cupy import plan as plan_mod
+
+    def broken(self, *args):
+        raise RuntimeError("launch failed")
+
+    monkeypatch.setattr(plan_mod.Binding, "launch", broken)
+    emu_backend.engine.strict = False
+    ours, ref = convnet(emu_backend, "pad1"), convnet(REF, "pad1")
+    o1, o2 = Adam(lr=0.01), Adam(lr=0.01)
+    x, t = batch("pad1", 3)
+    with pytest.warns(RuntimeWarning, match="fused CUDA training step failed"):
+        loss = ours.train_step(x, t, o1)
+    assert loss.tobytes() == ref.train_step(x, t, o2).tobytes() and o1.iter == o2.iter == 1
+    for k in ref.params:
+        assert ours.params[k].tobytes() == ref.params[k].tobytes(), k

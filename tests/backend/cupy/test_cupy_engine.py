@@ -368,6 +368,24 @@ def test_unsupported_cases_fall_back(engine):
     assert engine.train_batches(MLPSpec(p64, 2, RELU, 0.0), x, t, ragged, opt.SGD()) is None
 
 
+def test_a_product_past_the_devices_grid_takes_no_plan(emu):
+    """A tiled product needing more row blocks than MaxGridDimY (here 2, so 32 rows) is not planned:
+    the batch (forward) and a layer's fan-in + 1 (its weight gradient) both count."""
+    sizes = (12, 6, 4)
+    params = make_params(sizes)
+    spec = MLPSpec(params, 2, RELU, 0.0)
+    engine = FusedEngine(emu, hardware=Hardware(132, 2048, grid_y=2), rows_max_traffic=0.0)
+    for rows, planned in ((32, True), (33, False)):
+        x, t = make_batch(rows, sizes, onehot=False)
+        assert (engine._layout(spec, x, t, "train", "sgd") is not None) == planned, rows
+    wide = make_params((31, 6, 4))
+    x, t = make_batch(5, (31, 6, 4), onehot=False)
+    assert engine._layout(MLPSpec(wide, 2, RELU, 0.0), x, t, "train", "sgd") is not None  # 32 rows
+    wide = make_params((32, 6, 4))
+    x, t = make_batch(5, (32, 6, 4), onehot=False)
+    assert engine._layout(MLPSpec(wide, 2, RELU, 0.0), x, t, "train", "sgd") is None  # 33 rows
+
+
 @needs_cxx
 def test_failure_warns_falls_back_and_leaves_the_step_count(emu, monkeypatch):
     engine = FusedEngine(emu)  # not strict
