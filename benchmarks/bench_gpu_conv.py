@@ -3,15 +3,16 @@
 Groups and names (B=100, Adam, float32; each timed call runs STEPS steps and
 syncs once, ``scale`` = 1/STEPS):
 
-* ``gpu-conv-<simple|deep>-B100-float32``: ``cupy`` (``net.train_step``:
-  SimpleConvNet as one captured CUDA graph of our own kernels; DeepConvNet
-  layer by layer, conv.cu with cuBLAS), ``cupy-layers`` (``net.gradient``
+* ``gpu-conv-<simple|deep>-B100-float32``: ``cupy`` (``net.train_step``: one
+  captured CUDA graph of our own kernels), ``cupy-layers`` (``net.gradient``
   then ``optimizer.update``: the layer path, conv.cu with cuBLAS),
   ``cupy-book`` (the book's algorithm on CuPy arrays), ``torch-cuda``
   (eager, cuDNN) and ``torch-cuda-graph`` (the whole step captured with
   ``torch.cuda.graph``, Adam capturable: PyTorch's fastest form);
-* ``gpu-conv-epoch-simple-600x100-float32``: one SimpleConvNet epoch on data
-  already on the device, ``cupy`` (``net.train_batches``, one graph);
+* ``gpu-conv-epoch-<simple|deep>-600x100-float32``: one epoch on data already
+  on the device, ``cupy`` (``net.train_batches``: SimpleConvNet one graph,
+  DeepConvNet a graph replay per step after its Dropout layers draw the masks;
+  ch08/train_deepnet.py runs 20 such epochs);
 * ``gpu-conv-numgrad-simple-B10``: SimpleConvNet's exact numerical gradient.
 """
 
@@ -97,19 +98,21 @@ def test_gpu_conv_step(benchmark: Any, gpu: Any, net_name: str, impl: str) -> No
             sync=sync)
 
 
-def test_gpu_conv_epoch(benchmark: Any, gpu: Any) -> None:  # noqa: F811
+@pytest.mark.parametrize("net_name", ["simple", "deep"])
+def test_gpu_conv_epoch(benchmark: Any, gpu: Any, net_name: str) -> None:  # noqa: F811
     """600 steps of 100 on 60,000 images already on the device, as the Trainer runs an epoch."""
     x, t = images(60000, np.float32)
-    net = fastnet.SimpleConvNet(seed=0, dtype=np.float32, backend=gpu)
+    net = NETS[net_name](seed=0, dtype=np.float32, backend=gpu)
     X, T = gpu.asarray(x), gpu.asarray(t)
     optimizer = Adam()
     rng = np.random.default_rng(0)
     batches = gpu.asarray(rng.permutation(60000).reshape(600, 100))
     net.train_batches(X, T, batches, optimizer)
     gpu.synchronize()
-    info = gpu_info("gpu-conv-epoch", "simple-600x100-float32", "cupy", steps=600, batch=100)
+    info = gpu_info("gpu-conv-epoch", f"{net_name}-600x100-float32", "cupy", steps=600, batch=100)
     measure(benchmark, lambda: net.train_batches(X, T, batches, optimizer),
-            group="gpu-conv-epoch-simple-600x100-float32", name="cupy", info=info, sync=gpu.synchronize, rounds=5)
+            group=f"gpu-conv-epoch-{net_name}-600x100-float32", name="cupy", info=info, sync=gpu.synchronize,
+            rounds=3)
 
 
 def test_gpu_conv_numgrad(benchmark: Any, gpu: Any) -> None:  # noqa: F811

@@ -305,6 +305,9 @@ GPU_LIMITS = (
     ("gpu-step-B100-float64", "cupy", 40e-6),
     ("gpu-numgrad-B100-float64", "cupy", 3e-3),
     ("gpu-epoch-600x100-float32", "cupy", 10e-3),
+    ("gpu-conv-numgrad-simple-B10", "cupy", 0.5),
+    # ch08/train_deepnet.py's 20 epochs in 30 s: 1.5 s an epoch (its evaluations not counted here)
+    ("gpu-conv-epoch-deep-600x100-float32", "cupy", 1.5),
 )
 # (label, slower case, faster case, at least this ratio)
 GPU_RATIOS = (
@@ -312,6 +315,10 @@ GPU_RATIOS = (
      ("gpu-step-B100-float32", "cupy-bookstyle"), 5.0),
     ("numerical gradient: book's loop vs fused", ("gpu-numgrad-B100-float64", "cupy-book-loop"),
      ("gpu-numgrad-B100-float64", "cupy"), 10_000.0),
+    ("SimpleConvNet step, B100 fp32: PyTorch's graph vs cupy", ("gpu-conv-simple-B100-float32", "torch-cuda-graph"),
+     ("gpu-conv-simple-B100-float32", "cupy"), 1.0),
+    ("DeepConvNet step, B100 fp32: PyTorch's graph vs cupy", ("gpu-conv-deep-B100-float32", "torch-cuda-graph"),
+     ("gpu-conv-deep-B100-float32", "cupy"), 1.0),
 )
 
 

@@ -41,6 +41,7 @@ class ConvNet(Net):
         return None  # convolution layers: the backend runs the net layer by layer
 
     def whole_steps(self, x: Array, t: Array, batches: Any, optimizer: Any) -> Any:
+        self._sync_layers()  # the backend may check that the layers hold these params
         return self.backend.convnet_train_steps(self, x, t, batches, optimizer)
 
     @property

@@ -151,3 +151,42 @@ def book_simple_convnet(net: Any, x: Array) -> bool:
     pool = layers[2]
     return ((pool.pool_h, pool.pool_w, pool.stride, pool.pad) == (2, 2, 2, 0) and x.dtype.kind == "f"
             and all(p.dtype.kind == "f" for p in net.params.values()))
+
+
+def conv_spec(net: Any, x: Array) -> Any:
+    """`net` as a ``ConvSpec`` when it is the book's SimpleConvNet or DeepConvNet with the layers
+    its constructor made (or the same kinds: blocks of convolution, built-in ReLU and optional
+    2x2 pooling, then affine - ReLU - [dropout] - affine - [dropout]) on float images `x`;
+    else None. What a backend that runs whole conv-net steps may assume."""
+    from ..activations import builtin
+    from ..conv_layers import Convolution, Pooling
+    from ..convnets import DeepConvNet, SimpleConvNet
+    from ..layers import Activation, Affine, Dropout, plain_layer
+    from .spec import ConvSpec
+
+    if (type(net) not in (SimpleConvNet, DeepConvNet) or net.weight_decay_lambda or not plain_layer(net.last_layer)
+            or x.dtype.kind != "f" or any(p.dtype.kind != "f" for p in net.params.values())):
+        return None
+    layers = list(net.layers.values())
+    if not all(plain_layer(a) for a in layers):
+        return None  # a layer of the user's own (a subclass, a replaced forward) computes something else
+    convs, weighted, i = [], [], 0
+    while i + 1 < len(layers) and type(layers[i]) is Convolution:
+        if not isinstance(layers[i + 1], Activation) or builtin(layers[i + 1].activation) != "relu":
+            return None
+        pool = i + 2 < len(layers) and type(layers[i + 2]) is Pooling
+        if pool and (layers[i + 2].pool_h, layers[i + 2].pool_w, layers[i + 2].stride, layers[i + 2].pad) != (2, 2, 2, 0):
+            return None
+        convs.append((layers[i].stride, layers[i].pad, pool))
+        weighted.append(layers[i])
+        i += 3 if pool else 2
+    rest = layers[i:]
+    kinds = [Activation if isinstance(a, Activation) else type(a) for a in rest]
+    if (not convs or kinds not in ([Affine, Activation, Affine], [Affine, Activation, Dropout, Affine, Dropout])
+            or builtin(rest[1].activation) != "relu"):
+        return None
+    weighted += [a for a in rest if type(a) is Affine]
+    for k, layer in enumerate(weighted, start=1):  # the layers hold the params the spec names
+        if layer.W is not net.params.get(f"W{k}") or layer.b is not net.params.get(f"b{k}"):
+            return None
+    return ConvSpec(net.params, tuple(convs), tuple(a for a in rest if type(a) is Dropout))

@@ -51,16 +51,18 @@ class MLPSpec:
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """The book's SimpleConvNet: Convolution -> ReLU -> 2x2 max pooling (stride 2) -> Affine ->
-    ReLU -> Affine -> softmax-with-loss, without weight decay.
+    """One of the book's conv nets as it builds them: blocks of Convolution -> ReLU (-> 2x2 max
+    pooling, stride 2), then Affine -> ReLU (-> Dropout) -> Affine (-> Dropout) -> softmax-with-loss,
+    without weight decay.
 
-    ``params`` is the net's live dict (W1, b1 the convolution's (FN, C, FH, FW) filters and
-    biases; W2, b2, W3, b3 the affine layers'); ``stride`` and ``pad`` are the convolution's.
+    ``params`` is the net's live dict (W1, b1, ... the convolutions' (FN, C, FH, FW) filters and
+    biases in order, then the two affine layers'); ``convs`` holds each convolution's
+    (stride, pad, pooled after); ``dropouts`` the two Dropout layers, or none.
     """
 
     params: dict[str, Any]
-    stride: int
-    pad: int
+    convs: tuple[tuple[int, int, bool], ...]
+    dropouts: tuple[Any, ...] = ()
 
     def names(self) -> list[str]:
-        return ["W1", "b1", "W2", "b2", "W3", "b3"]
+        return [f"{p}{i}" for i in range(1, len(self.convs) + 3) for p in ("W", "b")]

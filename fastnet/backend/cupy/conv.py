@@ -20,8 +20,7 @@ import numpy
 from ... import activations
 from ...patches import output_shape
 from ..channel_numgrad import channel_numerical_gradient
-from ..conv_ops import ConvOps, book_simple_convnet
-from ..spec import ConvSpec
+from ..conv_ops import ConvOps, book_simple_convnet, conv_spec
 from . import cuda
 
 Array = Any
@@ -226,15 +225,22 @@ class CupyConvOps(ConvOps):
         return self.conv_kernels.pool_backward(dout, arg_max, tuple(x_shape), pool_h, pool_w, stride, pad, out)
 
     def convnet_train_steps(self, net: Any, x: Array, t: Array, batches: Any, optimizer: Any) -> Any:
-        """The book's SimpleConvNet on this backend's arrays: each step one captured graph of our own
-        kernels (``plan_conv``), an epoch one graph; any other net runs its layers."""
-        if not (self.fused and book_simple_convnet(net, x)
-                and all(isinstance(a, self.xp.ndarray) for a in (x, t, *net.params.values()))):
+        """The book's conv nets on this backend's arrays (``conv_spec``): each step one captured graph
+        of our own kernels (``plan_conv``); an epoch one graph, or with dropout one step at a time,
+        each with the masks the net's Dropout layers draw. Any other net runs its layers."""
+        spec = conv_spec(net, x) if self.fused else None
+        if spec is None or not all(isinstance(a, self.xp.ndarray) for a in (x, t, *net.params.values())):
             return None
-        conv = net.layers["Conv1"]
-        spec = ConvSpec(net.params, conv.stride, conv.pad)
         if batches is None:
-            return self.engine.train_step(spec, x, t, optimizer)
+            rows = int(x.shape[0])
+            sizes = (int(net.params[f"W{len(spec.convs) + 1}"].shape[1]), int(net.output_size))
+
+            def masks() -> list[Array]:  # in the order the layers draw them
+                return [self.dropout_mask((rows, n), d.dropout_ratio, d.rng) for n, d in zip(sizes, spec.dropouts)]
+
+            return self.engine.train_step(spec, x, t, optimizer, masks)
+        if spec.dropouts:
+            return [net.train_step(x[idx], t[idx], optimizer) for idx in batches]
         return self.engine.train_batches(spec, x, t, batches, optimizer)
 
     def convnet_numerical_gradient(self, net: Any, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:

@@ -117,25 +117,34 @@ class FusedEngine:
 
     def _conv_layout(self, spec: ConvSpec, x: Array, t: Array | None, stage: str, rule: str | None,
                      steps: int) -> Layout | None:
-        """The layout of the book's SimpleConvNet on images x (N, C, H, W); always tiled products."""
+        """The layout of a ConvSpec net on images x (N, C, H, W); always tiled products. None when
+        the parameters do not fit together (the layers then say what is wrong)."""
         dtype = numpy.dtype(x.dtype).name
         params = [spec.params[k] for k in spec.names()]
-        if dtype not in FLOAT_DTYPES or x.ndim != 4 or params[0].ndim != 4 or any(
+        if dtype not in FLOAT_DTYPES or x.ndim != 4 or any(
                 p.dtype != x.dtype or not p.flags.c_contiguous for p in params):
             return None
-        W1, b1, W2, b2, W3, b3 = params
-        (fn, c, fh, fw), (_, _, h, w) = W1.shape, x.shape
-        conv = (c, h, w, fn, fh, fw, int(spec.stride), int(spec.pad))
-        oh, ow = output_shape(x.shape, fh, fw, conv[6], conv[7])
-        sizes = (fn * (oh // 2) * (ow // 2), int(W2.shape[1]), int(W3.shape[1]))
-        if (c != x.shape[1] or b1.shape != (fn,) or W2.shape != sizes[:2] or b2.shape != (sizes[1],)
-                or W3.shape != sizes[1:] or b3.shape != (sizes[2],)):
-            return None  # parameters that do not fit together: the layers say what is wrong
-        if not fits_grid(max(int(x.shape[0]) * oh * ow, sizes[0] + 1, sizes[1] + 1, fn), self.hw):
+        rows = int(x.shape[0])
+        (c, h, w), blocks, tallest = x.shape[1:], [], 0
+        for (stride, pad, pool), W, b in zip(spec.convs, params[0::2], params[1::2]):
+            if W.ndim != 4 or W.shape[1] != c or b.shape != (W.shape[0],):
+                return None
+            fn, _, fh, fw = W.shape
+            oh, ow = output_shape((rows, c, h, w), fh, fw, int(stride), int(pad))
+            if oh < 1 or ow < 1 or (pool and min(oh, ow) < 2):
+                return None
+            tallest = max(tallest, rows * oh * ow, fn)
+            blocks.append((fn, fh, fw, int(stride), int(pad), int(bool(pool))))
+            c, h, w = fn, *((oh // 2, ow // 2) if pool else (oh, ow))
+        W1, b1, W2, b2 = params[-4:]
+        sizes = (c * h * w, int(W1.shape[-1]), int(W2.shape[-1]))
+        if W1.shape != sizes[:2] or b1.shape != (sizes[1],) or W2.shape != sizes[1:] or b2.shape != (sizes[2],):
+            return None
+        if not fits_grid(max(tallest, sizes[0] + 1, sizes[1] + 1), self.hw):
             return None  # a product with more row blocks than the grid holds
         onehot = t is not None and t.ndim == 2
-        return Layout(sizes, int(x.shape[0]), dtype, "relu", onehot, 0.0, stage, rule, steps > 0, (), 0, steps,
-                      conv)
+        return Layout(sizes, rows, dtype, "relu", onehot, 0.0, stage, rule, steps > 0, (), 0, steps,
+                      (*x.shape[1:], *blocks), bool(spec.dropouts))
 
     def _plan(self, layout: Layout) -> Plan:
         plan = self.plans.get(layout)
@@ -213,17 +222,21 @@ class FusedEngine:
             return None
 
     @_locked
-    def train_step(self, spec: Any, x: Array, t: Array, optimizer: Any) -> Array | None:
+    def train_step(self, spec: Any, x: Array, t: Array, optimizer: Any, masks: Any = None) -> Array | None:
+        """One step; `masks()` gives the dropout masks of a layout with dropout (drawn only
+        once the step is sure to run here)."""
         rule = optimizers.builtin(optimizer)
         if rule is None:
             return None  # not a built-in rule: the optimizer's own update runs
         layout = self._layout(spec, x, t, "train", rule)
         state = self._state(spec, optimizer) if layout is not None else None
-        if layout is None or state is None:
+        if layout is None or state is None or (layout.dropout and masks is None):
             return None
         saved = dict(vars(optimizer))
         try:
             plan = self._plan(layout)
+            if layout.dropout:
+                plan.set_masks(masks())
             plan.set_scalars([optimizer.step_scalars()])
             plan, slot = self._run(spec, layout, x, t, state)
             return self.device.item_view(plan.ring, slot)
@@ -263,8 +276,8 @@ class FusedEngine:
         T = self._contiguous(t, numpy.int64 if t.ndim == 1 else None)
         layout = self._layout(spec, X[:rows], T[:rows], "train", rule, steps)
         state = self._state(spec, optimizer) if layout is not None else None
-        if layout is None or state is None:
-            return None
+        if layout is None or state is None or layout.dropout:
+            return None  # dropout: each step takes its masks (the caller steps one at a time)
         saved = dict(vars(optimizer))
         try:
             plan = self._plan(layout)

@@ -55,9 +55,10 @@ class Layout:
     blas: tuple[bool, ...] = ()  # per layer: cuBLAS (eager only) instead of tiled kernels
     rows_per_block: int = 0  # > 0: the two-kernel step of plan_rows (small nets)
     steps: int = 0  # gather: steps of the epochs this plan runs (its index and scalars tables)
-    # (C, H, W, FN, FH, FW, stride, pad): the book's SimpleConvNet, whose convolution, ReLU and 2x2
-    # pooling come before the dense layers `sizes` (plan_conv)
-    conv: tuple[int, ...] = ()
+    # (C, H, W, (FN, FH, FW, stride, pad, pool), ...): the book's conv nets, whose blocks of
+    # convolution, ReLU (and 2x2 pooling) come before the dense layers `sizes` (plan_conv)
+    conv: tuple[Any, ...] = ()
+    dropout: bool = False  # conv nets: a Dropout after each dense layer, masks copied in (plan_conv)
 
     @property
     def depth(self) -> int:

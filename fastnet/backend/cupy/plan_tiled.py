@@ -123,6 +123,10 @@ class TiledPlan(Plan):
                 g = Gemm(B, n[i + 1], n[i], n[i], n[i + 1], False, False, False,
                          "fwd" if last else "fwd_act", self.split_k(B, n[i + 1], n[i]))
                 self._gemm(g, self.hs[i], W, b, out, out, 0.0)
+            self._after_dense(i, out)
+
+    def _after_dense(self, i: int, out: Any) -> None:
+        """What follows dense layer i's output `out` (nothing here; ConvPlan's dropout)."""
 
     def _loss(self, labels: Any, tmat: Any) -> None:
         L = self.layout
@@ -134,6 +138,7 @@ class TiledPlan(Plan):
             (1, 1, 1), (src.LOSS_THREADS, 1, 1),
             (self.scores, labels, tmat, self.douts[-1], Slot("wptrs"), self.ringptr, self.clock, numpy.float64(lam)),
         )
+        self._after_dense(L.depth, self.douts[-1])  # the scores' gradient, through what followed them
 
     def _dense_backward(self, dx: Any) -> None:
         """Backprop through the dense layers, last first; `dx`: where the first layer's input

@@ -23,7 +23,7 @@ import numpy
 from fastnet.backend.cupy import conv, cuda
 from fastnet.backend.cupy.launch import rows_shape
 from fastnet.backend.cupy.plan import Layout
-from fastnet.backend.cupy.plan_conv import ConvPlan
+from fastnet.backend.cupy.plan_conv import ConvPlan, blocks
 from fastnet.backend.cupy.plan_rows import RowsPlan
 from fastnet.backend.cupy.plan_tiled import TiledPlan
 from cuda_emulator import H100, template_declaration
@@ -134,15 +134,21 @@ def variants(full: bool = False) -> Iterator[tuple[str, str]]:
                        ((9, 7, 5, 3), "sigmoid"), ((9, 7, 5, 3), "tanh")):
         names = list(kernel_names(100, sizes, act).values())
         yield f"numgrad-{'-'.join(map(str, sizes))}-{act}", explicit(cuda.source("numgrad.cu"), names)
-    for rows, dt, oh, stage, kind, gather, geometry in (  # the book's SimpleConvNet (plan_conv)
-            (100, "float32", False, "train", "adam", False, (1, 28, 28, 30, 5, 5, 1, 0)),
-            (100, "float64", True, "train", "sgd", True, (1, 28, 28, 30, 5, 5, 1, 0)),
-            (7, "float32", False, "train", "adamw", True, (3, 9, 10, 4, 3, 3, 2, 1))):
-        C, H, W, FN, FH, FW, S, P = geometry
-        oh_, ow_ = (H + 2 * P - FH) // S + 1, (W + 2 * P - FW) // S + 1
-        sizes = (FN * (oh_ // 2) * (ow_ // 2), 100, 10)
-        layout = Layout(sizes, rows, dt, "relu", oh, 0.0, stage, kind, gather, steps=3 if gather else 0, conv=geometry)
-        yield f"conv-{stage}-B{rows}-{dt}-{kind}" + ("-gather" if gather else ""), plan_source(layout)
+    simple = (1, 28, 28, (30, 5, 5, 1, 0, 1))
+    deep = (1, 28, 28, (16, 3, 3, 1, 1, 0), (16, 3, 3, 1, 1, 1), (32, 3, 3, 1, 1, 0), (32, 3, 3, 1, 2, 1),
+            (64, 3, 3, 1, 1, 0), (64, 3, 3, 1, 1, 1))
+    for rows, dt, oh, kind, gather, geometry, dropout in (  # the book's conv nets (plan_conv)
+            (100, "float32", False, "adam", False, simple, False),
+            (100, "float64", True, "sgd", True, simple, False),
+            (7, "float32", False, "adamw", True, (3, 9, 10, (4, 3, 3, 2, 1, 1)), False),
+            (100, "float32", False, "adam", False, deep, True),
+            (100, "float64", True, "momentum", False, deep, True)):
+        last = blocks(geometry)[-1]
+        h, w = last.pooled_hw if last.pool else last.out_hw
+        layout = Layout((last.FN * h * w, 50, 10), rows, dt, "relu", oh, 0.0, "train", kind, gather,
+                        steps=3 if gather else 0, conv=geometry, dropout=dropout)
+        yield (f"conv{len(geometry) - 3}-train-B{rows}-{dt}-{kind}" + ("-gather" if gather else "")
+               + ("-dropout" if dropout else ""), plan_source(layout))
     yield "updates", update_source()
     yield "conv", explicit(cuda.source("conv.cu"), conv.KERNELS)
 

@@ -1,5 +1,5 @@
-"""The book's SimpleConvNet trained through plan_conv (one launch list, captured as one graph on
-a GPU), run on the CPU emulator: the same steps as the layer path within rounding."""
+"""The book's conv nets trained through plan_conv (one launch list, captured as one graph on a
+GPU), run on the CPU emulator: the same steps as the layer path within rounding."""
 
 from __future__ import annotations
 
@@ -168,3 +168,53 @@ def test_a_failing_plan_warns_and_the_layers_take_the_step(emu_backend, monkeypa
     assert loss.tobytes() == ref.train_step(x, t, o2).tobytes() and o1.iter == o2.iter == 1
     for k in ref.params:
         assert ours.params[k].tobytes() == ref.params[k].tobytes(), k
+
+
+def deepnet(backend, dtype=np.float64):
+    """The book's DeepConvNet on 10x10 images with few filters: 10 -> pool 5 -> (pad 2) 7 -> pool 3 -> pool 1."""
+    pads = (1, 1, 1, 2, 1, 1)
+    convs = {f"conv_param_{i}": {"filter_num": 2 + i % 3, "filter_size": 3, "pad": p, "stride": 1}
+             for i, p in enumerate(pads, start=1)}
+    return fastnet.DeepConvNet((1, 10, 10), **convs, hidden_size=6, output_size=4, seed=0, dtype=dtype,
+                               backend=backend)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_deep_convnet_steps_with_the_layers_dropout_masks(emu_backend, dtype, tol):
+    """Six convolutions, three poolings, padding 2, and dropout with the masks the net's own Dropout
+    layers draw: the numpy backend's steps within rounding."""
+    ours, ref = deepnet(emu_backend, dtype), deepnet(REF, dtype)
+    o1, o2 = Adam(lr=0.01), Adam(lr=0.01)
+    rng = np.random.default_rng(8)
+    for step in range(3):
+        x, t = rng.random((3, 1, 10, 10)).astype(dtype), rng.integers(0, 4, 3)
+        got, want = ours.train_step(x, t, o1), ref.train_step(x, t, o2)
+        assert abs(float(got) - float(want)) <= tol * abs(float(want)), step
+    assert worst(ours.params, ref.params) <= tol
+    assert plan_kinds(emu_backend.engine) == {"ConvPlan"}
+    layout = next(iter(emu_backend.engine.plans))
+    assert layout.dropout and len(layout.conv) == 3 + 6
+
+
+def test_deep_convnet_epoch_steps_one_batch_at_a_time(emu_backend):
+    """train_batches with dropout: each step its own masks, in the order the layers draw them."""
+    ours, ref = deepnet(emu_backend), deepnet(REF)
+    rng = np.random.default_rng(9)
+    x, t = rng.random((6, 1, 10, 10)), rng.integers(0, 4, 6)
+    batches = [np.array([0, 2, 4]), np.array([5, 3, 1])]
+    o1, o2 = SGD(0.1), SGD(0.1)
+    losses = ours.train_batches(x, t, batches, o1)
+    want = [float(ref.train_step(x[idx], t[idx], o2)) for idx in batches]
+    np.testing.assert_allclose([float(v) for v in losses], want, rtol=1e-12)
+    assert worst(ours.params, ref.params) <= 1e-12
+    assert plan_kinds(emu_backend.engine) == {"ConvPlan"}
+
+
+def test_without_dropout_masks_the_deep_plan_is_not_taken(emu_backend):
+    """The engine runs a dropout layout only with the layers' masks."""
+    from fastnet.backend.conv_ops import conv_spec
+
+    net = deepnet(emu_backend)
+    x, t = np.random.default_rng(1).random((2, 1, 10, 10)), np.array([1, 2])
+    assert emu_backend.engine.train_step(conv_spec(net, x), x, t, SGD(0.1)) is None
+    assert not emu_backend.engine.plans

@@ -246,3 +246,26 @@ def test_gpu_simple_convnet_epoch_graph_equals_step_by_step(cupy_bk):
     for k in epoch_net.params:  # the same kernels on the same batches: bitwise equal
         np.testing.assert_array_equal(fastnet.to_numpy(epoch_net.params[k]), fastnet.to_numpy(step_net.params[k]))
     np.testing.assert_array_equal(fastnet.to_numpy(losses[-1]), np.array([float(v) for v in step_losses[-1]]))
+
+
+@gpu
+@pytest.mark.gpu
+def test_gpu_deep_convnet_step_is_one_graph_within_1e10_of_its_layers(cupy_bk):
+    """The book's DeepConvNet through plan_conv, captured as a CUDA graph, with the masks its Dropout
+    layers draw: float64 Adam steps within 1e-10 of the same net run layer by layer on CuPy (NumPy's
+    generator would draw other masks)."""
+    from fastnet.backend.cupy import CupyBackend
+
+    layers = CupyBackend()
+    layers.fused = False  # the inherited (book's) algorithm on CuPy arrays, same generator
+    ours = fastnet.DeepConvNet(seed=0, dtype=np.float64, backend=cupy_bk)
+    ref = fastnet.DeepConvNet(seed=0, dtype=np.float64, backend=layers)
+    rng = np.random.default_rng(4)
+    data = [(rng.random((8, 1, 28, 28)), rng.integers(0, 10, 8)) for _ in range(2)]
+    device = [(cupy_bk.asarray(x), cupy_bk.asarray(t)) for x, t in data]
+    o1, o2 = opt.Adam(), opt.Adam()
+    for i in (0, 1, 0, 1, 0):
+        loss, want = ours.train_step(*device[i], o1), ref.train_step(*device[i], o2)
+        assert abs(float(loss) - float(want)) <= 1e-10 * abs(float(want))
+    assert any(b.graph is not None for b in _conv_bindings(cupy_bk, False)), "no step was captured"
+    assert worst(_host_params(ours), _host_params(ref)) < 1e-10

@@ -132,3 +132,9 @@ __global__ void nchw_rows(const T* __restrict__ dout, const bool* __restrict__ m
     rows[e] = MASK && mask[src] ? (T)0 : dout[src];
   }
 }
+
+// a *= mask (the book's Dropout: x * mask, and dout * mask on the way back).
+template <typename T>
+__global__ void apply_mask(T* a, const bool* __restrict__ mask, long long n) {
+  GRID_STRIDE(e, n) { a[e] = a[e] * (T)mask[e]; }
+}
