@@ -138,13 +138,15 @@ def book_simple_convnet(net: Any, x: Array) -> bool:
     from ..activations import builtin
     from ..conv_layers import Convolution, Pooling
     from ..convnets import SimpleConvNet
-    from ..layers import Activation, Affine, plain_layer
+    from ..layers import Activation, Affine, SoftmaxWithLoss, plain_layer
 
-    if type(net) is not SimpleConvNet or net.weight_decay_lambda or not plain_layer(net.last_layer):
+    if (type(net) is not SimpleConvNet or net.weight_decay_lambda
+            or not (type(net.last_layer) is SoftmaxWithLoss and plain_layer(net.last_layer))):
         return False
     kinds = [Convolution, Activation, Pooling, Affine, Activation, Affine]
     layers = list(net.layers.values())
-    if len(layers) != len(kinds) or not all(isinstance(a, k) and plain_layer(a) for a, k in zip(layers, kinds)):
+    if (len(layers) != len(kinds) or not all(isinstance(a, k) and plain_layer(a) for a, k in zip(layers, kinds))
+            or len({id(a) for a in layers}) != len(layers)):
         return False  # a layer of the user's own (a subclass, a replaced forward) computes something else
     if any(builtin(layers[i].activation) != "relu" for i in (1, 4)):
         return False
@@ -161,15 +163,16 @@ def conv_spec(net: Any, x: Array) -> Any:
     from ..activations import builtin
     from ..conv_layers import Convolution, Pooling
     from ..convnets import DeepConvNet, SimpleConvNet
-    from ..layers import Activation, Affine, Dropout, plain_layer
+    from ..layers import Activation, Affine, Dropout, SoftmaxWithLoss, plain_layer
     from .spec import ConvSpec
 
-    if (type(net) not in (SimpleConvNet, DeepConvNet) or net.weight_decay_lambda or not plain_layer(net.last_layer)
+    if (type(net) not in (SimpleConvNet, DeepConvNet) or net.weight_decay_lambda
+            or not (type(net.last_layer) is SoftmaxWithLoss and plain_layer(net.last_layer))
             or x.dtype.kind != "f" or any(p.dtype.kind != "f" for p in net.params.values())):
         return None
     layers = list(net.layers.values())
-    if not all(plain_layer(a) for a in layers):
-        return None  # a layer of the user's own (a subclass, a replaced forward) computes something else
+    if not all(plain_layer(a) for a in layers) or len({id(a) for a in layers}) != len(layers):
+        return None  # a layer of the user's own, or one layer in two places (it keeps one state)
     convs, weighted, i = [], [], 0
     while i + 1 < len(layers) and type(layers[i]) is Convolution:
         if not isinstance(layers[i + 1], Activation) or builtin(layers[i + 1].activation) != "relu":

@@ -234,11 +234,17 @@ class CupyConvOps(ConvOps):
         if batches is None:
             rows = int(x.shape[0])
             sizes = (int(net.params[f"W{len(spec.convs) + 1}"].shape[1]), int(net.output_size))
+            draws = [_Recorded(d.rng) for d in spec.dropouts]
 
             def masks() -> list[Array]:  # in the order the layers draw them
-                return [self.dropout_mask((rows, n), d.dropout_ratio, d.rng) for n, d in zip(sizes, spec.dropouts)]
+                return [self.dropout_mask((rows, n), d.dropout_ratio, r) for n, d, r in zip(sizes, spec.dropouts, draws)]
 
-            return self.engine.train_step(spec, x, t, optimizer, masks)
+            loss = self.engine.train_step(spec, x, t, optimizer, masks)
+            if loss is None:  # the layers take this step: with the masks already drawn for it, if any
+                for d, r in zip(spec.dropouts, draws):
+                    if r.values is not None:
+                        d.rng = _Replay(d, r.values)
+            return loss
         if spec.dropouts:
             return [net.train_step(x[idx], t[idx], optimizer) for idx in batches]
         return self.engine.train_batches(spec, x, t, batches, optimizer)
@@ -255,3 +261,26 @@ class CupyConvOps(ConvOps):
         conv = net.layers["Conv1"]
         plus, minus = simple_convnet_losses(self.xp, net.params, conv.stride, conv.pad, x, t, h)
         return {k: ((plus[k] - minus[k]) / (2 * h)).astype(p.dtype) for k, p in net.params.items()}
+
+
+class _Recorded:
+    """A Dropout layer's generator, keeping the values of its draw for this step."""
+
+    def __init__(self, rng: Any) -> None:
+        self.rng, self.values = rng, None
+
+    def random(self, *args: Any, **kwargs: Any) -> Array:
+        self.values = self.rng.random(*args, **kwargs)
+        return self.values
+
+
+class _Replay:
+    """Stands in for a Dropout layer's generator for one draw, when a plan failed after drawing
+    this step's values: the layers retrying the step get the same masks, then the generator is back."""
+
+    def __init__(self, layer: Any, values: Array) -> None:
+        self.layer, self.rng, self.values = layer, layer.rng, values
+
+    def random(self, *args: Any, **kwargs: Any) -> Array:
+        self.layer.rng = self.rng
+        return self.values

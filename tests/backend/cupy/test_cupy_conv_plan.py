@@ -170,10 +170,11 @@ def test_a_failing_plan_warns_and_the_layers_take_the_step(emu_backend, monkeypa
         assert ours.params[k].tobytes() == ref.params[k].tobytes(), k
 
 
-def deepnet(backend, dtype=np.float64):
-    """The book's DeepConvNet on 10x10 images with few filters: 10 -> pool 5 -> (pad 2) 7 -> pool 3 -> pool 1."""
+def deepnet(backend, dtype=np.float64, stride1=1):
+    """The book's DeepConvNet on 10x10 images with few filters: 10 -> pool 5 -> (pad 2) 7 -> pool 3 -> pool 1
+    (stride1=2: 10 -> 5 -> pool 2 -> 4 -> pool 2 -> pool 1)."""
     pads = (1, 1, 1, 2, 1, 1)
-    convs = {f"conv_param_{i}": {"filter_num": 2 + i % 3, "filter_size": 3, "pad": p, "stride": 1}
+    convs = {f"conv_param_{i}": {"filter_num": 2 + i % 3, "filter_size": 3, "pad": p, "stride": stride1 if i == 1 else 1}
              for i, p in enumerate(pads, start=1)}
     return fastnet.DeepConvNet((1, 10, 10), **convs, hidden_size=6, output_size=4, seed=0, dtype=dtype,
                                backend=backend)
@@ -218,3 +219,63 @@ def test_without_dropout_masks_the_deep_plan_is_not_taken(emu_backend):
     x, t = np.random.default_rng(1).random((2, 1, 10, 10)), np.array([1, 2])
     assert emu_backend.engine.train_step(conv_spec(net, x), x, t, SGD(0.1)) is None
     assert not emu_backend.engine.plans
+
+
+@pytest.mark.parametrize("change", ["stride2", "last-block-unpooled"])
+def test_deep_convnet_variants_steps(emu_backend, change):
+    """A strided first convolution; the last pooling removed (the dense layer resized to fit);
+    train_step and gradient + update in turn: the numpy backend's steps within rounding."""
+    nets = [deepnet(bk, stride1=2 if change == "stride2" else 1) for bk in (emu_backend, REF)]
+    if change == "last-block-unpooled":
+        W7 = 0.3 * np.random.default_rng(2).standard_normal((2 * 3 * 3, 6))
+        for net in nets:
+            del net.layers["Pool3"]
+            net.params["W7"] = W7.copy()
+    ours, ref = nets
+    o1, o2 = Adam(lr=0.01), Adam(lr=0.01)
+    rng = np.random.default_rng(11)
+    for step in range(3):
+        x, t = rng.random((3, 1, 10, 10)), rng.integers(0, 4, 3)
+        if step == 1:
+            o1.update(ours.params, ours.gradient(x, t))
+        else:
+            ours.train_step(x, t, o1)
+        ref.train_step(x, t, o2)
+    assert worst(ours.params, ref.params) <= 1e-12
+    assert plan_kinds(emu_backend.engine) == {"ConvPlan"}
+
+
+def test_a_failing_deep_plan_leaves_the_layers_its_masks(emu_backend, monkeypatch):
+    """Not strict, a launch that fails after the step's dropout masks were drawn: the layers take the
+    step with those same masks (the numpy backend's bits), and the next step draws the next ones."""
+    from fastnet.backend.cupy import plan as plan_mod
+
+    def broken(self, *args):
+        raise RuntimeError("launch failed")
+
+    monkeypatch.setattr(plan_mod.Binding, "launch", broken)
+    emu_backend.engine.strict = False
+    ours, ref = deepnet(emu_backend), deepnet(REF)
+    rng = np.random.default_rng(12)
+    with pytest.warns(RuntimeWarning, match="fused CUDA training step failed"):  # once
+        for _ in range(2):
+            x, t = rng.random((3, 1, 10, 10)), rng.integers(0, 4, 3)
+            assert ours.train_step(x, t, SGD(0.1)).tobytes() == ref.train_step(x, t, SGD(0.1)).tobytes()
+    for k in ref.params:
+        assert ours.params[k].tobytes() == ref.params[k].tobytes(), k
+
+
+@pytest.mark.parametrize("change", ["shared-dropout", "shared-relu", "last-layer"])
+def test_nets_the_layers_would_refuse_get_no_spec(change):
+    """One layer object in two places, or a last layer that is not the softmax loss: no plan."""
+    from fastnet.backend.conv_ops import conv_spec
+
+    net = deepnet(REF)
+    if change == "shared-dropout":
+        net.layers["Dropout2"] = net.layers["Dropout1"]
+    elif change == "shared-relu":
+        net.layers["Relu2"] = net.layers["Relu1"]
+    else:
+        net.last_layer = Relu()
+    x = np.zeros((2, 1, 10, 10))
+    assert conv_spec(deepnet(REF), x) is not None and conv_spec(net, x) is None
