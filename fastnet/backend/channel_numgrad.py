@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..patches import output_shape
-from .conv_ops import suffix_numerical_gradient
+from .conv_ops import plain_conv_net, suffix_numerical_gradient
 
 Array = Any
 LANE_ELEMENTS = 1 << 20  # values per batch of perturbations in the widest later array (8 MB in float64)
@@ -61,24 +61,20 @@ def filter_losses(net: Any, x: Array, t: Array, h: float, name: str, filters: An
 def _known_layers(net: Any) -> bool:
     from ..activations import builtin
     from ..conv_layers import Convolution, Pooling
-    from ..convnets import DeepConvNet, SimpleConvNet
-    from ..layers import Activation, Affine, Dropout, Relu, Sigmoid, SoftmaxWithLoss, Tanh, plain_layer
+    from ..layers import Activation, Affine, Dropout, Relu, Sigmoid, Tanh
 
-    if type(net) not in (SimpleConvNet, DeepConvNet) or type(net.last_layer) is not SoftmaxWithLoss:
-        return False
-    if getattr(net, "weight_decay_lambda", 0):
-        return False  # the decay term depends on the moved weight
+    if not plain_conv_net(net):
+        return False  # a layer of the user's own may mix channels; weight decay depends on the moved weight
     layers = list(net.layers.values())
     arrays = [id(a) for layer in layers for a in (getattr(layer, "W", None), getattr(layer, "b", None))
               if a is not None]
-    if len({id(layer) for layer in layers}) != len(layers) or len(set(arrays)) != len(arrays):
-        return False  # a layer, or a weight array, used twice moves more than one place
+    if len(set(arrays)) != len(arrays):
+        return False  # a weight array used twice moves more than one place
     for layer in layers:
-        if not plain_layer(layer) or type(layer) not in (Activation, Relu, Sigmoid, Tanh, Convolution, Pooling,
-                                                         Affine, Dropout):
-            return False  # a layer of the user's own may mix channels
+        if type(layer) not in (Activation, Relu, Sigmoid, Tanh, Convolution, Pooling, Affine, Dropout):
+            return False  # batch norm mixes the batch
         if isinstance(layer, Activation) and builtin(layer.activation) is None:
-            return False  # so may an activation of the user's own
+            return False  # an activation of the user's own may mix channels
     return True
 
 

@@ -131,6 +131,20 @@ def suffix_numerical_gradient(net: Any, x: Array, t: Array, h: float = 1e-4,
     return {k: grads[k] for k in net.params if k in grads}
 
 
+def plain_conv_net(net: Any) -> bool:
+    """Whether `net` is exactly SimpleConvNet or DeepConvNet, without weight decay, ending in the
+    softmax loss, with every layer one of fastnet's own (``plain_layer``) and in one place: where
+    each fast path's own check of a conv net starts. A layer of the user's own may compute
+    anything, and a layer in two places keeps one state for both."""
+    from ..convnets import DeepConvNet, SimpleConvNet
+    from ..layers import SoftmaxWithLoss, plain_layer
+
+    layers = list(net.layers.values())
+    return (type(net) in (SimpleConvNet, DeepConvNet) and not net.weight_decay_lambda
+            and type(net.last_layer) is SoftmaxWithLoss and plain_layer(net.last_layer)
+            and all(plain_layer(a) for a in layers) and len({id(a) for a in layers}) == len(layers))
+
+
 def book_simple_convnet(net: Any, x: Array) -> bool:
     """Whether `net` has exactly the book's SimpleConvNet structure (conv - ReLU - 2x2 pool - affine
     - ReLU - affine, no weight decay) with float parameters and images `x`: what an incremental
@@ -138,16 +152,14 @@ def book_simple_convnet(net: Any, x: Array) -> bool:
     from ..activations import builtin
     from ..conv_layers import Convolution, Pooling
     from ..convnets import SimpleConvNet
-    from ..layers import Activation, Affine, SoftmaxWithLoss, plain_layer
+    from ..layers import Activation, Affine
 
-    if (type(net) is not SimpleConvNet or net.weight_decay_lambda
-            or not (type(net.last_layer) is SoftmaxWithLoss and plain_layer(net.last_layer))):
+    if type(net) is not SimpleConvNet or not plain_conv_net(net):
         return False
     kinds = [Convolution, Activation, Pooling, Affine, Activation, Affine]
     layers = list(net.layers.values())
-    if (len(layers) != len(kinds) or not all(isinstance(a, k) and plain_layer(a) for a, k in zip(layers, kinds))
-            or len({id(a) for a in layers}) != len(layers)):
-        return False  # a layer of the user's own (a subclass, a replaced forward) computes something else
+    if len(layers) != len(kinds) or not all(isinstance(a, k) for a, k in zip(layers, kinds)):
+        return False
     if any(builtin(layers[i].activation) != "relu" for i in (1, 4)):
         return False
     pool = layers[2]
@@ -162,17 +174,12 @@ def conv_spec(net: Any, x: Array) -> Any:
     else None. What a backend that runs whole conv-net steps may assume."""
     from ..activations import builtin
     from ..conv_layers import Convolution, Pooling
-    from ..convnets import DeepConvNet, SimpleConvNet
-    from ..layers import Activation, Affine, Dropout, SoftmaxWithLoss, plain_layer
+    from ..layers import Activation, Affine, Dropout
     from .spec import ConvSpec
 
-    if (type(net) not in (SimpleConvNet, DeepConvNet) or net.weight_decay_lambda
-            or not (type(net.last_layer) is SoftmaxWithLoss and plain_layer(net.last_layer))
-            or x.dtype.kind != "f" or any(p.dtype.kind != "f" for p in net.params.values())):
+    if not plain_conv_net(net) or x.dtype.kind != "f" or any(p.dtype.kind != "f" for p in net.params.values()):
         return None
     layers = list(net.layers.values())
-    if not all(plain_layer(a) for a in layers) or len({id(a) for a in layers}) != len(layers):
-        return None  # a layer of the user's own, or one layer in two places (it keeps one state)
     convs, weighted, i = [], [], 0
     while i + 1 < len(layers) and type(layers[i]) is Convolution:
         if not isinstance(layers[i + 1], Activation) or builtin(layers[i + 1].activation) != "relu":
