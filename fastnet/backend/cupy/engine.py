@@ -22,12 +22,11 @@ from typing import Any
 import numpy
 
 from ... import activations, optimizers
-from ...patches import output_shape
 from ..spec import ConvSpec
 from . import numgrad
 from .launch import Hardware, fits_grid, rows_shape
 from .plan import Layout, Plan
-from .plan_conv import ConvPlan
+from .plan_conv import ConvPlan, blocks
 from .plan_rows import RowsPlan
 from .plan_tiled import TiledPlan
 
@@ -125,17 +124,19 @@ class FusedEngine:
                 p.dtype != x.dtype or not p.flags.c_contiguous for p in params):
             return None
         rows = int(x.shape[0])
-        (c, h, w), blocks, tallest = x.shape[1:], [], 0
-        for (stride, pad, pool), W, b in zip(spec.convs, params[0::2], params[1::2]):
-            if W.ndim != 4 or W.shape[1] != c or b.shape != (W.shape[0],):
-                return None
-            fn, _, fh, fw = W.shape
-            oh, ow = output_shape((rows, c, h, w), fh, fw, int(stride), int(pad))
-            if oh < 1 or ow < 1 or (pool and min(oh, ow) < 2):
-                return None
-            tallest = max(tallest, rows * oh * ow, fn)
-            blocks.append((fn, fh, fw, int(stride), int(pad), int(bool(pool))))
-            c, h, w = fn, *((oh // 2, ow // 2) if pool else (oh, ow))
+        if any(W.ndim != 4 or b.shape != (W.shape[0],) for W, b in zip(params[0:-4:2], params[1:-4:2])):
+            return None
+        conv = (*x.shape[1:], *((int(W.shape[0]), int(W.shape[2]), int(W.shape[3]), int(stride), int(pad), int(pool))
+                                for (stride, pad, pool), W in zip(spec.convs, params[0::2])))
+        try:
+            geometry = blocks(conv)
+        except ValueError:
+            return None  # a window larger than its input: the layers say which
+        if any(W.shape[1] != block.C for block, W in zip(geometry, params[0::2])):
+            return None
+        tallest = max(max(rows * block.out_hw[0] * block.out_hw[1], block.FN) for block in geometry)
+        last = geometry[-1]
+        c, (h, w) = last.FN, (last.pooled_hw if last.pool else last.out_hw)
         W1, b1, W2, b2 = params[-4:]
         sizes = (c * h * w, int(W1.shape[-1]), int(W2.shape[-1]))
         if W1.shape != sizes[:2] or b1.shape != (sizes[1],) or W2.shape != sizes[1:] or b2.shape != (sizes[2],):
@@ -143,8 +144,8 @@ class FusedEngine:
         if not fits_grid(max(tallest, sizes[0] + 1, sizes[1] + 1), self.hw):
             return None  # a product with more row blocks than the grid holds
         onehot = t is not None and t.ndim == 2
-        return Layout(sizes, rows, dtype, "relu", onehot, 0.0, stage, rule, steps > 0, (), 0, steps,
-                      (*x.shape[1:], *blocks), bool(spec.dropouts))
+        return Layout(sizes, rows, dtype, "relu", onehot, 0.0, stage, rule, steps > 0, (), 0, steps, conv,
+                      bool(spec.dropouts))
 
     def _plan(self, layout: Layout) -> Plan:
         plan = self.plans.get(layout)

@@ -279,3 +279,18 @@ def test_nets_the_layers_would_refuse_get_no_spec(change):
         net.last_layer = Relu()
     x = np.zeros((2, 1, 10, 10))
     assert conv_spec(deepnet(REF), x) is not None and conv_spec(net, x) is None
+
+
+def test_images_too_small_for_a_window_raise_the_layers_error(emu_backend):
+    """W1 swapped for 11x11 filters: the images shrink to 1 pixel before the last 2x2 pooling, which
+    raises; the plan is not built, and the error is the layers'."""
+    ours, ref = deepnet(emu_backend), deepnet(REF)
+    for net in (ours, ref):
+        net.params["W1"] = np.full((3, 1, 11, 11), 0.01)
+    x, t = np.random.default_rng(3).random((2, 1, 10, 10)), np.array([1, 2])
+    with pytest.raises(ValueError) as want:
+        ref.train_step(x, t, SGD(0.1))
+    with pytest.raises(ValueError) as got:
+        ours.train_step(x, t, SGD(0.1))
+    assert str(got.value) == str(want.value)
+    assert not emu_backend.engine.plans
