@@ -19,6 +19,8 @@ object, a subclass of a built-in included, runs its own ``forward`` and
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Any
 
 __all__ = ["Activation", "RELU", "SIGMOID", "TANH", "ACTIVATIONS", "get", "builtin"]
@@ -113,7 +115,22 @@ def get(activation: Any) -> Any:
                 f"or an object with forward(xp, x) and backward(xp, dout, cache)"
             )
         return found
-    if callable(getattr(activation, "forward", None)) and callable(getattr(activation, "backward", None)):
+    if activation is RELU or activation is SIGMOID or activation is TANH:
+        return activation
+    forward, backward = getattr(activation, "forward", None), getattr(activation, "backward", None)
+    if callable(forward) and callable(backward):
+        try:
+            signatures = inspect.signature(forward), inspect.signature(backward)
+        except (TypeError, ValueError):
+            return activation  # not introspectable: the first call will tell
+        try:
+            signatures[0].bind(None, None)
+            signatures[1].bind(None, None, None)
+        except TypeError:
+            raise TypeError(
+                f"activation {type(activation).__name__}: expected forward(xp, x) and backward(xp, dout, cache) "
+                f"(a layer such as fastnet.layers.Relu goes in the net's layers, not here; pass 'relu')"
+            ) from None
         return activation
     raise TypeError(
         f"activation must be one of {', '.join(map(repr, ACTIVATIONS))} or an object with "

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["floating", "need_forward", "numeric", "real", "same_shape", "targets"]
+__all__ = ["Number", "floating", "need_forward", "numeric", "real", "same_shape", "targets"]
 
 Array = Any
 
@@ -100,6 +100,47 @@ def real(value: Any, name: str, *, positive: bool = False) -> float:
     return number
 
 
+def fraction(value: Any, name: str) -> float:
+    """A number in [0, 1) (momentum, decay rates, Adam's betas)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def non_negative(value: Any, name: str) -> float:
+    """A finite number >= 0 (weight decay)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+class Number:
+    """A hyper-parameter attribute, checked on every assignment and kept as a Python float.
+
+    A NumPy scalar set later (a learning-rate schedule from ``numpy.linspace``)
+    would make NumPy compute a float32 net's update in float64, while a
+    compiled kernel rounds the number to float32 first; stored as a float, the
+    number means the same on every backend.
+    """
+
+    def __init__(self, check: Callable[[Any, str], float], default: float | None = None) -> None:
+        self.check, self.default = check, default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__.get(self.name, self.default)
+        if value is None:
+            raise AttributeError(self.name)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = self.check(value, self.name)
+
+
 def layer_params(backend: Any, params: Any, depth: int, *, train: bool = False) -> None:
     """Refuse parameters a user replaced with the wrong kind, shape or type.
 
@@ -116,7 +157,7 @@ def layer_params(backend: Any, params: Any, depth: int, *, train: bool = False) 
             if not backend.owns(value):
                 backend.check(value, f"params[{name!r}]")  # another backend's array: names the fix
                 raise TypeError(
-                    f"params[{name!r}] must be a {backend.name} array, got {type(value).__name__}; "
+                    f"params[{name!r}] must be a {backend.xp.__name__} array, got {type(value).__name__}; "
                     f"assign an array (e.g. numpy.asarray(...)) of the net's dtype"
                 )
             if value.dtype.kind != "f":
@@ -137,8 +178,14 @@ def layer_params(backend: Any, params: Any, depth: int, *, train: bool = False) 
             )
 
 
-def writable_params(params: Any) -> None:
-    """Refuse read-only parameters before a training step updates them in place."""
+def all_finite(backend: Any, arrays: Any) -> bool:
+    """Whether every array holds only finite numbers (on a GPU, one sync per array)."""
+    xp = backend.xp
+    return all(bool(xp.isfinite(a).all()) for a in arrays)
+
+
+def writable_params(params: Any, why: str = "training updates it in place") -> None:
+    """Refuse read-only parameters before a training step (or a numerical gradient) changes them in place."""
     for name, value in params.items():
         if not getattr(getattr(value, "flags", None), "writeable", True):
-            raise ValueError(f"params[{name!r}] is read-only; training updates it in place (assign a writable copy)")
+            raise ValueError(f"params[{name!r}] is read-only; {why} (assign a writable copy)")

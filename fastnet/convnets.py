@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy
 
-from .checks import real, writable_params
 from .backend import NumpyBackend
+from .backend.conv_ops import loop_numerical_gradient
+from .backend.spec import own_arrays
+from .checks import all_finite, real, writable_params
 from .conv_layers import Convolution, Pooling
 from .conv_config import SIMPLE_CONV, conv_param_of, deep_shapes, input_dim_of, simple_shapes
 from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss, plain_layer
@@ -92,8 +94,12 @@ class ConvNet(Net):
         """
         h = real(h, "h", positive=True)
         x, t = self.checked_batch(x, t)
-        self._sync_layers()
-        return self.backend.convnet_numerical_gradient(self, x, t, h)
+        writable_params(self.params, "numerical_gradient moves each parameter in place")
+        with self._numgrad_lock:
+            self._sync_layers()
+            if not (self.params_as_built() and all_finite(self.backend, [x, *self.params.values()])):
+                return loop_numerical_gradient(self, x, t, h)  # what the fast kernels cannot assume
+            return self.backend.convnet_numerical_gradient(self, x, t, h)
 
     def save_params(self, file_name: PathLike = "params.pkl") -> Path:
         """The book's method: write the parameters to `file_name` (that exact name).
@@ -203,6 +209,18 @@ class ConvNet(Net):
         self.layers[name] = layer
         if owner is not None:
             self._owners[name] = owner
+            self._built.update({"W" + owner: tuple(layer.W.shape), "b" + owner: tuple(layer.b.shape)})
+
+    def params_as_built(self) -> bool:
+        """Whether ``params`` holds just the arrays the constructor made room for: the same names,
+        shapes and dtype, C-contiguous, none sharing memory with another. What fast paths assume."""
+        params, built, bk = self.params, self._built, self.backend
+        if params.keys() != built.keys():
+            return False
+        if not all(bk.owns(p) and p.dtype == self.dtype and tuple(p.shape) == built[k] and p.flags.c_contiguous
+                   for k, p in params.items()):
+            return False
+        return own_arrays(params, list(params.values()), bk.address)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.params.items() if k.startswith("W"))
@@ -249,7 +267,7 @@ class SimpleConvNet(ConvNet):
             self.params[f"W{i}"] = to(std * rng.standard_normal(shape), dt)
             self.params[f"b{i}"] = to(numpy.zeros(shape[0] if i == 1 else shape[1]), dt)
         p = self.params
-        self.layers, self._owners = OrderedDict(), {}
+        self.layers, self._owners, self._built = OrderedDict(), {}, {}
         self._add("Conv1", Convolution(p["W1"], p["b1"], conv["stride"], conv["pad"], backend=bk), "1")
         self._add("Relu1", Relu(backend=bk))
         self._add("Pool1", Pooling(2, 2, stride=2, backend=bk))
@@ -303,7 +321,7 @@ class DeepConvNet(ConvNet):
         rng = seed_rng(seed)
         to, dt, bk = self.backend.asarray, self.dtype, self.backend
         self.params = {}
-        self.layers, self._owners = OrderedDict(), {}
+        self.layers, self._owners, self._built = OrderedDict(), {}, {}
         shapes = deep_shapes(self.input_dim, convs, hidden, out)
         for i, cp in enumerate(convs, start=1):
             fn, c, fs, _ = shapes[i - 1]

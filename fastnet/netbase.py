@@ -17,7 +17,7 @@ from typing import Any
 import numpy
 
 from . import activations
-from .checks import layer_params, real, targets
+from .checks import Number, all_finite, layer_params, non_negative, real, targets, writable_params
 from .backend import MLPSpec, NumpyBackend, lookup
 from .backend.loops import numerical_gradient_loop
 from .errors import BackendMismatchError
@@ -78,7 +78,7 @@ class Net:
     layers: "OrderedDict[str, Any]"
     last_layer: SoftmaxWithLoss
     activation: Any = activations.RELU
-    weight_decay_lambda: float = 0.0
+    weight_decay_lambda = Number(non_negative, default=0.0)
     _config: dict[str, Any]
 
     def __init__(self, *, dtype: Any, backend: NumpyBackend | str | None) -> None:
@@ -170,6 +170,8 @@ class Net:
 
     def _optimizer(self, optimizer: Any) -> None:
         """Bind a fresh optimizer to this net's backend; refuse one bound to another device."""
+        if isinstance(optimizer, type):
+            raise TypeError(f"optimizer must be an instance, e.g. {optimizer.__name__}(0.1), not the class itself")
         if not hasattr(optimizer, "update"):
             raise TypeError(f"optimizer must be a fastnet Optimizer (e.g. SGD(0.1)), got {type(optimizer).__name__}")
         if not hasattr(optimizer, "backend"):
@@ -222,18 +224,15 @@ class Net:
         return self._gradient_layers(x, t)
 
     def numerical_gradient(self, x: Array, t: Array, h: float = 1e-4) -> dict[str, Array]:
-        """Central-difference gradients of ``loss``, one parameter at a time.
-
-        The parameters are perturbed in place while it runs: calls on one net
-        from several threads take turns (a lock per net), so none sees
-        another's perturbation.
-        """
+        """Central-difference gradients of ``loss``, one parameter at a time. Parameters move in
+        place while it runs: calls on one net from several threads take turns (a lock per net)."""
         h = real(h, "h", positive=True)
         x, t = self.checked_batch(x, t)
+        writable_params(self.params, "numerical_gradient moves each parameter in place")
         with self._numgrad_lock:
             spec = self.spec()
-            if spec is not None:
-                return self.backend.mlp_numerical_gradient(spec, x, t, h)
+            if spec is not None and all_finite(self.backend, [x, *self.params.values()]):
+                return self.backend.mlp_numerical_gradient(spec, x, t, h)  # fast kernels assume finite values
 
             def f(_: Array) -> Any:
                 return self.layers_loss(x, t, True)

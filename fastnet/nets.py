@@ -143,14 +143,11 @@ class MultiLayerNet(Net):
         hidden = [positive_int(h, "each hidden size") for h in hidden_size_list]
         sizes = [positive_int(input_size, "input_size"), *hidden, positive_int(output_size, "output_size")]
         self.activation = activations.get(activation)
-        lam = weight_decay_lambda
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not numpy.isfinite(lam) or lam < 0:
-            raise ValueError(f"weight_decay_lambda must be a number >= 0, got {lam!r}")
+        self.weight_decay_lambda = weight_decay_lambda  # checked (a number >= 0), kept as a float
         if not isinstance(dropout_ration, (int, float)) or not 0 <= dropout_ration < 1:
             raise ValueError(f"dropout_ration must be in [0, 1), got {dropout_ration!r}")
         self.hidden_size_list = hidden
         self.hidden_layer_num = len(hidden)
-        self.weight_decay_lambda = float(lam)
         self.use_dropout, self.use_batchnorm = bool(use_dropout), bool(use_batchnorm)
         self.dropout_ration = float(dropout_ration)
         self._config = {

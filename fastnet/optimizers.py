@@ -28,6 +28,7 @@ from typing import Any
 import numpy
 
 from .backend import NumpyBackend, get_backend
+from .checks import Number, fraction, non_negative, real
 
 __all__ = [
     "Optimizer",
@@ -46,16 +47,8 @@ __all__ = [
 Array = Any
 
 
-def _check_rate(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def _check_fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
+def _rate(value: Any, name: str) -> float:
+    return real(value, name, positive=True)
 
 
 class Optimizer:
@@ -68,9 +61,10 @@ class Optimizer:
     kind = ""  # the name users give (make_optimizer, the CLI); never used to pick a kernel
     kernel: str | None = None
     state_names: tuple[str, ...] = ()
+    lr = Number(_rate)
 
     def __init__(self, lr: float, backend: NumpyBackend | None = None) -> None:
-        self.lr = _check_rate(lr, "lr")
+        self.lr = lr
         self.backend = backend
         self.state: dict[str, dict[str, Array]] = {name: {} for name in self.state_names}
 
@@ -88,6 +82,11 @@ class Optimizer:
             if slot is None:
                 xp = numpy if isinstance(p, numpy.ndarray) and p.ndim == 0 else self.bound_backend().xp
                 slot = self.state[name][key] = xp.zeros_like(p)
+            elif slot.shape != p.shape:
+                raise ValueError(
+                    f"params[{key!r}] has shape {tuple(p.shape)} but this optimizer's state for it has shape "
+                    f"{tuple(slot.shape)}: create a new optimizer after replacing a parameter with another shape"
+                )
             out.append(slot)
         return out
 
@@ -158,15 +157,16 @@ def builtin(optimizer: Any) -> str | None:
     """The kernel name when `optimizer` is exactly a built-in class with nothing overridden, else None.
 
     What backends ask before running a compiled rule (or fusing the update
-    into a training step): a subclass, or an instance with its own
-    ``update``, ``rule`` or ``step_scalars``, is not the built-in definition.
+    into a training step): a subclass, or an instance given a method of its
+    own (``update``, ``rule``, ``step_scalars`` or any other), is not the
+    built-in definition. Hyper-parameters are ``Number`` attributes: always
+    Python floats, whatever was assigned.
     """
     cls = type(optimizer)
-    if OPTIMIZERS.get(cls.kind) is not cls:
+    if OPTIMIZERS.get(getattr(cls, "kind", None)) is not cls:
         return None
-    own = vars(optimizer)
-    if "update" in own or "rule" in own or "step_scalars" in own:
-        return None
+    if any(callable(value) for value in vars(optimizer).values()):
+        return None  # a method replaced on the instance
     return cls.kernel
 
 
@@ -188,10 +188,11 @@ class Momentum(Optimizer):
 
     kind = kernel = "momentum"
     state_names = ("v",)
+    momentum = Number(fraction)
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         super().__init__(lr)
-        self.momentum = _check_fraction(momentum, "momentum")
+        self.momentum = momentum
 
     def hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "momentum": self.momentum}
@@ -240,10 +241,11 @@ class RMSprop(Optimizer):
 
     kind = kernel = "rmsprop"
     state_names = ("h",)
+    decay_rate = Number(fraction)
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         super().__init__(lr)
-        self.decay_rate = _check_fraction(decay_rate, "decay_rate")
+        self.decay_rate = decay_rate
 
     def hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "decay_rate": self.decay_rate}
@@ -263,18 +265,19 @@ class Adam(Optimizer):
 
     kind = kernel = "adam"
     state_names = ("m", "v")
+    beta1 = Number(fraction)
+    beta2 = Number(fraction)
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         super().__init__(lr)
-        self.beta1 = _check_fraction(beta1, "beta1")
-        self.beta2 = _check_fraction(beta2, "beta2")
+        self.beta1, self.beta2 = beta1, beta2
         self.iter = 0
 
     def hyperparameters(self) -> dict[str, float]:
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
 
     def _lr_t(self) -> float:
-        self.iter += 1
+        self.iter = int(self.iter) + 1  # an int, so lr_t stays a Python float
         # math.sqrt is correctly rounded, like the book's np.sqrt (** 0.5 may not be)
         return self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
 
@@ -294,14 +297,12 @@ class AdamW(Adam):
     p *= 1 - lr * weight_decay, then the Adam step (its eps is the book's 1e-7 next to sqrt(v))."""
 
     kind = kernel = "adamw"
+    weight_decay = Number(non_negative)
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999,
                  weight_decay: float = 0.01) -> None:
         super().__init__(lr, beta1, beta2)
-        wd = weight_decay
-        if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
-            raise ValueError(f"weight_decay must be a number >= 0, got {wd!r}")
-        self.weight_decay = float(wd)
+        self.weight_decay = weight_decay
 
     def hyperparameters(self) -> dict[str, float]:
         return {**super().hyperparameters(), "weight_decay": self.weight_decay}

@@ -54,6 +54,10 @@ class NumpyBackend(ConvOps):
         """True when `x` is an array of this backend."""
         return isinstance(x, numpy.ndarray)
 
+    def address(self, a: Array) -> int:
+        """Where array `a`'s data starts (fast paths refuse parameters that overlap)."""
+        return int(a.ctypes.data)
+
     def check(self, x: object, name: str) -> Array:
         """Return `x` as this backend's array, refusing other backends' arrays.
 
@@ -144,7 +148,7 @@ class NumpyBackend(ConvOps):
         if y.ndim == 1:
             t = t.reshape(1, t.size)
             y = y.reshape(1, y.size)
-        if t.size == y.size:  # one-hot rows -> class indices
+        if t.size == y.size and t.ndim == y.ndim:  # one-hot rows -> class indices (labels: one class)
             t = t.argmax(axis=1)
         batch_size = y.shape[0]
         return -xp.sum(xp.log(y[xp.arange(batch_size), t] + CE_DELTA)) / batch_size

@@ -110,6 +110,9 @@ class CupyBackend(CupyConvOps, NumpyBackend):
     def owns(self, x: object) -> bool:
         return isinstance(x, self.xp.ndarray)
 
+    def address(self, a: Any) -> int:
+        return int(a.data.ptr)
+
     def check(self, x: object, name: str) -> Any:
         if isinstance(x, self.xp.ndarray):
             return x

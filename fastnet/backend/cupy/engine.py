@@ -22,7 +22,7 @@ from typing import Any
 import numpy
 
 from ... import activations, optimizers
-from ..spec import ConvSpec
+from ..spec import ConvSpec, own_arrays
 from . import numgrad
 from .launch import Hardware, fits_grid, rows_shape
 from .plan import Layout, Plan
@@ -100,6 +100,8 @@ class FusedEngine:
                 return None
             if W.dtype != x.dtype or b.dtype != x.dtype or not (W.flags.c_contiguous and b.flags.c_contiguous):
                 return None
+        if not own_arrays(spec.params, params, self.device.ptr):
+            return None
         rows = int(x.shape[0])
         if not fits_grid(max(rows, max(sizes[:-1]) + 1), self.hw):
             return None  # a tiled product with more row blocks than the grid holds
@@ -122,6 +124,8 @@ class FusedEngine:
         params = [spec.params[k] for k in spec.names()]
         if dtype not in FLOAT_DTYPES or x.ndim != 4 or any(
                 p.dtype != x.dtype or not p.flags.c_contiguous for p in params):
+            return None
+        if not own_arrays(spec.params, params, self.device.ptr):
             return None
         rows = int(x.shape[0])
         if any(W.ndim != 4 or b.shape != (W.shape[0],) for W, b in zip(params[0:-4:2], params[1:-4:2])):

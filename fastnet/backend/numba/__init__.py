@@ -41,7 +41,7 @@ from ... import activations as act_defs
 from ...optimizers import builtin as builtin_optimizer
 from ..loops import one_blas_thread
 from ..numpy_backend import NumpyBackend
-from ..spec import MLPSpec
+from ..spec import MLPSpec, own_arrays
 from .conv import NumbaConvOps
 
 Array = Any
@@ -149,7 +149,7 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
 
         Ws, bs = arrays[0::2], arrays[1::2]
         sizes = layer_sizes(Ws, bs, x)
-        if sizes is None:
+        if sizes is None or not own_arrays(params, arrays, self.address):
             return None
         plan = plans[key] = StepPlan(Ws, bs, sizes, x.shape[0], spec.activation, compiled)
         while len(plans) > _MAX_PLANS:
@@ -165,7 +165,7 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
 
     def check_targets(self, t: Array, n_classes: int, name: str = "t") -> None:
         """The NumPy backend's check in one compiled pass; its error messages on failure."""
-        if type(t) is numpy.ndarray and t.size and t.dtype.kind in ("iuf" if t.ndim == 2 else "iu"):
+        if type(t) is numpy.ndarray and t.size and (t.dtype.kind in "iu" or (t.ndim == 2 and t.dtype in _FLOATS)):
             k = _kernels()
             ok = k.labels_in_range(t, n_classes) if t.ndim == 1 else (
                 t.ndim == 2 and k.rows_one_hot(t))
@@ -261,7 +261,11 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
             if plan is None:
                 losses.append(self.mlp_train_step(spec, x[idx], t[idx], optimizer))
             else:
-                xb, tb = plan.gather(x, t, idx)
+                try:
+                    xb, tb = plan.gather(x, t, idx)
+                except IndexError:
+                    x[idx]  # NumPy's own error, naming the index and the size
+                    raise
                 losses.append(self.mlp_train_step(spec, xb, tb, optimizer))
         return losses
 

@@ -58,6 +58,19 @@ def _float(*arrays: Array) -> bool:
     return dtype in _FLOATS and all(type(a) is numpy.ndarray and a.dtype == dtype for a in arrays)
 
 
+def _conv_fits(x: Array, W: Array, b: Array) -> bool:
+    """Float arrays of one dtype shaped as a convolution's: images, filters and one bias per filter
+    (NumPy would broadcast any other bias; the kernels read exactly one per filter)."""
+    return (_float(x, W, b) and x.ndim == 4 and W.ndim == 4 and x.shape[1] == W.shape[1]
+            and b.shape == (W.shape[0],))
+
+
+def _rows_fit(dout: Array, *arrays: Array) -> bool:
+    """A C-ordered dout of more than one image: the reference's rows are then a C-ordered
+    array (a copy, or a view when one of its dimensions is 1), summed as the kernels sum them."""
+    return _float(dout, *arrays) and dout.ndim == 4 and dout.shape[0] > 1 and dout.flags.c_contiguous
+
+
 class NumbaConvOps(ConvOps):
     """Overrides of ``ConvOps`` for float32/float64 NumPy arrays."""
 
@@ -121,7 +134,7 @@ class NumbaConvOps(ConvOps):
 
     def conv_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int, col: Array = None
                      ) -> tuple[Array, Array, Array]:
-        if not _float(x, W, b):
+        if not _conv_fits(x, W, b):
             return super().conv_forward(x, W, b, stride, pad, col)
         fn, _, fh, fw = W.shape
         oh, ow = output_shape(x.shape, fh, fw, stride, pad)
@@ -135,7 +148,7 @@ class NumbaConvOps(ConvOps):
     def conv_activation_forward(self, x: Array, W: Array, b: Array, stride: int, pad: int,
                                 activation: Any, col: Array = None) -> tuple[Array, Array, Array, Array]:
         """The built-in ReLU fused into the pass that adds the bias; any other activation as two steps."""
-        if activations.builtin(activation) != "relu" or not _float(x, W, b):
+        if activations.builtin(activation) != "relu" or not _conv_fits(x, W, b):
             return super().conv_activation_forward(x, W, b, stride, pad, activation, col)
         fn, _, fh, fw = W.shape
         oh, ow = output_shape(x.shape, fh, fw, stride, pad)
@@ -150,8 +163,9 @@ class NumbaConvOps(ConvOps):
     def conv_activation_backward(self, dout: Array, cache: Array, activation: Any, x_shape: tuple[int, ...],
                                  W_shape: tuple[int, ...], col: Array, col_W: Array, stride: int, pad: int,
                                  need_dx: bool = True) -> tuple[Array | None, Array, Array]:
-        if (activations.builtin(activation) != "relu" or not _float(dout, col, col_W) or dout.shape[0] == 1
-                or type(cache) is not numpy.ndarray or cache.dtype != numpy.bool_ or cache.shape != dout.shape):
+        if (activations.builtin(activation) != "relu" or not _rows_fit(dout, col, col_W)
+                or type(cache) is not numpy.ndarray or cache.dtype != numpy.bool_ or cache.shape != dout.shape
+                or not cache.flags.c_contiguous):
             return super().conv_activation_backward(dout, cache, activation, x_shape, W_shape, col, col_W,
                                                     stride, pad, need_dx)
         n, fn, oh, ow = dout.shape
@@ -162,7 +176,7 @@ class NumbaConvOps(ConvOps):
     def conv_backward(self, dout: Array, x_shape: tuple[int, ...], W_shape: tuple[int, ...],
                       col: Array, col_W: Array, stride: int, pad: int, need_dx: bool = True
                       ) -> tuple[Array | None, Array, Array]:
-        if not _float(dout, col, col_W) or dout.shape[0] == 1:  # one image: the reference's rows are a view
+        if not _rows_fit(dout, col, col_W):
             return super().conv_backward(dout, x_shape, W_shape, col, col_W, stride, pad, need_dx)
         fn = W_shape[0]
         n, _, oh, ow = dout.shape

@@ -97,8 +97,9 @@ def _both_zeros(x, b, ch, r0, s0, ph, pw):  # type: ignore[no-untyped-def]
 def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-untyped-def]
     """out (N, C, oh, ow) = window maxima, arg_max their first position (a NaN wins, as in argmax).
 
-    Returns how many windows hold both 0.0 and -0.0 as their maximum: NumPy's
-    max may return either sign there, so the caller must not trust `out`.
+    Returns how many windows have a NaN maximum or hold both 0.0 and -0.0 as
+    their maximum: NumPy's max may return either sign there (and its own NaN
+    bits), so the caller must not trust `out`.
     2x2 windows without padding (the conv nets' pools) take an unrolled path.
     """
     n, c = x.shape[0], x.shape[1]
@@ -125,6 +126,8 @@ def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-unty
                         total = v0 + v1 + v2 + v3
                         if np.isnan(total):  # rare: a NaN (or inf - inf) in the window
                             best, where = _window_max(x, b, ch, r, s, 2, 2)
+                            if np.isnan(best):
+                                ambiguous += 1
                         elif best == 0 and _both_zeros(x, b, ch, r, s, 2, 2):
                             ambiguous += 1
                         out[b, ch, i, j] = best
@@ -139,7 +142,7 @@ def _pool_forward(x, ph, pw, stride, pad, out, arg_max):  # type: ignore[no-unty
                     best, where = _window_max(x, b, ch, r0, s0, ph, pw)
                     out[b, ch, i, j] = best
                     arg_max[((b * oh + i) * ow + j) * c + ch] = where
-                    if best == 0 and _both_zeros(x, b, ch, r0, s0, ph, pw):
+                    if np.isnan(best) or (best == 0 and _both_zeros(x, b, ch, r0, s0, ph, pw)):
                         ambiguous += 1
     return ambiguous
 

@@ -163,7 +163,7 @@ class StepPlan:
 
     def holds(self, params: dict[str, Array], depth: int) -> bool:
         """Whether `params` (of `depth` layers) are exactly this plan's arrays."""
-        if depth != self.depth:
+        if depth != self.depth or len(params) != len(self.named):
             return False
         get = params.get
         for name, arr, shape in self.named:  # the shape too: `W.shape = ...` keeps the array

@@ -56,6 +56,9 @@ class EmulatedCupyBackend(cupy_backend.CupyBackend):
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
+    def address(self, a: Any) -> int:
+        return int(a.ctypes.data)
+
     def synchronize(self) -> None:
         pass
 
