@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(
         prog="fastnet",
-        description="The neural network of 'Deep Learning from Scratch' on NumPy, Numba or CuPy.",
+        description="The neural networks of 'Deep Learning from Scratch' on NumPy, Numba or CuPy.",
         epilog="Run 'fastnet COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"fastnet {__version__}")
@@ -103,6 +103,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _command_default() -> str:
+    """What ``fastnet train`` and ``gradcheck`` pick without --backend: FASTNET_BACKEND, else "auto"."""
+    from .backend import resolve
+
+    try:
+        return resolve(os.environ.get("FASTNET_BACKEND", "").strip() or "auto")
+    except Exception as exc:  # noqa: BLE001 -- reported, not raised: info must still print the rest
+        return f"none ({exc})"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy
 
@@ -114,7 +124,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         current = get_backend().name
     except Exception as exc:  # a bad FASTNET_BACKEND should not hide the rest
         current = f"none ({exc})"
-    say(f"default backend: {current} (FASTNET_BACKEND={os.environ.get('FASTNET_BACKEND', '') or 'unset'})")
+    say(f"default backend: {current} in Python (FASTNET_BACKEND={os.environ.get('FASTNET_BACKEND', '') or 'unset'});"
+        f" the commands' --backend default: {_command_default()}")
     say("backends:")
     statuses = available_backends()
     for status in statuses.values():

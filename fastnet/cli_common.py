@@ -96,8 +96,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--backend", choices=BACKEND_NAMES,
                    help="backend to run on (default: FASTNET_BACKEND, else auto: cupy with a GPU, else numba, else numpy)")
-    p.add_argument("--dtype", choices=("float32", "float64"), help="float type (default: the backend's)")
-    p.add_argument("--seed", type=seed_arg, help="random seed (default: 0 on the spiral data, else a fresh one; always printed)")
+    p.add_argument("--dtype", choices=("float32", "float64"), help="float type (default: the backend's: float64, float32 on cupy)")
+    p.add_argument("--seed", type=seed_arg, help="random seed (default: a fresh one, printed; fastnet train on the spiral data: 0)")
     p.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST files (default: FASTNET_DATA or the user cache)")
     p.add_argument("--debug", action="store_true", help="show the traceback on errors")
 
@@ -139,6 +139,9 @@ def fresh_seed(args: argparse.Namespace) -> int:
 def load_mnist_or_explain(args: argparse.Namespace, download: bool) -> Any:
     from .datasets import load_mnist
 
+    if args.data_dir is not None and os.path.exists(args.data_dir) and not os.path.isdir(args.data_dir):
+        raise NotADirectoryError(f"--data-dir {args.data_dir} is a file, not a folder: point it at the folder "
+                                 "that holds the MNIST .gz files")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder (create it first to download MNIST there)")
 
@@ -221,7 +224,7 @@ def check_net_args(args: argparse.Namespace) -> None:
         ("--dropout", getattr(args, "dropout", None) is not None),
     ) if given]
     if multi_only:
-        raise UsageError(f"{', '.join(multi_only)} need(s) --net multi")
+        raise UsageError(f"{' and '.join(multi_only)} {'needs' if len(multi_only) == 1 else 'need'} --net multi")
     if args.hidden is not None and len(args.hidden) != 1:
         raise UsageError(f"--net two has one hidden layer, got --hidden {','.join(map(str, args.hidden))}; use --net multi")
 

@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--epochs", type=positive_int, help="(default: 5 for MNIST, 1000 for spiral)")
     train.add_argument("--batch-size", type=positive_int, default=100, help="(default: 100)")
     train.add_argument("--sampling", choices=("shuffle", "replacement"), default="shuffle",
-                       help="shuffle each epoch, or draw batches with replacement as the book does")
+                       help="shuffle each epoch, or draw batches with replacement as the book does (default: shuffle)")
     train.add_argument("--train-size", type=positive_int, metavar="N", help="use only the first N training samples")
     train.add_argument("--eval-samples", type=positive_int, metavar="N",
                        help="measure accuracy on the first N samples of each set (default: all)")
@@ -105,7 +105,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                       evaluate_sample_num_per_epoch=args.eval_samples, sampling=args.sampling, seed=seed,
                       progress=progress, verbose="epochs")
     start = time.perf_counter()
-    history = trainer.train()
+    try:
+        history = trainer.train()
+    except KeyboardInterrupt:
+        if args.save:
+            say(f"not saved: {args.save} (training was interrupted)")
+        raise
     total = time.perf_counter() - start
     line = f"done in {total:.1f} s: train acc {history.train_acc[-1]:.4f}, test acc {history.test_acc[-1]:.4f}"
     say(line + f" (training {sum(history.seconds):.1f} s on {backend.name})")
@@ -141,7 +146,8 @@ CEILING = -math.log(1e-7)
 
 
 def collapsed(history: Any, n_classes: int, optimizer: Any, final_loss: float) -> int:
-    """EXIT_FAIL, with a warning on stderr, when training ended no better than guessing.
+    """EXIT_FAIL, with an error on stderr, when training ended no better than guessing (the net and
+    plot are still saved, for a look at what went wrong).
 
     `final_loss` is the trained net's loss on (part of) the training data. At
     chance accuracy, a loss above half the ceiling means the net puts under
@@ -164,6 +170,6 @@ def collapsed(history: Any, n_classes: int, optimizer: Any, final_loss: float) -
     else:
         what = f"training learned nothing: the loss did not fall ({first:.3f} -> {last:.3f})"
         fix = "may be too low (or train longer)"
-    print(f"fastnet train: warning: {what} and train accuracy {acc:.4f} is chance level ({chance:.2f}); "
+    print(f"fastnet train: error: {what} and train accuracy {acc:.4f} is chance level ({chance:.2f}); "
           f"the learning rate ({optimizer.lr:g}) {fix}", file=sys.stderr)
     return EXIT_FAIL

@@ -95,7 +95,7 @@ def test_runtime_errors_exit_1_with_one_line(capsys, argv, message):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--hidden", "5,5", "--epochs", "1"], "--net multi"),
-    (["train", "--batchnorm", "--epochs", "1"], "--batchnorm need(s) --net multi"),
+    (["train", "--batchnorm", "--epochs", "1"], "--batchnorm needs --net multi"),
 ])
 def test_option_mixes_exit_2_as_bad_arguments(capsys, argv, message):
     code, out, err = run(capsys, *argv)
@@ -410,3 +410,21 @@ def test_tanh_nets_get_xavier_weights_by_default(capsys):
 def test_gradcheck_refuses_batchnorm_on_one_sample(capsys):
     code, out, err = run(capsys, "gradcheck", "--net", "multi", "--hidden", "4,3", "--batchnorm", "--samples", "1")
     assert code == 2 and "--samples 2 or more" in err
+
+
+def test_ctrl_c_during_training_says_nothing_was_saved(capsys, tmp_path, monkeypatch):
+    from fastnet.train import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", interrupted)
+    target = tmp_path / "net.npz"
+    code, out, err = run(capsys, "train", "--dataset", "spiral", "--epochs", "1", "--save", str(target))
+    assert code == 130 and "interrupted" in err
+    assert f"not saved: {target}" in out and not target.exists()
+
+
+def test_info_names_both_defaults(capsys):
+    code, out, _ = run(capsys, "info")
+    assert code == 0 and "default backend:" in out and "the commands' --backend default:" in out

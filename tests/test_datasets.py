@@ -214,7 +214,7 @@ def test_checksum_mismatch(dataset) -> None:
         load_idx_dataset(data, checksums=wrong)
     msg = str(info.value)
     assert name in msg and "0" * 64 in msg and checksums[name] in msg and "delete" in msg
-    assert not (data / "mnist.npz").exists()
+    assert not (data / "mnist-cache.npz").exists()
 
 
 def test_checksums_none_skips_verification(dataset) -> None:
@@ -331,7 +331,7 @@ def test_download_with_stub_opener(tmp_path: Path) -> None:
     )
     np.testing.assert_array_equal(tt, arrays["test_label"])
     assert len(calls) == 12 and all(c.startswith("http://ok/") for c in calls[2::3])
-    assert sorted(p.name for p in data.iterdir()) == sorted([*MNIST_FILES.values(), "mnist.npz"])
+    assert sorted(p.name for p in data.iterdir()) == sorted([*MNIST_FILES.values(), "mnist-cache.npz"])
 
 
 def test_download_progress_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -472,7 +472,7 @@ def test_http_interrupted_only_mirror(tmp_path: Path, http_mirror, monkeypatch) 
 def test_cache_round_trip(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     data, arrays, checksums = dataset
     first = load_idx_dataset(data, checksums=checksums)
-    assert (data / "mnist.npz").is_file()
+    assert (data / "mnist-cache.npz").is_file()
 
     def must_not_parse(*args: object) -> None:
         raise AssertionError("sources were parsed although the cache is valid")
@@ -481,7 +481,7 @@ def test_cache_round_trip(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     second = load_idx_dataset(data, checksums=checksums)
     for a, b in zip(itertools.chain(*first), itertools.chain(*second), strict=True):
         np.testing.assert_array_equal(a, b)
-    with np.load(data / "mnist.npz", allow_pickle=False) as npz:
+    with np.load(data / "mnist-cache.npz", allow_pickle=False) as npz:
         assert {"meta", "train_img", "train_label", "test_img", "test_label"} <= set(npz.files)
 
 
@@ -489,7 +489,7 @@ def test_cache_round_trip(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_corrupt_cache_is_rebuilt(dataset, damage: str) -> None:
     data, arrays, checksums = dataset
     load_idx_dataset(data, checksums=checksums)
-    cache = data / "mnist.npz"
+    cache = data / "mnist-cache.npz"
     blob = cache.read_bytes()
     if damage == "truncate":
         cache.write_bytes(blob[: len(blob) // 2])
@@ -503,6 +503,16 @@ def test_corrupt_cache_is_rebuilt(dataset, damage: str) -> None:
     np.testing.assert_array_equal(t, arrays["train_label"])
     with np.load(cache, allow_pickle=False) as npz:
         np.testing.assert_array_equal(npz["train_label"], arrays["train_label"])
+
+
+def test_a_file_that_is_not_the_cache_is_never_overwritten(dataset) -> None:
+    data, arrays, checksums = dataset
+    other = data / "mnist-cache.npz"
+    np.savez(other, W1=np.ones(3))  # say, a net someone saved under that name
+    before = other.read_bytes()
+    (_, t), _ = load_idx_dataset(data, checksums=checksums)
+    np.testing.assert_array_equal(t, arrays["train_label"])
+    assert other.read_bytes() == before
 
 
 def test_changed_source_invalidates_cache(dataset) -> None:
@@ -557,7 +567,7 @@ def test_read_only_data_dir_uses_user_cache(dataset, read_only, isolated_env: Pa
     before = sorted(p.name for p in data.iterdir())
     load_idx_dataset(data, checksums=checksums)
     assert sorted(p.name for p in data.iterdir()) == before
-    cached = isolated_env / "fastnet" / "mnist" / "mnist.npz"
+    cached = isolated_env / "fastnet" / "mnist" / "mnist-cache.npz"
     assert cached.is_file()
     load_idx_dataset(data, checksums=checksums)  # served from the user cache
 

@@ -588,7 +588,7 @@ def test_full_disk_while_caching_still_loads(tmp_path, no_home, monkeypatch):
     monkeypatch.setattr(file_helpers, "atomic_writer", full_disk_writer(room=50))
     (_, t), _ = load_idx_dataset(data, checksums=checksums(arrays))  # the cache is only an optimisation
     np.testing.assert_array_equal(t, arrays["train_label"])
-    assert not (data / "mnist.npz").exists() and leftovers(data) == []
+    assert not (data / "mnist-cache.npz").exists() and leftovers(data) == []
 
 
 def test_interrupted_download_leaves_nothing_and_a_retry_recovers(tmp_path, no_home):
@@ -653,7 +653,7 @@ def test_broken_files_through_the_loader_name_the_file_and_cache_nothing(tmp_pat
     with pytest.raises(DatasetError, match=message) as info:
         load_idx_dataset(data, checksums=None)
     assert name in str(info.value)
-    assert not (data / "mnist.npz").exists()
+    assert not (data / "mnist-cache.npz").exists()
 
 
 # --------------------------------------------------------------- concurrency

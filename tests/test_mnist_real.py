@@ -76,8 +76,8 @@ def test_raw_pixels_and_book_shapes() -> None:
 def test_cache_was_written_and_is_available(cache_home: Path) -> None:
     load_mnist()
     assert mnist_available()
-    data_cache = Path(_DIR) / "mnist.npz"
-    user_cache = cache_home / "fastnet" / "mnist" / "mnist.npz"
+    data_cache = Path(_DIR) / "mnist-cache.npz"
+    user_cache = cache_home / "fastnet" / "mnist" / "mnist-cache.npz"
     cache = data_cache if data_cache.is_file() else user_cache
     assert cache.is_file()
     # The cache records the digests computed while parsing: the verified ones.

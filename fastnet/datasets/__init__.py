@@ -12,7 +12,7 @@ Environment variables:
 ``XDG_CACHE_HOME``
     Base of the user cache (``$XDG_CACHE_HOME/fastnet/mnist``, default
     ``~/.cache/fastnet/mnist``): default download location, and where the
-    parsed ``mnist.npz`` goes when the data directory is read-only.
+    parsed ``mnist-cache.npz`` goes when the data directory is read-only.
 """
 
 from __future__ import annotations

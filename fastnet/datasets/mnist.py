@@ -5,11 +5,11 @@ Where files are looked for, in order:
 1. ``data_dir`` if given, else ``$FASTNET_DATA``, else the user cache
    directory (``$XDG_CACHE_HOME/fastnet/mnist`` or ``~/.cache/fastnet/mnist``);
 2. the user cache directory, which is also where downloads and the parsed
-   ``mnist.npz`` go when the data directory is read-only.
+   ``mnist-cache.npz`` go when the data directory is read-only.
 
 The SHA-256 of each file's *decompressed* content is checked, because mirrors
 ship differently compressed ``.gz`` files of the same data. The check runs
-once: the parsed arrays are then cached in ``mnist.npz`` together with the
+once: the parsed arrays are then cached in ``mnist-cache.npz`` together with the
 checksums and the size and mtime of the source files, so a changed source
 invalidates the cache.
 """
@@ -274,7 +274,7 @@ def load_idx_dataset(
         download: fetch missing files from ``mirrors`` (unless
             ``FASTNET_OFFLINE=1``).
         mirrors: base URLs tried in order; the file name is appended.
-        cache_dir: fallback directory for downloads and the ``mnist.npz``
+        cache_dir: fallback directory for downloads and the ``mnist-cache.npz``
             cache when ``data_dir`` is read-only; defaults to the user cache.
         opener: ``opener(url, timeout)`` returning a response; defaults to
             :data:`urlopen` (``urllib``).
@@ -357,7 +357,7 @@ def mnist_available(data_dir: str | os.PathLike | None = None) -> bool:
     """True when MNIST can be loaded without the network.
 
     That is: the four files are present (in ``data_dir``, ``$FASTNET_DATA``
-    or the user cache) or a current ``mnist.npz`` cache is. Checksums of the
+    or the user cache) or a current ``mnist-cache.npz`` cache is. Checksums of the
     files are not computed here; :func:`load_mnist` does that.
     """
     data_path = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()

@@ -1,8 +1,9 @@
 """Checks and the parsed-array cache of the MNIST loader.
 
 Every IDX file is checked against its SHA-256 and the MNIST structure; the
-parsed arrays are cached as ``mnist.npz`` (no pickle) beside a record of the
-sources they came from, so a changed source invalidates the cache.
+parsed arrays are cached as ``mnist-cache.npz`` (no pickle) beside a record of
+the sources they came from, so a changed source invalidates the cache. A file of
+that name that is not such a cache is never overwritten.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ __all__ = ["CACHE_NAME", "CACHE_VERSION", "IMAGE_SIDE", "NUM_CLASSES", "check_st
 
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
-CACHE_NAME = "mnist.npz"
+CACHE_NAME = "mnist-cache.npz"
 CACHE_VERSION = 1
 
 
@@ -124,10 +125,22 @@ def read_cache(
         return None
 
 
+def _replaceable(path: Path) -> bool:
+    """Whether the cache may be written at `path`: nothing there, or a cache of ours (stale or
+    damaged). Any other file (a net someone saved under that name) is left alone."""
+    if not path.exists():
+        return True
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return "meta" in npz.files and "files" in json.loads(str(npz["meta"][()]))
+    except Exception:  # noqa: BLE001 -- unreadable as an archive: a damaged cache
+        return path.is_file()
+
+
 def write_cache(dirs: Sequence[Path], arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Save the arrays atomically in the first writable directory; skip if none."""
     target = first_writable(dirs)
-    if target is None:
+    if target is None or not _replaceable(target / CACHE_NAME):
         return
     try:
         with fileio.atomic_writer(target / CACHE_NAME) as f:
