@@ -322,6 +322,18 @@ GPU_RATIOS = (
 )
 
 
+NOISY = 3.0  # a median this many times its case's fastest round: other work had the cores
+
+
+def verdict(met: bool, *cases: Case) -> str:
+    """"yes" or "no"; "unsure" when a case's median is over NOISY times its fastest round, so
+    the ratio says more about other work on the machine than about the code."""
+    spread = max((c.seconds / c.fastest for c in cases if c.fastest > 0), default=1.0)
+    if spread > NOISY:
+        return f"unsure (a median {spread:.0f}x its fastest round)"
+    return "yes" if met else "no"
+
+
 def gpu_section(rows: list[Case]) -> list[str]:
     """The CuPy backend's targets: absolute times, and the best PyTorch mode beside each."""
     index = _index(rows)
@@ -333,13 +345,13 @@ def gpu_section(rows: list[Case]) -> list[str]:
         peer = index.get((group, "torch-cuda-graph"))
         vs = fmt_ratio(peer.seconds / row.seconds) if peer else "–"
         body.append([f"{group} · {case}", fmt_time(row.seconds), f"<= {fmt_time(limit)}", vs,
-                     "yes" if row.seconds <= limit else "no"])
+                     verdict(row.seconds <= limit, row)])
     for label, slow, fast, bound in GPU_RATIOS:
         a, b = index.get(slow), index.get(fast)
         if a is None or b is None:
             continue
         ratio = a.seconds / b.seconds
-        body.append([label, f"{ratio:,.3g}x", f">= {bound:,g}x", "–", "yes" if ratio >= bound else "no"])
+        body.append([label, f"{ratio:,.3g}x", f">= {bound:,g}x", "–", verdict(ratio >= bound, a, b)])
     if not body:
         return []
     header = ["case", "time or ratio", "target", "torch-cuda-graph / this", "met"]
@@ -355,7 +367,7 @@ def targets_section(rows: list[Case]) -> list[str]:
             continue
         ratio = top.seconds / bottom.seconds
         met = ratio <= t.bound if t.op == "<=" else ratio >= t.bound
-        body.append([t.label, f"{ratio:,.3g}", f"{t.op} {t.bound:g}", "yes" if met else "no"])
+        body.append([t.label, f"{ratio:,.3g}", f"{t.op} {t.bound:g}", verdict(met, top, bottom)])
     rounds = {r.group: r for r in rows if r.name in ("rounds", "layers-rounds")}
     for label, group, key, op, bound in ROUND_TARGETS:
         ratio = (rounds[group].info.get("ratios") or {}).get(key) if group in rounds else None

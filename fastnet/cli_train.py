@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> None:
     add_net(train, "hidden layer sizes, e.g. 50 or 100,100 (default: 50 for two/multi on MNIST, 64 on spiral; "
                    "the conv nets' own: 100 simple-conv, 50 deep-conv)")
     train.add_argument("--dropout", type=fraction, metavar="RATIO", help="dropout ratio, multi only")
-    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="(default: sgd)")
+    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
+                       help="(default: sgd; adam for the conv nets, as the book's ch.7-8 scripts)")
     train.add_argument("--lr", type=positive_float, help="learning rate (default for sgd: 0.1 on MNIST, 1.0 on spiral; others: the optimizer's)")
     train.add_argument("--epochs", type=positive_int, help="(default: 5 for MNIST, 1000 for spiral)")
     train.add_argument("--batch-size", type=positive_int, default=100, help="(default: 100)")
@@ -50,7 +51,8 @@ def add_parser(sub: Any) -> None:
                        help="shuffle each epoch, or draw batches with replacement as the book does (default: shuffle)")
     train.add_argument("--train-size", type=positive_int, metavar="N", help="use only the first N training samples")
     train.add_argument("--eval-samples", type=positive_int, metavar="N",
-                       help="measure accuracy on the first N samples of each set (default: all)")
+                       help="measure accuracy on the first N samples of each set "
+                            "(default: all; 1000 for the conv nets, as the book's ch.7-8 scripts)")
     train.add_argument("--samples", type=positive_int, default=100, help="spiral points per class (default: 100)")
     train.add_argument("--plot", metavar="PATH", help="save the loss and accuracy curves to this PNG")
     train.add_argument("--save", metavar="PATH", help="save the trained parameters to this .npz")
@@ -90,13 +92,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.weight_init = init_for(args.activation)
     if args.train_size is not None:
         x, t = x[: args.train_size], t[: args.train_size]
+    if args.net in CONV_NETS:  # the book's train_convnet.py / train_deepnet.py settings
+        args.optimizer = args.optimizer or "adam"
+        args.eval_samples = args.eval_samples or 1000
+    args.optimizer = args.optimizer or "sgd"
     net = make_net(args, x.shape[1], n_out, hidden, seed, backend)
     sgd_lr = 0.1 if name == "mnist" else 1.0
     params = {} if args.lr is None and args.optimizer != "sgd" else {"lr": args.lr or sgd_lr}
     optimizer = make_optimizer(args.optimizer, params)
     hyper = ", ".join(f"{k} {v:g}" for k, v in optimizer.hyperparameters().items())
     say(f"net: {net!r}")
-    say(f"training: {x.shape[0]} samples, {optimizer.kind} ({hyper}), batch {args.batch_size}, "
+    say(f"training: {x.shape[0]} samples, {optimizer.kind} ({hyper}), batch {min(args.batch_size, x.shape[0])}, "
          f"{epochs} epoch(s), {args.sampling} sampling, seed {seed}")
     progress = not args.no_progress and sys.stderr.isatty()
     compile_note(backend)

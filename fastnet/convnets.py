@@ -10,6 +10,7 @@ gives the same starting net on every backend.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -19,12 +20,13 @@ import numpy
 
 from .backend import NumpyBackend
 from .backend.conv_ops import loop_numerical_gradient
-from .backend.spec import own_arrays
+from .backend.spec import overlapping
 from .checks import all_finite, real, writable_params
 from .conv_layers import Convolution, Pooling
 from .conv_config import SIMPLE_CONV, conv_param_of, deep_shapes, input_dim_of, simple_shapes
 from .layers import Activation, Affine, Dropout, Relu, SoftmaxWithLoss, plain_layer
 from .netbase import Net, Seed, positive_int, seed_rng
+from .patches import output_shape
 
 __all__ = ["ConvNet", "DeepConvNet", "SimpleConvNet"]
 
@@ -97,7 +99,7 @@ class ConvNet(Net):
         writable_params(self.params, "numerical_gradient moves each parameter in place")
         with self._numgrad_lock:
             self._sync_layers()
-            if not (self.params_as_built() and all_finite(self.backend, [x, *self.params.values()])):
+            if not (self.params_fit_layers() and all_finite(self.backend, [x, *self.params.values()])):
                 return loop_numerical_gradient(self, x, t, h)  # what the fast kernels cannot assume
             return self.backend.convnet_numerical_gradient(self, x, t, h)
 
@@ -209,18 +211,36 @@ class ConvNet(Net):
         self.layers[name] = layer
         if owner is not None:
             self._owners[name] = owner
-            self._built.update({"W" + owner: tuple(layer.W.shape), "b" + owner: tuple(layer.b.shape)})
 
-    def params_as_built(self) -> bool:
-        """Whether ``params`` holds just the arrays the constructor made room for: the same names,
-        shapes and dtype, C-contiguous, none sharing memory with another. What fast paths assume."""
-        params, built, bk = self.params, self._built, self.backend
-        if params.keys() != built.keys():
+    def params_fit_layers(self) -> bool:
+        """Whether ``params`` holds just the arrays of its layers (W1, b1, ... and nothing else), of the
+        net's dtype, C-contiguous, none sharing memory with another, and shaped as the layers chain
+        them from ``input_dim``. What fast paths assume; the layers themselves take anything."""
+        params, bk = self.params, self.backend
+        if params.keys() != {p + i for i in self._owners.values() for p in "Wb"}:
             return False
-        if not all(bk.owns(p) and p.dtype == self.dtype and tuple(p.shape) == built[k] and p.flags.c_contiguous
-                   for k, p in params.items()):
+        if not all(bk.owns(p) and p.dtype == self.dtype and p.flags.c_contiguous for p in params.values()):
             return False
-        return own_arrays(params, list(params.values()), bk.address)
+        if overlapping(list(params.values()), bk.address):
+            return False
+        shape = (1, *self.input_dim)
+        for name, layer in self.layers.items():
+            owner = self._owners.get(name)
+            W, b = (params["W" + owner], params["b" + owner]) if owner is not None else (None, None)
+            try:
+                if isinstance(layer, Convolution):
+                    if W.ndim != 4 or W.shape[1] != shape[1] or b.shape != (W.shape[0],):
+                        return False
+                    shape = (1, W.shape[0], *output_shape(shape, W.shape[2], W.shape[3], layer.stride, layer.pad))
+                elif isinstance(layer, Pooling):
+                    shape = (1, shape[1], *output_shape(shape, layer.pool_h, layer.pool_w, layer.stride, layer.pad))
+                elif isinstance(layer, Affine):
+                    if W.ndim != 2 or W.shape[0] != math.prod(shape[1:]) or b.shape != (W.shape[1],):
+                        return False
+                    shape = (1, W.shape[1])
+            except ValueError:  # a window larger than its input
+                return False
+        return True
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.params.items() if k.startswith("W"))
@@ -267,7 +287,7 @@ class SimpleConvNet(ConvNet):
             self.params[f"W{i}"] = to(std * rng.standard_normal(shape), dt)
             self.params[f"b{i}"] = to(numpy.zeros(shape[0] if i == 1 else shape[1]), dt)
         p = self.params
-        self.layers, self._owners, self._built = OrderedDict(), {}, {}
+        self.layers, self._owners = OrderedDict(), {}
         self._add("Conv1", Convolution(p["W1"], p["b1"], conv["stride"], conv["pad"], backend=bk), "1")
         self._add("Relu1", Relu(backend=bk))
         self._add("Pool1", Pooling(2, 2, stride=2, backend=bk))
@@ -321,7 +341,7 @@ class DeepConvNet(ConvNet):
         rng = seed_rng(seed)
         to, dt, bk = self.backend.asarray, self.dtype, self.backend
         self.params = {}
-        self.layers, self._owners, self._built = OrderedDict(), {}, {}
+        self.layers, self._owners = OrderedDict(), {}
         shapes = deep_shapes(self.input_dim, convs, hidden, out)
         for i, cp in enumerate(convs, start=1):
             fn, c, fs, _ = shapes[i - 1]

@@ -308,3 +308,12 @@ def test_conv_round_targets_read_the_per_round_ratios():
     lines = report.targets_section(report.cases({"benchmarks": [rounds]}))
     line = next(x for x in lines if "torch / numba, SimpleConvNet step (B100 fp32), in turn per round" in x)
     assert "1.24" in line and line.split("|")[-2].strip() == "yes"
+
+
+def test_a_target_judged_from_a_disturbed_median_is_unsure(data):
+    rows = report.cases(data)
+    floor = next(r for r in rows if r.group == "step-B100-float64" and r.name == "matmul-floor")
+    disturbed = floor._replace(seconds=30 * floor.fastest)  # other work held the cores
+    rows = [disturbed if r is floor else r for r in rows]
+    line = next(x for x in report.targets_section(rows) if "numba step / matmul floor" in x)
+    assert "unsure (a median 30x its fastest round)" in line and "| yes |" not in line

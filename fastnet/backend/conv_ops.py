@@ -137,14 +137,15 @@ def suffix_numerical_gradient(net: Any, x: Array, t: Array, h: float = 1e-4,
 
 def plain_conv_net(net: Any) -> bool:
     """Whether `net` is exactly SimpleConvNet or DeepConvNet, without weight decay, ending in the
-    softmax loss, its params as built, with every layer one of fastnet's own (``plain_layer``) and in one place: where
-    each fast path's own check of a conv net starts. A layer of the user's own may compute
-    anything, and a layer in two places keeps one state for both."""
+    softmax loss, with params that fit its layers (``params_fit_layers``) and every layer one of
+    fastnet's own (``plain_layer``) and in one place: where each fast path's own check of a conv
+    net starts. A layer of the user's own may compute anything, and a layer in two places keeps
+    one state for both."""
     from ..convnets import DeepConvNet, SimpleConvNet
     from ..layers import SoftmaxWithLoss, plain_layer
 
     layers = list(net.layers.values())
-    return (type(net) in (SimpleConvNet, DeepConvNet) and not net.weight_decay_lambda and net.params_as_built()
+    return (type(net) in (SimpleConvNet, DeepConvNet) and not net.weight_decay_lambda and net.params_fit_layers()
             and type(net.last_layer) is SoftmaxWithLoss and plain_layer(net.last_layer)
             and all(plain_layer(a) for a in layers) and len({id(a) for a in layers}) == len(layers))
 

@@ -69,16 +69,14 @@ class ConvSpec:
         return [f"{p}{i}" for i in range(1, len(self.convs) + 3) for p in ("W", "b")]
 
 
-def own_arrays(params: Mapping[str, Any], arrays: Sequence[Any], address: Callable[[Any], int]) -> bool:
-    """Whether `params` holds only `arrays` (contiguous), no two of them sharing memory.
 
-    A fused step updates the parameters after all gradients are known, and in
-    its own order; the reference updates them one by one, so tied weights or
-    overlapping views would end up with other values, and an extra entry that
-    the reference's optimizer refuses would pass unnoticed. `address` gives an
-    array's first byte (``a.ctypes.data``, ``a.data.ptr``).
+def overlapping(arrays: Sequence[Any], address: Callable[[Any], int]) -> bool:
+    """Whether two of the contiguous `arrays` share memory (`address`: an array's first byte,
+    ``a.ctypes.data`` or ``a.data.ptr``).
+
+    A fused step updates the parameters after all gradients are known, in its
+    own order; the reference updates them one by one, so tied weights or
+    overlapping views must take the reference path.
     """
-    if len(params) != len(arrays):
-        return False
     spans = sorted((address(a), address(a) + a.nbytes) for a in arrays if a.nbytes)
-    return all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    return any(start < end for (_, end), (start, _) in zip(spans, spans[1:]))

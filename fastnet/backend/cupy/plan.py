@@ -30,11 +30,17 @@ from typing import Any
 
 import numpy
 
+from ..spec import overlapping
 from . import source as src
 from .launch import Hardware, choose_split
 
 RING_SIZE = 1 << 16  # loss slots before a fresh ring is allocated
 BINDINGS = 8  # bindings (each with its graph) kept per plan
+
+
+class Overlap(Exception):
+    """Parameters that share memory: a fused step would update them in its own order, so the
+    caller runs the reference path instead (no warning: nothing failed)."""
 BOUND_MISSES = 16  # new batch addresses seen before a plan copies batches into its own buffer
 _ALIGN = 32  # elements; keeps every gradient view 128-byte aligned
 
@@ -211,6 +217,8 @@ class Plan:
         if found is not None:
             self.bindings.move_to_end(key)
             return found
+        if self.layout.stage == "train" and overlapping(params, ptr):
+            raise Overlap  # checked once per new set of arrays, not every step
         values = self._values(params, state, x, t, data)
         ops: list[tuple[Any, ...]] = []
         for name, grid, block, args in self.records:

@@ -41,7 +41,7 @@ from ... import activations as act_defs
 from ...optimizers import builtin as builtin_optimizer
 from ..loops import one_blas_thread
 from ..numpy_backend import NumpyBackend
-from ..spec import MLPSpec, own_arrays
+from ..spec import MLPSpec, overlapping
 from .conv import NumbaConvOps
 
 Array = Any
@@ -149,7 +149,7 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
 
         Ws, bs = arrays[0::2], arrays[1::2]
         sizes = layer_sizes(Ws, bs, x)
-        if sizes is None or not own_arrays(params, arrays, self.address):
+        if sizes is None or len(params) != len(arrays) or overlapping(arrays, self.address):
             return None
         plan = plans[key] = StepPlan(Ws, bs, sizes, x.shape[0], spec.activation, compiled)
         while len(plans) > _MAX_PLANS:

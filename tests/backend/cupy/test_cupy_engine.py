@@ -83,6 +83,29 @@ def test_emulated_steps_on_ever_new_buffers_fall_back_to_copying(engine):
 
 
 @needs_cxx
+@pytest.mark.parametrize("change", ["tied", "overlapping", "extra"])
+def test_emulated_steps_refuse_params_the_reference_updates_one_by_one(engine, change):
+    """Tied or overlapping parameters, or an extra entry: no fused step (the caller's path runs)."""
+    sizes = (6, 6, 6)
+    params = make_params(sizes)
+    if change == "tied":
+        params["W2"] = params["W1"]
+    elif change == "overlapping":
+        flat = np.zeros(40)
+        params["b1"], params["b2"] = flat[:6], flat[3:9]
+    else:
+        params["scale"] = np.ones(3)
+    x, t = make_batch(5, sizes, onehot=False)
+    sgd = opt.SGD(lr=0.1)
+    sgd.backend = REF
+    spec = MLPSpec(params, 2, RELU, 0.1)
+    assert engine.train_step(spec, x, t, sgd) is None
+    assert engine.train_batches(spec, x, t, np.arange(5)[None, :], sgd) is None
+    if change != "extra":
+        assert engine.predict(spec, x) is not None  # reading them is fine
+
+
+@needs_cxx
 def test_emulated_gradient_of_a_large_batch(engine):
     """400 rows: kernel B splits each parameter's sum over the batch between threads."""
     sizes = (12, 7, 4)
