@@ -69,7 +69,6 @@ class ConvSpec:
         return [f"{p}{i}" for i in range(1, len(self.convs) + 3) for p in ("W", "b")]
 
 
-
 def overlapping(arrays: Sequence[Any], address: Callable[[Any], int]) -> bool:
     """Whether two of the contiguous `arrays` share memory (`address`: an array's first byte,
     ``a.ctypes.data`` or ``a.data.ptr``).

@@ -36,13 +36,13 @@ from .launch import Hardware, choose_split
 
 RING_SIZE = 1 << 16  # loss slots before a fresh ring is allocated
 BINDINGS = 8  # bindings (each with its graph) kept per plan
+BOUND_MISSES = 16  # new batch addresses seen before a plan copies batches into its own buffer
+_ALIGN = 32  # elements; keeps every gradient view 128-byte aligned
 
 
 class Overlap(Exception):
     """Parameters that share memory: a fused step would update them in its own order, so the
     caller runs the reference path instead (no warning: nothing failed)."""
-BOUND_MISSES = 16  # new batch addresses seen before a plan copies batches into its own buffer
-_ALIGN = 32  # elements; keeps every gradient view 128-byte aligned
 
 
 @dataclass(frozen=True)
