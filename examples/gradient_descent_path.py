@@ -40,7 +40,7 @@ def main() -> None:
     print(f"lr={args.lr}: after {args.steps} steps x = {to_numpy(x)}, f(x) = {float(function_2(x)):.3e}")
     for lr in (10.0, 1e-10):  # the book's examples of a bad learning rate
         bad = gradient_descent(function_2, init_x, lr=lr, step_num=100)
-        print(f"lr={lr:g}: after 100 steps x = {to_numpy(bad)}")
+        print(f"lr={lr:g} (the book's bad learning rate, its 100 steps): x = {to_numpy(bad)}")
 
     if not args.no_plot:
         points = np.vstack([to_numpy(x_history), to_numpy(x)[None]])
