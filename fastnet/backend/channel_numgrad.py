@@ -65,12 +65,7 @@ def _known_layers(net: Any) -> bool:
 
     if not plain_conv_net(net):
         return False  # a layer of the user's own may mix channels; weight decay depends on the moved weight
-    layers = list(net.layers.values())
-    arrays = [id(a) for layer in layers for a in (getattr(layer, "W", None), getattr(layer, "b", None))
-              if a is not None]
-    if len(set(arrays)) != len(arrays):
-        return False  # a weight array used twice moves more than one place
-    for layer in layers:
+    for layer in net.layers.values():  # (params_fit_layers: no weight array in two places)
         if type(layer) not in (Activation, Relu, Sigmoid, Tanh, Convolution, Pooling, Affine, Dropout):
             return False  # batch norm mixes the batch
         if isinstance(layer, Activation) and builtin(layer.activation) is None:

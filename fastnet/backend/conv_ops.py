@@ -168,8 +168,7 @@ def book_simple_convnet(net: Any, x: Array) -> bool:
     if any(builtin(layers[i].activation) != "relu" for i in (1, 4)):
         return False
     pool = layers[2]
-    return ((pool.pool_h, pool.pool_w, pool.stride, pool.pad) == (2, 2, 2, 0) and x.dtype.kind == "f"
-            and all(p.dtype.kind == "f" for p in net.params.values()))
+    return (pool.pool_h, pool.pool_w, pool.stride, pool.pad) == (2, 2, 2, 0) and x.dtype.kind == "f"
 
 
 def conv_spec(net: Any, x: Array) -> Any:
@@ -182,7 +181,7 @@ def conv_spec(net: Any, x: Array) -> Any:
     from ..layers import Activation, Affine, Dropout
     from .spec import ConvSpec
 
-    if not plain_conv_net(net) or x.dtype.kind != "f" or any(p.dtype.kind != "f" for p in net.params.values()):
+    if not plain_conv_net(net) or x.dtype.kind != "f":  # its params: the net's float dtype
         return None
     layers = list(net.layers.values())
     convs, weighted, i = [], [], 0

@@ -8,7 +8,7 @@ updating those arrays in place is seen by the next call, as in the book.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 

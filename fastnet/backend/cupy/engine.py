@@ -118,33 +118,21 @@ class FusedEngine:
 
     def _conv_layout(self, spec: ConvSpec, x: Array, t: Array | None, stage: str, rule: str | None,
                      steps: int) -> Layout | None:
-        """The layout of a ConvSpec net on images x (N, C, H, W); always tiled products. None when
-        the parameters do not fit together (the layers then say what is wrong)."""
+        """The layout of a ConvSpec net on images x (N, C, H, W); always tiled products. The spec
+        comes from ``conv_spec``, which has checked that the params fit the layers
+        (``ConvNet.params_fit_layers``: names, dtype, contiguity, shapes)."""
         dtype = numpy.dtype(x.dtype).name
+        if dtype not in FLOAT_DTYPES or x.ndim != 4:
+            return None
         params = [spec.params[k] for k in spec.names()]
-        if dtype not in FLOAT_DTYPES or x.ndim != 4 or any(
-                p.dtype != x.dtype or not p.flags.c_contiguous for p in params):
-            return None
-        if len(spec.params) != len(params):
-            return None  # an entry the reference's optimizer would refuse
         rows = int(x.shape[0])
-        if any(W.ndim != 4 or b.shape != (W.shape[0],) for W, b in zip(params[0:-4:2], params[1:-4:2])):
-            return None
         conv = (*x.shape[1:], *((int(W.shape[0]), int(W.shape[2]), int(W.shape[3]), int(stride), int(pad), int(pool))
                                 for (stride, pad, pool), W in zip(spec.convs, params[0::2])))
-        try:
-            geometry = blocks(conv)
-        except ValueError:
-            return None  # a window larger than its input: the layers say which
-        if any(W.shape[1] != block.C for block, W in zip(geometry, params[0::2])):
-            return None
+        geometry = blocks(conv)
         tallest = max(max(rows * block.out_hw[0] * block.out_hw[1], block.FN) for block in geometry)
         last = geometry[-1]
         c, (h, w) = last.FN, (last.pooled_hw if last.pool else last.out_hw)
-        W1, b1, W2, b2 = params[-4:]
-        sizes = (c * h * w, int(W1.shape[-1]), int(W2.shape[-1]))
-        if W1.shape != sizes[:2] or b1.shape != (sizes[1],) or W2.shape != sizes[1:] or b2.shape != (sizes[2],):
-            return None
+        sizes = (c * h * w, int(params[-4].shape[-1]), int(params[-2].shape[-1]))
         if not fits_grid(max(tallest, sizes[0] + 1, sizes[1] + 1), self.hw):
             return None  # a product with more row blocks than the grid holds
         onehot = t is not None and t.ndim == 2
