@@ -1,4 +1,4 @@
-"""The ``fastnet`` command: train, gradcheck, tune, bench, info.
+"""The ``fastnet`` command: train, eval, gradcheck, tune, bench, info.
 
 Every failure a user can cause (a bad argument, a missing data set, an
 unavailable backend, a diverging run) ends with a one-line message, a usage
@@ -21,7 +21,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``fastnet`` argument parser (subcommands train, gradcheck, tune, bench, info)."""
+    """The ``fastnet`` argument parser (subcommands train, eval, gradcheck, tune, bench, info)."""
     from . import __version__
 
     parser = Parser(
@@ -33,11 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
+    from .cli_eval import add_parser as add_eval
     from .cli_gradcheck import add_parser as add_gradcheck
     from .cli_train import add_parser as add_train
     from .cli_tune import add_parser as add_tune
 
     add_train(sub)
+    add_eval(sub)
     add_gradcheck(sub)
     add_tune(sub)
     bench = sub.add_parser("bench", add_help=False,
