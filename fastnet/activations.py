@@ -23,6 +23,8 @@ import inspect
 
 from typing import Any
 
+from .definitions import as_defined, record
+
 __all__ = ["Activation", "RELU", "SIGMOID", "TANH", "ACTIVATIONS", "get", "builtin"]
 
 Array = Any
@@ -96,6 +98,7 @@ class _Tanh(Activation):
 RELU = _Relu()
 SIGMOID = _Sigmoid()
 TANH = _Tanh()
+record(_Relu, _Sigmoid, _Tanh)
 
 #: The built-in activations by name.
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (RELU, SIGMOID, TANH)}
@@ -142,11 +145,12 @@ def builtin(activation: Any) -> str | None:
     """The kernel name when `activation` is one of the built-in objects itself, else None.
 
     What backends ask before running a compiled version: a subclass or a copy
-    of a built-in is not the built-in, and takes the generic path.
+    of a built-in is not the built-in, nor is a built-in whose methods were
+    replaced (``definitions.as_defined``); they take the generic path.
     """
     for known in (RELU, SIGMOID, TANH):
         if activation is known:
-            return known.kernel
+            return known.kernel if as_defined(known) else None
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy
 
 from .checks import floating, need_forward, numeric, same_shape, targets
+from .definitions import as_defined, record
 from . import activations
 from .backend import NumpyBackend, lookup
 
@@ -304,7 +305,12 @@ __all__ += ["Convolution", "Pooling"]
 _PLAIN = (Activation, Relu, Sigmoid, Tanh, Affine, SoftmaxWithLoss, Dropout, BatchNormalization, Convolution, Pooling)
 
 
+record(*_PLAIN)
+
+
 def plain_layer(layer: Any) -> bool:
-    """Whether `layer` is exactly one of these classes, with no method replaced on the instance:
-    what a backend or a net may run its own way. A subclass may compute something else."""
-    return type(layer) in _PLAIN and not any(name in vars(layer) for name in ("forward", "backward"))
+    """Whether `layer` is exactly one of these classes as defined, with no method replaced on the
+    class or the instance: what a backend or a net may run its own way. A subclass may compute
+    something else."""
+    return (type(layer) in _PLAIN and not any(name in vars(layer) for name in ("forward", "backward"))
+            and as_defined(layer, instance=False))

@@ -29,6 +29,7 @@ import numpy
 
 from .backend import NumpyBackend, get_backend
 from .checks import Number, fraction, non_negative, real
+from .definitions import as_defined, record
 
 __all__ = [
     "Optimizer",
@@ -157,16 +158,15 @@ def builtin(optimizer: Any) -> str | None:
     """The kernel name when `optimizer` is exactly a built-in class with nothing overridden, else None.
 
     What backends ask before running a compiled rule (or fusing the update
-    into a training step): a subclass, or an instance given a method of its
-    own (``update``, ``rule``, ``step_scalars`` or any other), is not the
-    built-in definition. Hyper-parameters are ``Number`` attributes: always
+    into a training step): a subclass, an instance given a method of its
+    own (``update``, ``rule``, ``step_scalars`` or any other), or a built-in
+    class changed after import (``SGD.update = ...``) is not the built-in
+    definition. Hyper-parameters are ``Number`` attributes: always
     Python floats, whatever was assigned.
     """
     cls = type(optimizer)
-    if OPTIMIZERS.get(getattr(cls, "kind", None)) is not cls:
-        return None
-    if any(callable(value) for value in vars(optimizer).values()):
-        return None  # a method replaced on the instance
+    if OPTIMIZERS.get(getattr(cls, "kind", None)) is not cls or not as_defined(optimizer):
+        return None  # another class, or a method replaced on the class or the instance
     return cls.kernel
 
 
@@ -328,6 +328,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "adam": Adam,
     "adamw": AdamW,
 }
+record(*OPTIMIZERS.values())
 
 
 def make_optimizer(optimizer: str | Optimizer = "sgd", params: dict[str, Any] | None = None) -> Optimizer:

@@ -33,7 +33,7 @@ import numpy
 
 from ...errors import BackendMismatchError
 from ..numpy_backend import NumpyBackend
-from ..spec import MLPSpec
+from ..spec import MLPSpec, overlapping
 from .conv import CupyConvOps
 
 INSTALL_HINT = "install CuPy with: pip install 'fastnet[cuda12]' (or 'fastnet[cuda13]')"
@@ -198,8 +198,10 @@ class CupyBackend(CupyConvOps, NumpyBackend):
 
     def apply_rule(self, optimizer: Any, kernel: str | None, p: Any, g: Any,
                    state: list[Any], scalars: tuple[float, ...]) -> None:
-        """A built-in rule (`kernel` names it) in one launch; anything else runs its own ``rule``."""
-        if kernel is None or not self.fused or not self.updates.fits(p, g, state):
+        """A built-in rule (`kernel` names it) in one launch; anything else runs its own ``rule``,
+        as do arrays that share memory (g is p: the rule's statements see each other's writes)."""
+        if (kernel is None or not self.fused or not self.updates.fits(p, g, state)
+                or overlapping((p, g, *state), self.address)):
             return super().apply_rule(optimizer, kernel, p, g, state, scalars)
         self.updates.apply(kernel, p, g, state, scalars)
 

@@ -365,14 +365,18 @@ class NumbaBackend(NumbaConvOps, NumpyBackend):
     # ----------------------------------------------------------- updates
     def apply_rule(self, optimizer: Any, kernel: str | None, p: Array, g: Array,
                    state: list[Array], scalars: tuple[float, ...]) -> None:
-        """A built-in rule in one compiled pass (same bits); anything else runs its own rule."""
+        """A built-in rule in one compiled pass (same bits); anything else runs its own rule.
+
+        Arrays that share memory (``update(params, params)``: g is p) take the
+        rule: its statements see each other's writes, the compiled pass does not.
+        """
         if kernel is not None:
             arrays = (p, g, *state)
             dtype = p.dtype
             if dtype in _FLOATS and all(
                 type(a) is numpy.ndarray and a.dtype == dtype and a.flags.c_contiguous
                 and a.shape == p.shape for a in arrays
-            ):
+            ) and not any(numpy.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]):
                 from .optimizers import RULES
 
                 RULES[kernel](*[a.reshape(-1) for a in arrays], *map(float, scalars))

@@ -29,7 +29,8 @@ def central_differences(f, x, h, h_own, grad):  # type: ignore[no-untyped-def]
         fxh1 = f(x)
         x[idx] = tmp - h_own
         fxh2 = f(x)
-        grad[idx] = (fxh1 - fxh2) / (2 * h)
+        # the book's loop gets f's float32 as a Python float: the difference is float64's
+        grad[idx] = (np.float64(fxh1) - np.float64(fxh2)) / (2 * h)
         x[idx] = tmp
 
 
@@ -41,10 +42,20 @@ def is_compiled(f: Any) -> bool:
 
 
 def compiled_gradient(f: Any, x: np.ndarray, h: float) -> np.ndarray | None:
-    """The compiled loop's result, or None when it cannot be compiled for f."""
+    """The compiled loop's result, or None when it cannot be compiled for f or f does not
+    return a float (an integer or bool difference is Python's, exact and unbounded)."""
+    args = (numba.typeof(x),)
+    errors = (numba.core.errors.TypingError, numba.core.errors.UnsupportedError)
+    try:
+        f.compile(args)
+    except errors:
+        return None  # the plain loop calls it from Python, and raises what Python raises
+    returns = [sig.return_type for sig in f.nopython_signatures if tuple(sig.args) == args]
+    if not returns or not all(isinstance(r, numba.types.Float) for r in returns):
+        return None
     grad = np.zeros_like(x)
     try:
         central_differences(f, x, float(h), x.dtype.type(h), grad)
-    except (numba.core.errors.TypingError, numba.core.errors.UnsupportedError):
+    except errors:
         return None  # e.g. f returns an array: the plain loop handles it
     return grad

@@ -55,6 +55,20 @@ def test_backend_single_launch_updates_match_numpy(emu_backend, kind, dtype):
 
 
 @needs_cxx
+@pytest.mark.parametrize("kind", RULES)
+def test_backend_updates_with_grads_that_are_the_params(emu_backend, kind):
+    """update(params, params): the rule's later statements see p's new values, as NumPy's do."""
+    ours = {"x": np.array([3.0, -2.0, 0.5])}
+    ref = copy.deepcopy(ours)
+    o1, o2 = opt.OPTIMIZERS[kind](lr=0.1), opt.OPTIMIZERS[kind](lr=0.1)
+    o1.backend, o2.backend = emu_backend, REF
+    for _ in range(3):
+        o1.update(ours, ours)
+        o2.update(ref, ref)
+    assert worst(ours, ref) < 1e-15
+
+
+@needs_cxx
 def test_backend_trainer_epoch_uses_device_batches(emu_backend):
     from fastnet.train import Trainer
 
