@@ -8,6 +8,7 @@ import argparse
 import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -263,16 +264,37 @@ def make_net(args: argparse.Namespace, n_in: int, n_out: int, hidden: list[int],
 
 
 def check_output(path: str | None, what: str) -> None:
-    """Fail before training, not after, when an output cannot be written."""
+    """Fail before training, not after, when an output cannot be written there."""
     if path is None:
         return
+    if not path.strip():
+        raise UsageError(f"{what} needs a file name, got an empty one")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{what} {path}: is a folder; give a file name inside it")
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"{what} {path}: {folder} is a file, not a folder")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{what} {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"{what} {path}: folder {folder} is not writable")
+    try:  # a real write: permission bits do not stop root, read-only or virtual file systems do
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"{what} {path}: cannot write in folder {folder} ({exc.strerror or exc})") from None
+
+
+def check_outputs(**outputs: str | None) -> None:
+    """check_output for each option, and no two options naming the same file (one would overwrite the other)."""
+    seen: dict[str, str] = {}
+    for option, path in outputs.items():
+        what = "--" + option.replace("_", "-")
+        check_output(path, what)
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"{seen[real]} and {what} name the same file {path}: one would overwrite the other")
+        seen[real] = what
 
 
 def compile_note(backend: Any) -> None:

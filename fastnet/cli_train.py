@@ -13,7 +13,7 @@ from .cli_common import (
     add_common,
     add_net,
     check_net_args,
-    check_output,
+    check_outputs,
     compile_note,
     fraction,
     fresh_seed,
@@ -70,8 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .plot import check_image_path
 
         check_image_path(args.plot)  # no matplotlib, or no image format: say so now, not after training
-    check_output(args.plot, "--plot")
-    check_output(args.save, "--save")
+    check_outputs(save=args.save, plot=args.plot)
     check_net_args(args)
     backend = resolve_backend(args)
     seed = fresh_seed(args)

@@ -485,7 +485,7 @@ def test_cache_round_trip(dataset, monkeypatch: pytest.MonkeyPatch) -> None:
         assert {"meta", "train_img", "train_label", "test_img", "test_label"} <= set(npz.files)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "bad-meta"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "bad-meta", "rewritten"])
 def test_corrupt_cache_is_rebuilt(dataset, damage: str) -> None:
     data, arrays, checksums = dataset
     load_idx_dataset(data, checksums=checksums)
@@ -497,6 +497,11 @@ def test_corrupt_cache_is_rebuilt(dataset, damage: str) -> None:
         cache.write_bytes(b"PK\x03\x04" + os.urandom(500))
     elif damage == "empty":
         cache.write_bytes(b"")
+    elif damage == "rewritten":  # other labels under the same record of the sources
+        with np.load(cache, allow_pickle=False) as npz:
+            members = {k: npz[k] for k in npz.files}
+        members["train_label"] = (members["train_label"] + 1) % 10
+        np.savez(cache, **members)
     else:
         np.savez(cache, meta=np.array("{not json"), **arrays)
     (_, t), _ = load_idx_dataset(data, checksums=checksums)
@@ -687,3 +692,19 @@ def test_toy_bad_args(make, args, name: str) -> None:
 def test_spiral_bad_noise(noise) -> None:
     with pytest.raises(ValueError, match="^noise:"):
         spiral_data(10, 2, noise=noise)
+
+
+@pytest.mark.parametrize("download", [True, False])
+def test_a_data_dir_that_does_not_exist_is_an_error_not_the_user_cache(dataset, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      download: bool) -> None:
+    """A typo in data_dir must not quietly load whatever the user cache holds, when nothing can be
+    downloaded into it."""
+    data, arrays, checksums = dataset
+    if download:
+        monkeypatch.setenv("FASTNET_OFFLINE", "1")
+    monkeypatch.setattr(mnist_mod, "MNIST_SHA256", checksums)
+    load_idx_dataset(data, checksums=checksums, cache_dir=data)  # something in a cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(data.parent))
+    with pytest.raises(DatasetError, match="does not exist"):
+        mnist_mod.load_mnist(data_dir=tmp_path / "no-such-folder", download=download)

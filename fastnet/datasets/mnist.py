@@ -338,9 +338,11 @@ def load_mnist(
         DownloadError: a missing file could not be fetched from any mirror.
         ValueError: ``dtype`` is not a floating dtype.
     """
-    if data_dir is not None and not download and not Path(data_dir).expanduser().exists():
+    if data_dir is not None and not Path(data_dir).expanduser().exists() and (not download or _offline()):
         # a typo in an explicit path must not be covered up by the user cache
-        raise DatasetError(f"data_dir {os.fspath(data_dir)!r} does not exist")
+        why = "download=False" if not download else "FASTNET_OFFLINE=1"
+        raise DatasetError(f"data_dir {os.fspath(data_dir)!r} does not exist, and downloading into it is "
+                           f"off ({why})")
     return load_idx_dataset(
         data_dir if data_dir is not None else default_data_dir(),
         checksums=MNIST_SHA256,

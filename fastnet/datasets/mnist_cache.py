@@ -2,7 +2,8 @@
 
 Every IDX file is checked against its SHA-256 and the MNIST structure; the
 parsed arrays are cached as ``mnist-cache.npz`` (no pickle) beside a record of
-the sources they came from, so a changed source invalidates the cache. A file of
+the sources they came from, so a changed source invalidates the cache, and each
+cached array is checked against its source's SHA-256 when read. A file of
 that name that is not such a cache is never overwritten.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import ChecksumError, DatasetError
 from . import fileio
-from .idx import decode_idx, gunzip_if_needed
+from .idx import decode_idx, encode_idx, gunzip_if_needed
 
 __all__ = ["CACHE_NAME", "CACHE_VERSION", "IMAGE_SIDE", "NUM_CLASSES", "check_structure", "first_writable",
            "read_cache", "read_checked", "source_key", "write_cache"]
@@ -119,6 +120,9 @@ def read_cache(
             if not load_arrays:
                 return {}
             arrays = {key: npz[key] for key in files}
+        for key in files:  # the arrays themselves, not just the record: a rewritten cache is rebuilt
+            if hashlib.sha256(encode_idx(arrays[key])).hexdigest() != meta["sources"][key]["sha256"]:
+                return None
         check_structure(arrays, {k: f"{path} [{k}]" for k in files})
         return arrays
     except Exception:  # noqa: BLE001 -- any failure just means "rebuild"
